@@ -1,0 +1,218 @@
+//! The contract between the API and a transport driver.
+//!
+//! A driver is a factory ([`Driver`]) registered for one or more URL schemes. For a URL it
+//! builds an [`RpcDriver`] and/or a [`NotifyDriver`]: small object-safe traits that move
+//! messages and know nothing of endpoints, versions, timeouts or retries of the API above them.
+//! The API does dispatch, version negotiation, call timeouts, call-monitor heartbeats,
+//! duplicate suppression, batching and filtering, once for every driver.
+//!
+//! To write a driver: implement these traits, use [`crate::wire`] for the oslo formats and
+//! [`ReplyRouter`] to correlate replies, declare what you cannot do in [`Capabilities`], and run
+//! the conformance suite (feature `conformance`) against your real broker.
+
+mod address;
+mod capabilities;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{MessagingError, Result};
+use crate::options::OptionSpec;
+use crate::url::TransportUrl;
+use crate::wire::{NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest};
+
+pub use address::{NotifyAddress, RpcAddress, ServerAddress};
+pub use capabilities::{Capabilities, Delivery, Feature};
+pub use reply::{PendingReply, ReplyRouter};
+
+/// How often a send is retried when the broker is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retry {
+    /// Try once.
+    Never,
+    /// Retry up to this many times.
+    Times(u32),
+    /// Retry until it works (a call's timeout still bounds it). oslo's default.
+    #[default]
+    Forever,
+}
+
+impl Retry {
+    /// oslo's convention: `None` or a negative number means forever, `0` never, `n` n times.
+    pub fn from_oslo(retry: Option<i64>) -> Self {
+        match retry {
+            None => Retry::Forever,
+            Some(n) if n < 0 => Retry::Forever,
+            Some(0) => Retry::Never,
+            Some(n) => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// True if attempt number `attempt` (1 for the first retry) is allowed.
+    pub fn allows(&self, attempt: u32) -> bool {
+        match self {
+            Retry::Never => false,
+            Retry::Times(n) => attempt <= *n,
+            Retry::Forever => true,
+        }
+    }
+}
+
+/// Per-send parameters a driver honours.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// For calls: the caller's timeout (oslo sets it as the message's expiration). For other
+    /// sends: how long the driver may spend trying, if bounded.
+    pub timeout: Option<Duration>,
+    /// For calls: the caller's call-monitor timeout (servers heartbeat every half of it).
+    pub call_monitor_timeout: Option<Duration>,
+    /// How often to retry when the broker is unreachable.
+    pub retry: Retry,
+}
+
+/// A transport driver: a factory for the RPC and notification sides of one URL scheme.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Short name, used in errors (`rabbit`, `kafka`, …).
+    fn name(&self) -> &'static str;
+
+    /// URL schemes (the part before `+`) this driver serves.
+    fn schemes(&self) -> &'static [&'static str];
+
+    /// The URL query options this driver understands.
+    fn options(&self) -> &'static [OptionSpec] {
+        &[]
+    }
+
+    /// What this driver can and cannot do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Build the RPC side for `url` (options already validated).
+    async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {
+        let _ = url;
+        Err(MessagingError::unsupported(self.name(), "RPC"))
+    }
+
+    /// Build the notification side for `url` (options already validated).
+    async fn notifications(&self, url: &TransportUrl) -> Result<Arc<dyn NotifyDriver>> {
+        let _ = url;
+        Err(MessagingError::unsupported(self.name(), "notifications"))
+    }
+}
+
+/// Moves RPC requests and replies.
+#[async_trait]
+pub trait RpcDriver: Send + Sync + 'static {
+    /// Send a request that expects no reply (to one server of the topic, one named server, or
+    /// every server if `to.fanout`).
+    async fn cast(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<()>;
+
+    /// Send a request and return where its replies will arrive. The caller applies timeouts.
+    async fn call(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<PendingReply>;
+
+    /// Start consuming requests addressed to a server: its topic, its own server address and
+    /// the topic's fanout.
+    async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>>;
+
+    /// Release connections. Pending calls fail or time out.
+    async fn close(&self) {}
+}
+
+/// A server's stream of requests.
+#[async_trait]
+pub trait RpcListener: Send + 'static {
+    /// The next request, or `None` once closed. Must be cancel-safe: dropping the future loses
+    /// nothing. A driver handles undecodable messages itself (logs and drops them) and never
+    /// returns them here.
+    async fn next(&mut self) -> Option<IncomingRequest>;
+
+    /// Stop consuming. Requests not yet returned by `next` stay with the broker for others.
+    async fn close(&mut self);
+}
+
+/// A request delivered to a server.
+pub struct IncomingRequest {
+    /// The request.
+    pub request: RpcRequest,
+    /// `_unique_id`, when the transport carries one (for duplicate suppression).
+    pub unique_id: Option<String>,
+    /// The caller's call-monitor timeout: the server heartbeats every half of it.
+    pub call_monitor_timeout: Option<Duration>,
+    /// Where to answer; `None` for casts.
+    pub reply: Option<Box<dyn Replier>>,
+}
+
+/// Sends the answers to one call.
+#[async_trait]
+pub trait Replier: Send + Sync + 'static {
+    /// Send a heartbeat, the result or the failure.
+    async fn send(&self, event: ReplyEvent) -> Result<()>;
+}
+
+/// Moves notifications.
+#[async_trait]
+pub trait NotifyDriver: Send + Sync + 'static {
+    /// Publish one notification; returns once the transport has taken responsibility for it.
+    async fn notify(
+        &self,
+        to: &NotifyAddress,
+        message: &NotificationMessage,
+        format: NotificationFormat,
+        options: &SendOptions,
+    ) -> Result<()>;
+
+    /// Subscribe to notifications. Listeners with the same `pool` (or no pool) on the same
+    /// address share the messages; each pool gets its own copy.
+    async fn listen(&self, subscriptions: &[NotifyAddress], pool: Option<&str>) -> Result<Box<dyn NotificationSource>>;
+
+    /// Release connections.
+    async fn close(&self) {}
+}
+
+/// A listener's stream of notifications.
+#[async_trait]
+pub trait NotificationSource: Send + 'static {
+    /// The next notification, or `None` once closed. Must be cancel-safe. Undecodable
+    /// messages are handled by the driver (logged, dropped) and never returned here.
+    async fn next(&mut self) -> Option<IncomingNotification>;
+
+    /// Stop consuming. Unacknowledged notifications go back to the broker.
+    async fn close(&mut self);
+}
+
+/// A notification delivered to a listener, to be acknowledged once handled.
+pub struct IncomingNotification {
+    /// The notification.
+    pub message: NotificationMessage,
+    /// `_unique_id`, when the transport carries one.
+    pub unique_id: Option<String>,
+    /// Settles the delivery.
+    pub acker: Box<dyn Acknowledger>,
+}
+
+/// Settles one delivered notification.
+#[async_trait]
+pub trait Acknowledger: Send + 'static {
+    /// The notification was handled: the broker may forget it.
+    async fn ack(self: Box<Self>) -> Result<()>;
+
+    /// Deliver the notification again (to this or another listener of the pool).
+    async fn requeue(self: Box<Self>) -> Result<()>;
+}
+
+/// Log a message the driver could not decode. Every driver reports bad input the same way.
+pub fn log_malformed(driver: &str, origin: &str, error: &MessagingError, body: &[u8]) {
+    const SHOWN: usize = 200;
+    let shown = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
+    tracing::warn!(
+        driver,
+        origin,
+        %error,
+        bytes = body.len(),
+        body = %shown,
+        "dropping a message that cannot be decoded"
+    );
+}

@@ -1,0 +1,315 @@
+//! The one error type of the library, and the remote failure carried in RPC replies.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Shorthand for results whose error is [`MessagingError`].
+pub type Result<T, E = MessagingError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when sending, receiving or configuring messaging.
+///
+/// Match on the variant to decide what to do; the `Display` text is meant for logs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessagingError {
+    /// A transport URL that does not follow the grammar
+    /// `driver[+variant]://[user:pass@]host:port[,…]/vhost?option=value`.
+    #[error("invalid transport URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No driver is compiled in for the URL's scheme.
+    #[error("unknown transport scheme `{scheme}`; available schemes: {}", available.join(", "))]
+    UnknownScheme {
+        /// The scheme that was asked for.
+        scheme: String,
+        /// Schemes of the drivers that are available.
+        available: Vec<String>,
+    },
+
+    /// A URL query option (or config key) that the chosen driver does not know.
+    #[error("unknown option `{option}` for the {driver} driver; known options: {}", known.join(", "))]
+    UnknownOption {
+        /// The option that was given.
+        option: String,
+        /// The driver it was given to.
+        driver: String,
+        /// The options that driver declares.
+        known: Vec<String>,
+    },
+
+    /// A known option with a value of the wrong kind or out of range.
+    #[error("invalid value `{value}` for option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option name.
+        option: String,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The driver cannot do what was asked (e.g. RPC over Kafka).
+    #[error("the {driver} driver does not support {what}")]
+    Unsupported {
+        /// The driver's name.
+        driver: String,
+        /// What it cannot do.
+        what: String,
+    },
+
+    /// A target that cannot be used for the operation (e.g. a fanout call).
+    #[error("invalid target: {0}")]
+    InvalidTarget(String),
+
+    /// Arguments, a result or a payload could not be (de)serialized.
+    #[error("serialization failed: {0}")]
+    Serialization(#[from] serde_json::Error),
+
+    /// No reply within the call's timeout (or no call-monitor heartbeat in time).
+    #[error("timed out after {after:?} waiting for a reply to message ID {msg_id}")]
+    Timeout {
+        /// The request's `_msg_id`.
+        msg_id: String,
+        /// How long the caller waited.
+        after: Duration,
+    },
+
+    /// The remote endpoint raised an error.
+    #[error("remote error: {0}")]
+    Remote(RemoteError),
+
+    /// The server has no endpoint with this method at a compatible version.
+    #[error("no such RPC method `{method}` on the server")]
+    NoSuchMethod {
+        /// The method that was called.
+        method: String,
+        /// The failure as the server encoded it.
+        remote: RemoteError,
+    },
+
+    /// No endpoint of the server implements the requested version.
+    #[error("the server does not support version {version} for method `{method}`")]
+    UnsupportedVersion {
+        /// The requested version.
+        version: String,
+        /// The method that was called.
+        method: String,
+        /// The failure as the server encoded it.
+        remote: RemoteError,
+    },
+
+    /// The requested version is above the client's `version_cap`.
+    #[error("requested version {version} is above the version cap {cap}")]
+    VersionCap {
+        /// The requested version.
+        version: String,
+        /// The client's cap.
+        cap: String,
+    },
+
+    /// The broker or peer refused or lost a message.
+    #[error("delivery failed: {0}")]
+    DeliveryFailure(String),
+
+    /// The broker could not be reached or the connection broke, after the retries allowed.
+    #[error("connection failure: {0}")]
+    ConnectionFailure(String),
+
+    /// The broker refused the credentials.
+    #[error("authentication failed: {0}")]
+    AuthenticationFailure(String),
+
+    /// A message from the bus that could not be decoded.
+    #[error("malformed message: {0}")]
+    MalformedMessage(String),
+
+    /// A message larger than the transport's limit.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Encoded size of the message.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The transport, server or listener has been closed.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+}
+
+impl MessagingError {
+    /// Shorthand for an [`MessagingError::Unsupported`] error.
+    pub fn unsupported(driver: impl Into<String>, what: impl Into<String>) -> Self {
+        Self::Unsupported {
+            driver: driver.into(),
+            what: what.into(),
+        }
+    }
+
+    /// True for errors that a retry may cure (connection and delivery problems, timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectionFailure(_) | Self::DeliveryFailure(_) | Self::Timeout { .. }
+        )
+    }
+}
+
+/// Python's module for built-in exception classes, as oslo encodes it.
+pub const BUILTINS_MODULE: &str = "builtins";
+
+/// The dispatcher module of oslo.messaging, the module of `NoSuchMethod`/`UnsupportedVersion`.
+pub const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
+
+/// An exception raised by a remote endpoint, as oslo.messaging serializes it in a reply's
+/// `failure` field: `{"class", "module", "message", "tb", "args", "kwargs"}`.
+///
+/// Endpoints return it to signal an error to the caller; callers receive it inside
+/// [`MessagingError::Remote`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Exception class name, e.g. `ValueError`.
+    #[serde(rename = "class")]
+    pub class: String,
+    /// Module of the class, e.g. `builtins`.
+    pub module: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// Traceback lines, if the peer sent any.
+    #[serde(rename = "tb", default)]
+    pub traceback: Vec<String>,
+    /// The exception's positional arguments.
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
+    /// The exception's keyword arguments.
+    #[serde(default)]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// An error the endpoint expects (oslo's `expected_exceptions`): logged quietly by the server.
+    #[serde(skip)]
+    pub expected: bool,
+}
+
+impl RemoteError {
+    /// An error of Python class `class` in module `builtins`, e.g. `("ValueError", "bad input")`.
+    pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::with_module(class, BUILTINS_MODULE, message)
+    }
+
+    /// An error of class `class` in `module`.
+    pub fn with_module(
+        class: impl Into<String>,
+        module: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let message = message.into();
+        Self {
+            class: class.into(),
+            module: module.into(),
+            args: vec![serde_json::Value::String(message.clone())],
+            message,
+            traceback: Vec::new(),
+            kwargs: serde_json::Map::new(),
+            expected: false,
+        }
+    }
+
+    /// A Python `ValueError`, the usual error for bad arguments.
+    pub fn value_error(message: impl Into<String>) -> Self {
+        Self::new("ValueError", message)
+    }
+
+    /// Mark the error as expected: the server logs it at debug level, without a traceback.
+    pub fn expected(mut self) -> Self {
+        self.expected = true;
+        self
+    }
+
+    /// oslo's `NoSuchMethod` failure.
+    pub fn no_such_method(method: &str) -> Self {
+        Self::with_module(
+            "NoSuchMethod",
+            DISPATCHER_MODULE,
+            format!("Endpoint does not support RPC method {method}"),
+        )
+    }
+
+    /// oslo's `UnsupportedVersion` failure.
+    pub fn unsupported_version(version: &str, method: &str) -> Self {
+        Self::with_module(
+            "UnsupportedVersion",
+            DISPATCHER_MODULE,
+            format!("Endpoint does not support RPC version {version}. Attempted method: {method}"),
+        )
+    }
+
+    /// Turn a failure received for `method` (at `version`) into the matching error variant.
+    pub fn into_error(self, method: &str, version: Option<&str>) -> MessagingError {
+        match (self.class.as_str(), self.module.as_str()) {
+            ("NoSuchMethod", DISPATCHER_MODULE) => MessagingError::NoSuchMethod {
+                method: method.to_owned(),
+                remote: self,
+            },
+            ("UnsupportedVersion", DISPATCHER_MODULE) => MessagingError::UnsupportedVersion {
+                version: version.unwrap_or("1.0").to_owned(),
+                method: method.to_owned(),
+                remote: self,
+            },
+            _ => MessagingError::Remote(self),
+        }
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}: {}", self.module, self.class, self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// Errors of the library cross back to a caller's caller unchanged: a remote failure keeps its
+/// class, anything else becomes a `MessagingError` failure in this crate's module.
+impl From<MessagingError> for RemoteError {
+    fn from(err: MessagingError) -> Self {
+        match err {
+            MessagingError::Remote(remote)
+            | MessagingError::NoSuchMethod { remote, .. }
+            | MessagingError::UnsupportedVersion { remote, .. } => remote,
+            MessagingError::Timeout { .. } => {
+                Self::with_module("MessagingTimeout", "oslo_messaging.exceptions", err.to_string())
+            }
+            other => Self::with_module("MessagingException", "oslo_messaging.exceptions", other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for RemoteError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::value_error(err.to_string())
+    }
+}
+
+impl From<std::io::Error> for RemoteError {
+    fn from(err: std::io::Error) -> Self {
+        Self::new("OSError", err.to_string())
+    }
+}
+
+impl From<String> for RemoteError {
+    fn from(message: String) -> Self {
+        Self::new("Exception", message)
+    }
+}
+
+impl From<&str> for RemoteError {
+    fn from(message: &str) -> Self {
+        Self::new("Exception", message)
+    }
+}

@@ -1,0 +1,77 @@
+//! One messaging API, RPC and notifications, over transports chosen by URL, wire-compatible
+//! with Python's oslo.messaging.
+//!
+//! This crate holds the API, the driver contract, the oslo wire codec, the in-process
+//! `memory://` driver and (feature `conformance`) the conformance suite every driver runs.
+//! Applications usually depend on the `messaging` facade crate, which re-exports all of this
+//! and installs the broker drivers it was built with.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), messaging_core::MessagingError> {
+//! use std::time::Duration;
+//! use messaging_core::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct EchoArgs { value: String }
+//!
+//! let rpc = get_rpc_transport("memory://").await?;
+//! let server = RpcServer::new(rpc.clone(), Target::topic("compute").server("host1"))
+//!     .endpoint(Endpoint::new().method("echo", |_ctx: Context, args: EchoArgs| async move {
+//!         Ok::<_, RemoteError>(args.value)
+//!     }))
+//!     .start()
+//!     .await?;
+//!
+//! let client = RpcClient::new(rpc, Target::topic("compute")).timeout(Duration::from_secs(10));
+//! let ctx = Context::new().with("request_id", "req-1");
+//! let reply: String = client.call(&ctx, "echo", &EchoArgs { value: "hi".into() }).await?;
+//! assert_eq!(reply, "hi");
+//!
+//! match client.call::<String>(&ctx, "no_such", &NoArgs {}).await {
+//!     Err(MessagingError::NoSuchMethod { method, .. }) => assert_eq!(method, "no_such"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod context;
+pub mod driver;
+mod error;
+mod memory;
+mod notify;
+pub mod options;
+mod priority;
+mod registry;
+mod rpc;
+mod service;
+mod target;
+mod transport;
+mod url;
+pub mod wire;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use context::{Context, NoOpSerializer, Serializer, SharedSerializer};
+pub use driver::Retry;
+pub use error::{MessagingError, RemoteError, Result};
+pub use notify::{
+    Notification, NotificationEndpoint, NotificationFilter, NotificationListener, NotificationMetadata,
+    NotificationResult, Notifier, NotifierDriver,
+};
+pub use priority::Priority;
+pub use registry::{available_schemes, driver_for_scheme, install_driver};
+pub use rpc::{Endpoint, NoArgs, RpcClient, RpcEndpoint, RpcServer, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, PING_METHOD};
+pub use service::ServiceHandle;
+pub use target::{Target, Version};
+pub use transport::{
+    get_notification_transport, get_rpc_transport, MessagingConfig, NotificationTransport, NotificationsConfig,
+    RpcTransport, TransportOptions, DEFAULT_EXCHANGE,
+};
+pub use url::{TransportHost, TransportUrl};
+pub use memory::MemoryDriver;

@@ -1,0 +1,366 @@
+//! The `memory://` driver (also `fake://`): an in-process transport with the full semantics
+//! of a broker (topic, server-directed and fanout routing, competing servers, listener pools,
+//! requeue, call expiry, call-monitor heartbeats), for applications' own tests and examples.
+//!
+//! Transports with the same virtual host (`memory://` or `memory:///name`) in one process
+//! share one bus; different virtual hosts are isolated.
+
+mod bus;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures_util::future::select_all;
+use tokio::sync::OnceCell;
+
+use crate::driver::{
+    Acknowledger, Capabilities, Driver, IncomingNotification, IncomingRequest, NotificationSource, NotifyAddress,
+    NotifyDriver, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
+};
+use crate::error::{MessagingError, Result};
+use crate::url::TransportUrl;
+use crate::wire::{self, CallInfo, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest};
+
+use bus::{Bus, Delivery, QueueReceiver, QueueSender};
+
+/// The in-process driver. Always installed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryDriver;
+
+#[async_trait]
+impl Driver for MemoryDriver {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn schemes(&self) -> &'static [&'static str] {
+        &["memory", "fake"]
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full()
+    }
+
+    async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {
+        Ok(Arc::new(MemoryRpc {
+            bus: bus_of(url),
+            replies: ReplyRouter::new(),
+            reply_queue: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn notifications(&self, url: &TransportUrl) -> Result<Arc<dyn NotifyDriver>> {
+        Ok(Arc::new(MemoryNotify { bus: bus_of(url) }))
+    }
+}
+
+fn bus_of(url: &TransportUrl) -> Arc<Bus> {
+    Bus::for_vhost(url.virtual_host.as_deref().unwrap_or(""))
+}
+
+/// Wait for the first delivery on any of `receivers`, with the index of its queue; `None`
+/// once all are closed. Cancel-safe: a receive that did not complete takes nothing.
+async fn recv_any(receivers: &[QueueReceiver]) -> Option<(usize, Delivery)> {
+    let mut open: Vec<usize> = (0..receivers.len()).filter(|&i| !receivers[i].is_closed()).collect();
+    while !open.is_empty() {
+        let (result, position, _) = select_all(open.iter().map(|&i| Box::pin(receivers[i].recv()))).await;
+        match result {
+            Ok(delivery) => return Some((open[position], delivery)),
+            Err(_) => {
+                open.remove(position);
+            }
+        }
+    }
+    None
+}
+
+struct MemoryRpc {
+    bus: Arc<Bus>,
+    replies: ReplyRouter,
+    /// The transport's reply queue, declared on the first call.
+    reply_queue: OnceCell<String>,
+    closed: AtomicBool,
+}
+
+impl MemoryRpc {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(MessagingError::Closed("transport"))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn reply_queue(&self) -> &str {
+        self.reply_queue
+            .get_or_init(|| async {
+                let name = wire::new_reply_queue_name();
+                let (_, rx) = self.bus.declare_queue(&name);
+                let replies = self.replies.clone();
+                tokio::spawn(async move {
+                    while let Ok(delivery) = rx.recv().await {
+                        if let Delivery::Reply(reply) = delivery {
+                            replies.deliver(&reply.msg_id, reply.event);
+                        }
+                    }
+                });
+                name
+            })
+            .await
+    }
+
+    fn publish_request(&self, to: &RpcAddress, delivery: Delivery) {
+        let routed = if to.fanout {
+            self.bus.publish_fanout(&to.fanout_exchange(), delivery)
+        } else {
+            self.bus.publish(&to.exchange, &to.routing_key(), delivery)
+        };
+        if routed == 0 {
+            tracing::debug!(?to, "no queue bound: the request is dropped, as a broker would");
+        }
+    }
+}
+
+#[async_trait]
+impl RpcDriver for MemoryRpc {
+    async fn cast(&self, to: &RpcAddress, request: &RpcRequest, _options: &SendOptions) -> Result<()> {
+        self.check_open()?;
+        let message = RequestMessage {
+            request: request.clone(),
+            call: None,
+            unique_id: Some(wire::new_id()),
+        };
+        self.publish_request(to, Delivery::Request { message, expires: None });
+        Ok(())
+    }
+
+    async fn call(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<PendingReply> {
+        self.check_open()?;
+        let reply_q = self.reply_queue().await.to_owned();
+        let msg_id = wire::new_id();
+        let pending = self.replies.register(msg_id.clone());
+        let message = RequestMessage {
+            request: request.clone(),
+            call: Some(CallInfo {
+                msg_id,
+                reply_q,
+                monitor_timeout: options.call_monitor_timeout.map(|t| t.as_secs_f64()),
+            }),
+            unique_id: Some(wire::new_id()),
+        };
+        let expires = options.timeout.map(|t| Instant::now() + t);
+        self.publish_request(to, Delivery::Request { message, expires });
+        Ok(pending)
+    }
+
+    async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {
+        self.check_open()?;
+        let topic = on.topic_address();
+        let server = on.server_address();
+        let mut receivers = Vec::with_capacity(3);
+        for address in [&topic, &server] {
+            let queue = address.routing_key();
+            receivers.push(self.bus.declare_queue(&queue).1);
+            self.bus.bind(&queue, &address.exchange, &queue);
+        }
+        let fanout_queue = format!("{}_fanout_{}", on.topic, wire::new_id());
+        receivers.push(self.bus.declare_queue(&fanout_queue).1);
+        self.bus.bind_fanout(&fanout_queue, &topic.fanout_exchange());
+        Ok(Box::new(MemoryRpcListener {
+            bus: self.bus.clone(),
+            receivers,
+            fanout_queue,
+            closed: false,
+        }))
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(queue) = self.reply_queue.get() {
+            self.bus.delete_queue(queue);
+        }
+        self.replies.clear();
+    }
+}
+
+impl Drop for MemoryRpc {
+    fn drop(&mut self) {
+        if let Some(queue) = self.reply_queue.get() {
+            self.bus.delete_queue(queue);
+        }
+    }
+}
+
+struct MemoryRpcListener {
+    bus: Arc<Bus>,
+    receivers: Vec<QueueReceiver>,
+    fanout_queue: String,
+    closed: bool,
+}
+
+#[async_trait]
+impl RpcListener for MemoryRpcListener {
+    async fn next(&mut self) -> Option<IncomingRequest> {
+        while !self.closed {
+            let (_, Delivery::Request { message, expires }) = recv_any(&self.receivers).await? else {
+                continue;
+            };
+            if expires.is_some_and(|at| at <= Instant::now()) {
+                tracing::debug!(method = %message.request.method, "dropping an expired call");
+                continue;
+            }
+            let reply = message.call.as_ref().map(|call| {
+                Box::new(MemoryReplier {
+                    bus: self.bus.clone(),
+                    reply_q: call.reply_q.clone(),
+                    msg_id: call.msg_id.clone(),
+                }) as Box<dyn Replier>
+            });
+            let call_monitor_timeout = message
+                .call
+                .as_ref()
+                .and_then(|call| call.monitor_timeout)
+                .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok());
+            return Some(IncomingRequest {
+                request: message.request,
+                unique_id: message.unique_id,
+                call_monitor_timeout,
+                reply,
+            });
+        }
+        None
+    }
+
+    async fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.bus.delete_queue(&self.fanout_queue);
+        }
+    }
+}
+
+impl Drop for MemoryRpcListener {
+    fn drop(&mut self) {
+        self.bus.delete_queue(&self.fanout_queue);
+    }
+}
+
+struct MemoryReplier {
+    bus: Arc<Bus>,
+    reply_q: String,
+    msg_id: String,
+}
+
+#[async_trait]
+impl Replier for MemoryReplier {
+    async fn send(&self, event: ReplyEvent) -> Result<()> {
+        let reply = ReplyMessage {
+            msg_id: self.msg_id.clone(),
+            event,
+            unique_id: Some(wire::new_id()),
+        };
+        match self.bus.publish("", &self.reply_q, Delivery::Reply(reply)) {
+            0 => Err(MessagingError::DeliveryFailure(format!(
+                "reply queue {} no longer exists",
+                self.reply_q
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct MemoryNotify {
+    bus: Arc<Bus>,
+}
+
+#[async_trait]
+impl NotifyDriver for MemoryNotify {
+    async fn notify(
+        &self,
+        to: &NotifyAddress,
+        message: &NotificationMessage,
+        _format: NotificationFormat,
+        _options: &SendOptions,
+    ) -> Result<()> {
+        // As oslo's rabbit notifier: declare the `<topic>.<priority>` queue so that nothing is
+        // lost before a listener exists.
+        let key = to.routing_key();
+        self.bus.declare_queue(&key);
+        self.bus.bind(&key, &to.exchange, &key);
+        let delivery = Delivery::Notification {
+            message: message.clone(),
+            unique_id: wire::new_id(),
+        };
+        self.bus.publish(&to.exchange, &key, delivery);
+        Ok(())
+    }
+
+    async fn listen(&self, subscriptions: &[NotifyAddress], pool: Option<&str>) -> Result<Box<dyn NotificationSource>> {
+        let mut queues: Vec<(String, (QueueSender, QueueReceiver))> = Vec::new();
+        for subscription in subscriptions {
+            let key = subscription.routing_key();
+            let queue = pool.map_or_else(|| key.clone(), str::to_owned);
+            self.bus.bind(&queue, &subscription.exchange, &key);
+            if !queues.iter().any(|(name, _)| *name == queue) {
+                queues.push((queue.clone(), self.bus.declare_queue(&queue)));
+            }
+        }
+        let (senders, receivers) = queues.into_iter().map(|(_, ends)| ends).unzip();
+        Ok(Box::new(MemoryNotificationSource {
+            senders,
+            receivers,
+            closed: false,
+        }))
+    }
+}
+
+struct MemoryNotificationSource {
+    senders: Vec<QueueSender>,
+    receivers: Vec<QueueReceiver>,
+    closed: bool,
+}
+
+#[async_trait]
+impl NotificationSource for MemoryNotificationSource {
+    async fn next(&mut self) -> Option<IncomingNotification> {
+        while !self.closed {
+            let (queue, delivery) = recv_any(&self.receivers).await?;
+            let Delivery::Notification { message, unique_id } = &delivery else {
+                continue;
+            };
+            // A requeued notification goes back to the queue it came from.
+            let requeue_to = self.senders[queue].clone();
+            return Some(IncomingNotification {
+                message: message.clone(),
+                unique_id: Some(unique_id.clone()),
+                acker: Box::new(MemoryAcker { requeue_to, delivery }),
+            });
+        }
+        None
+    }
+
+    async fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+struct MemoryAcker {
+    requeue_to: QueueSender,
+    delivery: Delivery,
+}
+
+#[async_trait]
+impl Acknowledger for MemoryAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn requeue(self: Box<Self>) -> Result<()> {
+        self.requeue_to
+            .try_send(self.delivery)
+            .map_err(|_| MessagingError::DeliveryFailure("the queue was deleted".into()))
+    }
+}

@@ -1,0 +1,433 @@
+//! The notification listener: endpoints per priority, pools, filters, requeue, batches.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use super::filter::NotificationFilter;
+use crate::context::{default_serializer, Context, SharedSerializer};
+use crate::driver::{Feature, IncomingNotification, NotificationSource, NotifyAddress};
+use crate::error::{MessagingError, Result};
+use crate::priority::Priority;
+use crate::service::{self, Gate, ServiceHandle};
+use crate::target::Target;
+use crate::transport::NotificationTransport;
+use crate::wire::DuplicateFilter;
+
+/// What an endpoint did with a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationResult {
+    /// Done: acknowledge it.
+    Handled,
+    /// Deliver it again later (only if the listener allows requeue).
+    Requeue,
+}
+
+/// A notification's `message_id` and `timestamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationMetadata {
+    /// The sender's message id.
+    pub message_id: String,
+    /// When it was sent (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).
+    pub timestamp: String,
+}
+
+impl NotificationMetadata {
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
+        let mut map = Map::with_capacity(2);
+        map.insert("message_id".into(), Value::String(self.message_id.clone()));
+        map.insert("timestamp".into(), Value::String(self.timestamp.clone()));
+        map
+    }
+}
+
+/// A received notification, as endpoints see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// Its priority.
+    pub priority: Priority,
+    /// Who sent it.
+    pub publisher_id: String,
+    /// What happened.
+    pub event_type: String,
+    /// The payload.
+    pub payload: Value,
+    /// The sender's context.
+    pub context: Context,
+    /// Message id and timestamp.
+    pub metadata: NotificationMetadata,
+}
+
+impl Notification {
+    /// The payload as a typed value.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_value(self.payload.clone())?)
+    }
+}
+
+type BatchHandler = Arc<dyn Fn(Vec<Notification>) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
+
+/// Handlers for some priorities, and an optional filter.
+///
+/// ```
+/// use messaging_core::{NotificationEndpoint, NotificationResult, Priority};
+///
+/// let endpoint = NotificationEndpoint::new()
+///     .on(Priority::Info, |n| async move {
+///         println!("{} from {}", n.event_type, n.publisher_id);
+///         NotificationResult::Handled
+///     })
+///     .on_batch(Priority::Sample, |batch| async move {
+///         println!("{} samples", batch.len());
+///         NotificationResult::Handled
+///     });
+/// ```
+#[derive(Clone, Default)]
+pub struct NotificationEndpoint {
+    handlers: HashMap<Priority, BatchHandler>,
+    filter: Option<NotificationFilter>,
+}
+
+impl NotificationEndpoint {
+    /// An endpoint with no handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handle notifications of `priority` one at a time.
+    pub fn on<F, Fut>(mut self, priority: Priority, handler: F) -> Self
+    where
+        F: Fn(Notification) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = NotificationResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.handlers.insert(
+            priority,
+            Arc::new(move |batch: Vec<Notification>| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let mut result = NotificationResult::Handled;
+                    for notification in batch {
+                        if handler(notification).await == NotificationResult::Requeue {
+                            result = NotificationResult::Requeue;
+                        }
+                    }
+                    result
+                })
+            }),
+        );
+        self
+    }
+
+    /// Handle notifications of every priority one at a time.
+    pub fn on_all<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Notification) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = NotificationResult> + Send + 'static,
+    {
+        for priority in Priority::ALL {
+            self = self.on(priority, handler.clone());
+        }
+        self
+    }
+
+    /// Handle notifications of `priority` in batches (see
+    /// [`NotificationListener::batch`]); outside batch mode the batches have one element.
+    pub fn on_batch<F, Fut>(mut self, priority: Priority, handler: F) -> Self
+    where
+        F: Fn(Vec<Notification>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = NotificationResult> + Send + 'static,
+    {
+        self.handlers
+            .insert(priority, Arc::new(move |batch| Box::pin(handler(batch))));
+        self
+    }
+
+    /// Only pass notifications that `filter` accepts to this endpoint.
+    pub fn filter(mut self, filter: NotificationFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Run this endpoint's handler for the notifications it accepts; `None` if it has none.
+    async fn handle(&self, priority: Priority, batch: &[Notification]) -> Option<NotificationResult> {
+        let handler = self.handlers.get(&priority)?;
+        let accepted: Vec<Notification> = batch
+            .iter()
+            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)))
+            .cloned()
+            .collect();
+        if accepted.is_empty() {
+            return None;
+        }
+        Some(handler(accepted).await)
+    }
+}
+
+/// Builds and starts a notification listener.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), messaging_core::MessagingError> {
+/// use messaging_core::*;
+///
+/// let transport = get_notification_transport("memory://").await?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let listener = NotificationListener::new(transport.clone())
+///     .target(Target::topic("notifications"))
+///     .pool("billing")
+///     .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+///         let tx = tx.clone();
+///         async move { tx.send(n.event_type).unwrap(); NotificationResult::Handled }
+///     }))
+///     .start()
+///     .await?;
+/// Notifier::new(transport, "compute.host1").info(&Context::new(), "instance.boot", &1).await?;
+/// assert_eq!(rx.recv().await.as_deref(), Some("instance.boot"));
+/// listener.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct NotificationListener {
+    transport: NotificationTransport,
+    targets: Vec<Target>,
+    endpoints: Vec<NotificationEndpoint>,
+    pool: Option<String>,
+    allow_requeue: bool,
+    batch: Option<(usize, Duration)>,
+    max_concurrency: usize,
+    serializer: SharedSerializer,
+}
+
+impl NotificationListener {
+    /// A listener with no targets or endpoints yet.
+    pub fn new(transport: NotificationTransport) -> Self {
+        Self {
+            transport,
+            targets: Vec::new(),
+            endpoints: Vec::new(),
+            pool: None,
+            allow_requeue: false,
+            batch: None,
+            max_concurrency: crate::rpc::DEFAULT_MAX_CONCURRENCY,
+            serializer: default_serializer(),
+        }
+    }
+
+    /// Listen to a topic (and exchange). May be called several times.
+    pub fn target(mut self, target: Target) -> Self {
+        self.targets.push(target);
+        self
+    }
+
+    /// Add an endpoint. Every endpoint with a handler for the priority gets the notification.
+    pub fn endpoint(mut self, endpoint: NotificationEndpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Join a pool: each pool gets one copy of every notification, its members share them.
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.pool = Some(pool.into());
+        self
+    }
+
+    /// Let endpoints return [`NotificationResult::Requeue`]; otherwise such notifications are
+    /// acknowledged with a warning.
+    pub fn allow_requeue(mut self, allow: bool) -> Self {
+        self.allow_requeue = allow;
+        self
+    }
+
+    /// Deliver notifications in batches of up to `size`, waiting at most `timeout` for a batch
+    /// to fill.
+    pub fn batch(mut self, size: usize, timeout: Duration) -> Self {
+        self.batch = Some((size.max(1), timeout));
+        self
+    }
+
+    /// How many notifications (or batches) are handled at once.
+    pub fn max_concurrency(mut self, limit: usize) -> Self {
+        self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// Convert payloads and contexts with `serializer`.
+    pub fn serializer(mut self, serializer: SharedSerializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Subscribe and start handling.
+    pub async fn start(self) -> Result<ServiceHandle> {
+        let capabilities = self.transport.capabilities();
+        let driver = self.transport.driver_name();
+        if self.allow_requeue && !capabilities.supports(Feature::Requeue) {
+            return Err(MessagingError::unsupported(driver, "requeue"));
+        }
+        if self.pool.is_some() && !capabilities.supports(Feature::Pools) {
+            return Err(MessagingError::unsupported(driver, "listener pools"));
+        }
+        if self.targets.is_empty() {
+            return Err(MessagingError::InvalidTarget("a listener needs at least one target".into()));
+        }
+        let mut priorities: Vec<Priority> = self.endpoints.iter().flat_map(|e| e.handlers.keys().copied()).collect();
+        priorities.sort();
+        priorities.dedup();
+        if priorities.is_empty() {
+            return Err(MessagingError::InvalidTarget("a listener needs an endpoint with a handler".into()));
+        }
+        let mut subscriptions = Vec::new();
+        for target in &self.targets {
+            let topic = target.require_topic("listen to notifications")?;
+            let exchange = target
+                .exchange
+                .clone()
+                .unwrap_or_else(|| self.transport.control_exchange().to_owned());
+            subscriptions.extend(priorities.iter().map(|&priority| NotifyAddress {
+                exchange: exchange.clone(),
+                topic: topic.to_owned(),
+                priority,
+            }));
+        }
+        let source = self.transport.driver().listen(&subscriptions, self.pool.as_deref()).await?;
+        let dispatcher = Arc::new(Dispatcher {
+            endpoints: self.endpoints,
+            allow_requeue: self.allow_requeue,
+            serializer: self.serializer,
+        });
+        let batch = self.batch;
+        Ok(service::spawn(self.max_concurrency, move |gate| consume(source, dispatcher, gate, batch)))
+    }
+}
+
+async fn consume(
+    mut source: Box<dyn NotificationSource>,
+    dispatcher: Arc<Dispatcher>,
+    mut gate: Gate,
+    batch: Option<(usize, Duration)>,
+) {
+    let mut running = JoinSet::new();
+    let mut duplicates = DuplicateFilter::default();
+    while let Some((first, slot)) = gate.admit(|| source.next()).await {
+        while running.try_join_next().is_some() {}
+        let mut taken = vec![first];
+        if let Some((size, timeout)) = batch {
+            let deadline = Instant::now() + timeout;
+            while taken.len() < size {
+                let next = async {
+                    tokio::select! {
+                        incoming = source.next() => incoming,
+                        _ = sleep_until(deadline) => None,
+                    }
+                };
+                match gate.until_stopped(next).await.flatten() {
+                    Some(incoming) => taken.push(incoming),
+                    None => break,
+                }
+            }
+        }
+        let mut fresh = Vec::with_capacity(taken.len());
+        for incoming in taken {
+            match &incoming.unique_id {
+                Some(id) if duplicates.is_duplicate(id) => {
+                    tracing::debug!(unique_id = %id, "acknowledging a duplicate notification");
+                    settle(incoming, NotificationResult::Handled).await;
+                }
+                _ => fresh.push(incoming),
+            }
+        }
+        let dispatcher = dispatcher.clone();
+        running.spawn(async move {
+            dispatcher.handle(fresh).await;
+            drop(slot);
+        });
+    }
+    source.close().await;
+    while running.join_next().await.is_some() {}
+}
+
+async fn settle(incoming: IncomingNotification, result: NotificationResult) {
+    let outcome = match result {
+        NotificationResult::Handled => incoming.acker.ack().await,
+        NotificationResult::Requeue => incoming.acker.requeue().await,
+    };
+    if let Err(error) = outcome {
+        tracing::warn!(%error, "could not settle a notification");
+    }
+}
+
+struct Dispatcher {
+    endpoints: Vec<NotificationEndpoint>,
+    allow_requeue: bool,
+    serializer: SharedSerializer,
+}
+
+impl Dispatcher {
+    fn convert(&self, incoming: &IncomingNotification) -> Result<Notification> {
+        let message = &incoming.message;
+        let context = self.serializer.deserialize_context(Context(message.context.clone()))?;
+        Ok(Notification {
+            priority: message.priority,
+            publisher_id: message.publisher_id.clone(),
+            event_type: message.event_type.clone(),
+            payload: self.serializer.deserialize_entity(&context, message.payload.clone())?,
+            context,
+            metadata: NotificationMetadata {
+                message_id: message.message_id.clone(),
+                timestamp: message.timestamp.clone(),
+            },
+        })
+    }
+
+    /// Handle a batch: per priority, every endpoint gets what it accepts; the group is
+    /// requeued if any endpoint asked for it, else acknowledged.
+    async fn handle(&self, batch: Vec<IncomingNotification>) {
+        let mut groups: Vec<(Priority, Vec<IncomingNotification>, Vec<Notification>)> = Vec::new();
+        for incoming in batch {
+            let notification = match self.convert(&incoming) {
+                Ok(notification) => notification,
+                Err(error) => {
+                    tracing::warn!(%error, "dropping a notification the serializer rejected");
+                    settle(incoming, NotificationResult::Handled).await;
+                    continue;
+                }
+            };
+            let priority = notification.priority;
+            match groups.iter_mut().find(|(p, ..)| *p == priority) {
+                Some((_, incomings, notifications)) => {
+                    incomings.push(incoming);
+                    notifications.push(notification);
+                }
+                None => groups.push((priority, vec![incoming], vec![notification])),
+            }
+        }
+        for (priority, incomings, notifications) in groups {
+            let mut result = NotificationResult::Handled;
+            for endpoint in &self.endpoints {
+                let handled = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                    endpoint.handle(priority, &notifications),
+                ))
+                .await;
+                match handled {
+                    Ok(Some(NotificationResult::Requeue)) => result = NotificationResult::Requeue,
+                    Ok(_) => {}
+                    Err(_) => tracing::error!(%priority, "a notification endpoint panicked; acknowledging"),
+                }
+            }
+            if result == NotificationResult::Requeue && !self.allow_requeue {
+                tracing::warn!(%priority, "an endpoint asked for requeue, which this listener does not allow");
+                result = NotificationResult::Handled;
+            }
+            for incoming in incomings {
+                settle(incoming, result).await;
+            }
+        }
+    }
+}

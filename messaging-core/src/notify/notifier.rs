@@ -1,0 +1,243 @@
+//! The notifier: publishes notifications of the seven priorities.
+
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::context::{default_serializer, Context, SharedSerializer};
+use crate::driver::{NotifyAddress, Retry, SendOptions};
+use crate::error::{MessagingError, Result};
+use crate::priority::Priority;
+use crate::transport::NotificationTransport;
+use crate::wire::{self, NotificationFormat, NotificationMessage};
+
+/// How a notifier emits: oslo's notification driver names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifierDriver {
+    /// `messagingv2`: to the transport, in the `2.0` envelope (the default).
+    MessagingV2,
+    /// `messaging`: to the transport, as the bare message dict.
+    Messaging,
+    /// `log`: as a `tracing` event (target `messaging::notification`).
+    Log,
+    /// `noop`: nowhere.
+    Noop,
+}
+
+impl FromStr for NotifierDriver {
+    type Err = MessagingError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "messagingv2" => Ok(Self::MessagingV2),
+            "messaging" => Ok(Self::Messaging),
+            "log" => Ok(Self::Log),
+            "noop" => Ok(Self::Noop),
+            other => Err(MessagingError::InvalidOption {
+                option: "driver".into(),
+                value: other.into(),
+                reason: "expected one of: messagingv2, messaging, log, noop".into(),
+            }),
+        }
+    }
+}
+
+/// Context keys never sent with notifications (oslo sends a redacted copy of the context).
+const REDACTED_CONTEXT_KEYS: &[&str] = &["auth_token"];
+
+/// Sends notifications. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), messaging_core::MessagingError> {
+/// use messaging_core::{get_notification_transport, Context, Notifier};
+///
+/// let transport = get_notification_transport("memory://").await?;
+/// let notifier = Notifier::new(transport, "compute.host1");
+/// notifier.info(&Context::new(), "compute.instance.create.end", &serde_json::json!({"id": 1})).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Notifier {
+    transport: NotificationTransport,
+    publisher_id: String,
+    topics: Vec<String>,
+    drivers: Vec<NotifierDriver>,
+    retry: Retry,
+    exchange: Option<String>,
+    serializer: SharedSerializer,
+}
+
+impl Notifier {
+    /// A notifier for `publisher_id` with oslo's defaults: topic `notifications`, driver
+    /// `messagingv2`, retry forever.
+    pub fn new(transport: NotificationTransport, publisher_id: impl Into<String>) -> Self {
+        Self {
+            transport,
+            publisher_id: publisher_id.into(),
+            topics: vec!["notifications".to_owned()],
+            drivers: vec![NotifierDriver::MessagingV2],
+            retry: Retry::Forever,
+            exchange: None,
+            serializer: default_serializer(),
+        }
+    }
+
+    /// A copy with another publisher id (oslo's `prepare(publisher_id=…)`).
+    pub fn prepare(&self, publisher_id: impl Into<String>) -> Self {
+        Self {
+            publisher_id: publisher_id.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Publish to these topics (each gets a copy).
+    pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Self {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Emit through this driver only.
+    pub fn driver(self, driver: NotifierDriver) -> Self {
+        self.drivers([driver])
+    }
+
+    /// Emit through each of these drivers.
+    pub fn drivers(mut self, drivers: impl IntoIterator<Item = NotifierDriver>) -> Self {
+        self.drivers = drivers.into_iter().collect();
+        self
+    }
+
+    /// How often to retry when the broker is unreachable.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Publish to this exchange instead of the transport's control exchange.
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    /// Convert payloads and contexts with `serializer`.
+    pub fn serializer(mut self, serializer: SharedSerializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// The publisher id.
+    pub fn publisher_id(&self) -> &str {
+        &self.publisher_id
+    }
+
+    /// False when every driver is `noop`: callers may skip building payloads.
+    pub fn is_enabled(&self) -> bool {
+        self.drivers.iter().any(|d| *d != NotifierDriver::Noop)
+    }
+
+    /// Send a notification of `priority`.
+    pub async fn notify(
+        &self,
+        ctx: &Context,
+        priority: Priority,
+        event_type: &str,
+        payload: &(impl Serialize + ?Sized),
+    ) -> Result<()> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let payload = self.serializer.serialize_entity(ctx, serde_json::to_value(payload)?)?;
+        let mut context = self.serializer.serialize_context(ctx)?.0;
+        for key in REDACTED_CONTEXT_KEYS {
+            if let Some(value) = context.get_mut(*key) {
+                *value = Value::Null;
+            }
+        }
+        let message = NotificationMessage {
+            message_id: wire::new_message_id(),
+            publisher_id: self.publisher_id.clone(),
+            event_type: event_type.to_owned(),
+            priority,
+            payload,
+            timestamp: wire::timestamp_now(),
+            context,
+        };
+        let options = SendOptions {
+            retry: self.retry,
+            ..SendOptions::default()
+        };
+        let exchange = self
+            .exchange
+            .clone()
+            .unwrap_or_else(|| self.transport.control_exchange().to_owned());
+        for driver in &self.drivers {
+            let format = match driver {
+                NotifierDriver::MessagingV2 => NotificationFormat::V2,
+                NotifierDriver::Messaging => NotificationFormat::V1,
+                NotifierDriver::Log => {
+                    log_notification(&message);
+                    continue;
+                }
+                NotifierDriver::Noop => continue,
+            };
+            for topic in &self.topics {
+                let to = NotifyAddress {
+                    exchange: exchange.clone(),
+                    topic: topic.clone(),
+                    priority,
+                };
+                self.transport.driver().notify(&to, &message, format, &options).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+macro_rules! priority_methods {
+    ($($name:ident => $priority:ident),* $(,)?) => {
+        impl Notifier {
+            $(
+                #[doc = concat!("Send a notification of priority `", stringify!($name), "`.")]
+                pub async fn $name(&self, ctx: &Context, event_type: &str, payload: &(impl Serialize + ?Sized)) -> Result<()> {
+                    self.notify(ctx, Priority::$priority, event_type, payload).await
+                }
+            )*
+        }
+    };
+}
+
+priority_methods! {
+    audit => Audit,
+    debug => Debug,
+    info => Info,
+    warn => Warn,
+    warning => Warn,
+    error => Error,
+    critical => Critical,
+    sample => Sample,
+}
+
+fn log_notification(message: &NotificationMessage) {
+    let payload = message.payload.to_string();
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "messaging::notification",
+                event_type = %message.event_type,
+                publisher_id = %message.publisher_id,
+                priority = %message.priority,
+                message_id = %message.message_id,
+                %payload,
+                "notification"
+            )
+        };
+    }
+    match message.priority {
+        Priority::Debug | Priority::Sample => emit!(debug),
+        Priority::Info | Priority::Audit => emit!(info),
+        Priority::Warn => emit!(warn),
+        Priority::Error | Priority::Critical => emit!(error),
+    }
+}

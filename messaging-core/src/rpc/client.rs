@@ -1,0 +1,281 @@
+//! The RPC client: typed calls and casts to a target.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::time::{sleep_until, Instant};
+
+use crate::context::{default_serializer, Context, SharedSerializer};
+use crate::driver::{Retry, RpcAddress, SendOptions};
+use crate::error::{MessagingError, Result};
+use crate::target::{Target, Version};
+use crate::transport::RpcTransport;
+use crate::wire::{ReplyEvent, RpcRequest};
+
+/// oslo's default `rpc_response_timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Invokes methods on RPC servers. Cheap to clone; [`RpcClient::prepare`] returns a copy whose
+/// target and settings can be overridden for a few calls, like oslo's `prepare()`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), messaging_core::MessagingError> {
+/// use std::time::Duration;
+/// use messaging_core::{get_rpc_transport, Context, RpcClient, Target};
+///
+/// let transport = get_rpc_transport("memory://").await?;
+/// let client = RpcClient::new(transport, Target::topic("compute")).timeout(Duration::from_secs(10));
+/// // Nobody serves "compute" here, so a cast is dropped and a call would time out.
+/// client.prepare().server("host1").cast(&Context::new(), "reboot", &serde_json::json!({"id": 1})).await?;
+/// assert!(!client.clone().version_cap("1.2").can_send_version("1.3"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RpcClient {
+    transport: RpcTransport,
+    target: Target,
+    timeout: Option<Duration>,
+    call_monitor_timeout: Option<Duration>,
+    version_cap: Option<String>,
+    retry: Retry,
+    serializer: SharedSerializer,
+}
+
+impl RpcClient {
+    /// A client for `target` with oslo's defaults: 60 s timeout, no call monitor, retry forever.
+    pub fn new(transport: RpcTransport, target: Target) -> Self {
+        Self {
+            transport,
+            target,
+            timeout: Some(DEFAULT_TIMEOUT),
+            call_monitor_timeout: None,
+            version_cap: None,
+            retry: Retry::Forever,
+            serializer: default_serializer(),
+        }
+    }
+
+    /// A copy to override settings on, for one or a few calls.
+    pub fn prepare(&self) -> Self {
+        self.clone()
+    }
+
+    /// How long a call waits for its reply.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Wait for replies without a time limit (only the call monitor, if set, bounds it).
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Ask servers for heartbeats every half of `timeout`, and fail the call when none comes
+    /// for that long. Use at least 2 s with Python servers (they ignore shorter values).
+    pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
+        self.call_monitor_timeout = Some(timeout);
+        self
+    }
+
+    /// Refuse to send versions above `cap`.
+    pub fn version_cap(mut self, cap: impl Into<String>) -> Self {
+        self.version_cap = Some(cap.into());
+        self
+    }
+
+    /// How often to retry sending when the broker is unreachable.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Convert arguments, results and contexts with `serializer`.
+    pub fn serializer(mut self, serializer: SharedSerializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Target another topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.target.topic = Some(topic.into());
+        self
+    }
+
+    /// Target one server of the topic.
+    pub fn server(mut self, server: impl Into<String>) -> Self {
+        self.target.server = Some(server.into());
+        self
+    }
+
+    /// Target another exchange.
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.target.exchange = Some(exchange.into());
+        self
+    }
+
+    /// Call methods of this namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.target.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Request this API version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.target.version = Some(version.into());
+        self
+    }
+
+    /// Cast to every server of the topic (calls refuse fanout).
+    pub fn fanout(mut self, fanout: bool) -> Self {
+        self.target.fanout = fanout;
+        self
+    }
+
+    /// The current target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// True if `version` may be sent under the version cap (always, without a cap).
+    pub fn can_send_version(&self, version: &str) -> bool {
+        self.check_version_cap(Some(version)).is_ok()
+    }
+
+    fn check_version_cap(&self, version: Option<&str>) -> Result<()> {
+        let (Some(cap), Some(version)) = (&self.version_cap, version) else {
+            return Ok(());
+        };
+        let cap_version: Version = cap.parse()?;
+        if cap_version.can_serve(&version.parse()?) {
+            Ok(())
+        } else {
+            Err(MessagingError::VersionCap {
+                version: version.to_owned(),
+                cap: cap.clone(),
+            })
+        }
+    }
+
+    fn build(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<(RpcAddress, RpcRequest)> {
+        let topic = self.target.require_topic("send an RPC request")?;
+        self.check_version_cap(self.target.version.as_deref())?;
+        let args = match serde_json::to_value(args)? {
+            Value::Object(args) => args,
+            Value::Null => Map::new(),
+            other => {
+                return Err(MessagingError::InvalidTarget(format!(
+                    "RPC arguments must serialize to a JSON object of keyword arguments, got {other}"
+                )))
+            }
+        };
+        let args = args
+            .into_iter()
+            .map(|(k, v)| Ok((k, self.serializer.serialize_entity(ctx, v)?)))
+            .collect::<Result<Map<_, _>>>()?;
+        let address = RpcAddress {
+            exchange: self
+                .target
+                .exchange
+                .clone()
+                .unwrap_or_else(|| self.transport.control_exchange().to_owned()),
+            topic: topic.to_owned(),
+            server: self.target.server.clone(),
+            fanout: self.target.fanout,
+        };
+        let request = RpcRequest {
+            method: method.to_owned(),
+            args,
+            namespace: self.target.namespace.clone(),
+            version: self.target.version.clone(),
+            context: self.serializer.serialize_context(ctx)?.0,
+        };
+        Ok((address, request))
+    }
+
+    fn send_options(&self) -> SendOptions {
+        SendOptions {
+            timeout: self.timeout,
+            call_monitor_timeout: self.call_monitor_timeout,
+            retry: self.retry,
+        }
+    }
+
+    /// Send a request without waiting for a result: to one server of the topic, the named
+    /// server, or every server with [`fanout`](Self::fanout).
+    pub async fn cast(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<()> {
+        let (address, request) = self.build(ctx, method, args)?;
+        self.transport.driver().cast(&address, &request, &self.send_options()).await
+    }
+
+    /// Invoke `method` with keyword arguments `args` and wait for its result.
+    ///
+    /// Fails with [`MessagingError::Timeout`] when no reply comes within the timeout (or no
+    /// heartbeat within the call-monitor timeout), [`MessagingError::Remote`] when the method
+    /// raised, [`MessagingError::NoSuchMethod`] / [`MessagingError::UnsupportedVersion`] when
+    /// no endpoint matched.
+    pub async fn call<R: DeserializeOwned>(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<R> {
+        if self.target.fanout {
+            return Err(MessagingError::InvalidTarget("a call cannot be sent with fanout".into()));
+        }
+        let (address, request) = self.build(ctx, method, args)?;
+        let started = Instant::now();
+        let deadline = self.timeout.map(|t| started + t);
+        // Sending counts against the timeout too (the broker may be down and retried).
+        let options = self.send_options();
+        let send = self.transport.driver().call(&address, &request, &options);
+        let mut pending = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, send).await.map_err(|_| MessagingError::Timeout {
+                msg_id: "(not sent)".into(),
+                after: started.elapsed(),
+            })??,
+            None => send.await?,
+        };
+        let timed_out = |msg_id: &str| MessagingError::Timeout {
+            msg_id: msg_id.to_owned(),
+            after: started.elapsed(),
+        };
+        let mut monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
+        let mut partial = Value::Null;
+        loop {
+            let wake = match (deadline, monitor_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let event = tokio::select! {
+                event = pending.next() => event,
+                _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
+                    return Err(timed_out(pending.msg_id()));
+                }
+            };
+            let event = event.ok_or(MessagingError::Closed("transport"))?;
+            if let Some(monitor) = self.call_monitor_timeout {
+                monitor_deadline = Some(Instant::now() + monitor);
+            }
+            match event {
+                ReplyEvent::Heartbeat => continue,
+                ReplyEvent::Result { value, ending: false } => {
+                    if !value.is_null() {
+                        partial = value;
+                    }
+                }
+                ReplyEvent::Result { value, ending: true } => {
+                    let value = if value.is_null() { partial } else { value };
+                    let value = self.serializer.deserialize_entity(ctx, value)?;
+                    return Ok(serde_json::from_value(value)?);
+                }
+                ReplyEvent::Failure(failure) => {
+                    return Err(failure.into_error(method, self.target.version.as_deref()));
+                }
+            }
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}

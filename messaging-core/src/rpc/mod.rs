@@ -1,0 +1,9 @@
+//! RPC: the [`RpcClient`], the [`RpcServer`] and endpoints.
+
+mod client;
+mod endpoint;
+mod server;
+
+pub use client::{RpcClient, DEFAULT_TIMEOUT};
+pub use endpoint::{Endpoint, NoArgs, RpcEndpoint, PING_METHOD};
+pub use server::{RpcServer, DEFAULT_MAX_CONCURRENCY};

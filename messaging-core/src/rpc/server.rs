@@ -1,0 +1,228 @@
+//! The RPC server: consumes requests for a target and dispatches them to endpoints.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+
+use super::endpoint::{select, PingEndpoint, RpcEndpoint};
+use crate::context::{default_serializer, Context, SharedSerializer};
+use crate::driver::{IncomingRequest, RpcListener, ServerAddress};
+use crate::error::{MessagingError, RemoteError, Result};
+use crate::service::{self, Gate, ServiceHandle};
+use crate::target::Target;
+use crate::transport::RpcTransport;
+use crate::wire::{DuplicateFilter, ReplyEvent, RpcRequest};
+
+/// oslo's default `executor_thread_pool_size`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+/// Shortest heartbeat interval, whatever the caller's call-monitor timeout.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// Builds and starts an RPC server for a target with a topic and a server name.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), messaging_core::MessagingError> {
+/// use messaging_core::{get_rpc_transport, Context, Endpoint, RemoteError, RpcClient, RpcServer, Target};
+///
+/// let transport = get_rpc_transport("memory://").await?;
+/// let endpoint = Endpoint::new().method("double", |_ctx: Context, args: serde_json::Map<String, serde_json::Value>| async move {
+///     Ok::<_, RemoteError>(args["n"].as_i64().unwrap_or(0) * 2)
+/// });
+/// let server = RpcServer::new(transport.clone(), Target::topic("calc").server("calc-1"))
+///     .endpoint(endpoint)
+///     .start()
+///     .await?;
+/// let client = RpcClient::new(transport, Target::topic("calc"));
+/// let four: i64 = client.call(&Context::new(), "double", &serde_json::json!({"n": 2})).await?;
+/// assert_eq!(four, 4);
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct RpcServer {
+    transport: RpcTransport,
+    target: Target,
+    endpoints: Vec<Arc<dyn RpcEndpoint>>,
+    max_concurrency: usize,
+    serializer: SharedSerializer,
+    ping: bool,
+}
+
+impl RpcServer {
+    /// A server for `target`, which needs a topic and a server name.
+    pub fn new(transport: RpcTransport, target: Target) -> Self {
+        Self {
+            transport,
+            target,
+            endpoints: Vec::new(),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            serializer: default_serializer(),
+            ping: false,
+        }
+    }
+
+    /// Add an endpoint. Endpoints are tried in the order added.
+    pub fn endpoint(mut self, endpoint: impl RpcEndpoint) -> Self {
+        self.endpoints.push(Arc::new(endpoint));
+        self
+    }
+
+    /// Add an endpoint shared with other servers.
+    pub fn shared_endpoint(mut self, endpoint: Arc<dyn RpcEndpoint>) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// How many requests run at once (oslo's executor pool size); further requests wait at
+    /// the broker.
+    pub fn max_concurrency(mut self, limit: usize) -> Self {
+        self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// Answer `oslo_rpc_server_ping` with `"pong"` (oslo's `rpc_ping_enabled`).
+    pub fn enable_ping(mut self, enabled: bool) -> Self {
+        self.ping = enabled;
+        self
+    }
+
+    /// Convert arguments, results and contexts with `serializer`.
+    pub fn serializer(mut self, serializer: SharedSerializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Start consuming and dispatching.
+    pub async fn start(mut self) -> Result<ServiceHandle> {
+        let topic = self.target.require_topic("run an RPC server")?.to_owned();
+        let server = match self.target.server.as_deref() {
+            Some(server) if !server.is_empty() => server.to_owned(),
+            _ => return Err(MessagingError::InvalidTarget("an RPC server needs a server name".into())),
+        };
+        let address = ServerAddress {
+            exchange: self
+                .target
+                .exchange
+                .clone()
+                .unwrap_or_else(|| self.transport.control_exchange().to_owned()),
+            topic,
+            server,
+        };
+        if self.ping {
+            self.endpoints.push(Arc::new(PingEndpoint));
+        }
+        let listener = self.transport.driver().listen(&address).await?;
+        let dispatcher = Arc::new(Dispatcher {
+            endpoints: self.endpoints,
+            serializer: self.serializer,
+        });
+        tracing::debug!(?address, "RPC server started");
+        Ok(service::spawn(self.max_concurrency, |gate| serve(listener, dispatcher, gate)))
+    }
+}
+
+async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, mut gate: Gate) {
+    let mut running = JoinSet::new();
+    let mut duplicates = DuplicateFilter::default();
+    // A request is taken only when a slot is free, so that the rest stay with the broker.
+    while let Some((incoming, slot)) = gate.admit(|| listener.next()).await {
+        while running.try_join_next().is_some() {}
+        if let Some(id) = &incoming.unique_id {
+            if duplicates.is_duplicate(id) {
+                tracing::debug!(unique_id = %id, "dropping a duplicate request");
+                continue;
+            }
+        }
+        let dispatcher = dispatcher.clone();
+        running.spawn(async move {
+            dispatcher.handle(incoming).await;
+            drop(slot);
+        });
+    }
+    listener.close().await;
+    while running.join_next().await.is_some() {}
+    tracing::debug!("RPC server stopped");
+}
+
+struct Dispatcher {
+    endpoints: Vec<Arc<dyn RpcEndpoint>>,
+    serializer: SharedSerializer,
+}
+
+impl Dispatcher {
+    async fn handle(&self, incoming: IncomingRequest) {
+        let IncomingRequest {
+            request,
+            reply,
+            call_monitor_timeout,
+            ..
+        } = incoming;
+        let method = request.method.clone();
+        let work = self.dispatch(request);
+        let outcome = match (&reply, call_monitor_timeout) {
+            (Some(replier), Some(monitor)) => {
+                let interval = (monitor / 2).max(MIN_HEARTBEAT);
+                let mut work = std::pin::pin!(work);
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tokio::select! {
+                        outcome = &mut work => break outcome,
+                        _ = ticks.tick() => {
+                            if let Err(error) = replier.send(ReplyEvent::Heartbeat).await {
+                                tracing::warn!(%error, method, "could not send a call-monitor heartbeat");
+                            }
+                        }
+                    }
+                }
+            }
+            _ => work.await,
+        };
+        if let Err(failure) = &outcome {
+            if failure.expected {
+                tracing::debug!(method, %failure, "expected error in RPC method");
+            } else {
+                tracing::error!(method, %failure, "error in RPC method");
+            }
+        }
+        if let Some(replier) = reply {
+            let event = match outcome {
+                Ok(value) => ReplyEvent::Result { value, ending: true },
+                Err(failure) => ReplyEvent::Failure(failure),
+            };
+            if let Err(error) = replier.send(event).await {
+                tracing::warn!(%error, method, "could not send the reply");
+            }
+        }
+    }
+
+    async fn dispatch(&self, request: RpcRequest) -> Result<Value, RemoteError> {
+        let RpcRequest {
+            method,
+            args,
+            namespace,
+            version,
+            context,
+        } = request;
+        let endpoint = select(&self.endpoints, namespace.as_deref(), version.as_deref(), &method)?;
+        let ctx = self.serializer.deserialize_context(Context(context))?;
+        let args = args
+            .into_iter()
+            .map(|(k, v)| Ok((k, self.serializer.deserialize_entity(&ctx, v)?)))
+            .collect::<Result<Map<_, _>>>()?;
+        let call = endpoint.dispatch(ctx.clone(), &method, args);
+        let value = AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RemoteError::new("RuntimeError", format!("{method}() panicked: {message}")))
+        })?;
+        Ok(self.serializer.serialize_entity(&ctx, value)?)
+    }
+}

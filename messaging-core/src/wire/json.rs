@@ -1,0 +1,99 @@
+//! JSON written the way Python's `json.dumps` writes it (oslo's `jsonutils.dumps`):
+//! `", "` and `": "` separators, non-ASCII escaped as `\uXXXX`, keys in insertion order.
+//!
+//! Peers accept any JSON; writing Python's style makes our messages byte-identical to a Python
+//! peer's, which keeps captures comparable and the golden tests exact.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::ser::{CharEscape, Formatter};
+
+/// Serialize `value` as Python's `json.dumps` would.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
+/// Serialize `value` as Python's `json.dumps` would, into a `String`.
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    // The formatter only ever writes ASCII.
+    to_vec(value).map(|bytes| String::from_utf8(bytes).expect("ASCII output"))
+}
+
+/// A [`Formatter`] with Python's default separators and `ensure_ascii=True`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        // Python escapes everything outside printable ASCII (space to `~`).
+        let mut start = 0;
+        for (i, ch) in fragment.char_indices() {
+            if (' '..='~').contains(&ch) {
+                continue;
+            }
+            w.write_all(&fragment.as_bytes()[start..i])?;
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            start = i + ch.len_utf8();
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
+        let text: &[u8] = match escape {
+            CharEscape::Quote => b"\\\"",
+            CharEscape::ReverseSolidus => b"\\\\",
+            CharEscape::Solidus => b"\\/",
+            CharEscape::Backspace => b"\\b",
+            CharEscape::FormFeed => b"\\f",
+            CharEscape::LineFeed => b"\\n",
+            CharEscape::CarriageReturn => b"\\r",
+            CharEscape::Tab => b"\\t",
+            CharEscape::AsciiControl(byte) => return write!(w, "\\u{byte:04x}"),
+        };
+        w.write_all(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn matches_python_json_dumps() {
+        let value = json!({"a": 1, "b": [1, 2, 3], "c": {"nested": "\u{fc}"}, "d": null, "e": 1.5, "f": true});
+        assert_eq!(
+            super::to_string(&value).unwrap(),
+            r#"{"a": 1, "b": [1, 2, 3], "c": {"nested": "\u00fc"}, "d": null, "e": 1.5, "f": true}"#
+        );
+        // Astral characters become surrogate pairs, control characters \u00XX, DEL is escaped.
+        assert_eq!(super::to_string("\u{1F600}\u{1}\u{7f}\n\"").unwrap(), r#""\ud83d\ude00\u0001\u007f\n\"""#);
+        assert_eq!(super::to_string(&json!([3.0, "x"])).unwrap(), r#"[3.0, "x"]"#);
+    }
+}

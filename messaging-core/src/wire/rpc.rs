@@ -1,0 +1,241 @@
+//! RPC requests and replies (oslo-wire.md §3, §4).
+
+use serde_json::{Map, Value};
+
+use super::{envelope, flatten_context, json, take_string, unflatten_context};
+use crate::error::{MessagingError, RemoteError, Result};
+
+/// What the caller asked for: the part of a request that every transport carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    /// Method name.
+    pub method: String,
+    /// Keyword arguments.
+    pub args: Map<String, Value>,
+    /// Endpoint namespace, if the target has one.
+    pub namespace: Option<String>,
+    /// Requested API version, if the target has one.
+    pub version: Option<String>,
+    /// The caller's context.
+    pub context: Map<String, Value>,
+}
+
+impl RpcRequest {
+    /// The request dict without ids or context: `{"method", "args", ["namespace"], ["version"]}`
+    /// (the AMQP 1.0 driver's `request` field).
+    pub fn to_request_dict(&self) -> Map<String, Value> {
+        let mut msg = Map::with_capacity(4);
+        msg.insert("method".into(), Value::String(self.method.clone()));
+        msg.insert("args".into(), Value::Object(self.args.clone()));
+        if let Some(namespace) = &self.namespace {
+            msg.insert("namespace".into(), Value::String(namespace.clone()));
+        }
+        if let Some(version) = &self.version {
+            msg.insert("version".into(), Value::String(version.clone()));
+        }
+        msg
+    }
+
+    /// Read `method`, `args`, `namespace` and `version` out of a request dict; the remaining
+    /// keys stay in `msg`.
+    pub fn from_request_dict(msg: &mut Map<String, Value>, context: Map<String, Value>) -> Result<Self> {
+        let method = take_string(msg, "method")?
+            .ok_or_else(|| MessagingError::MalformedMessage("request has no `method`".into()))?;
+        let args = match msg.shift_remove("args") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(args)) => args,
+            Some(other) => {
+                return Err(MessagingError::MalformedMessage(format!(
+                    "`args` should be an object, got {other}"
+                )))
+            }
+        };
+        Ok(Self {
+            method,
+            args,
+            namespace: take_string(msg, "namespace")?,
+            version: take_string(msg, "version")?,
+            context,
+        })
+    }
+}
+
+/// The reply address and id of a call (absent for casts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallInfo {
+    /// `_msg_id`: correlates the replies with the call.
+    pub msg_id: String,
+    /// `_reply_q`: where the replies go.
+    pub reply_q: String,
+    /// `_timeout`: the caller's call-monitor timeout in seconds, if it wants heartbeats.
+    pub monitor_timeout: Option<f64>,
+}
+
+/// A whole RPC request message as the rabbit and memory drivers carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMessage {
+    /// The request.
+    pub request: RpcRequest,
+    /// Reply information, for calls.
+    pub call: Option<CallInfo>,
+    /// `_unique_id`, for duplicate suppression.
+    pub unique_id: Option<String>,
+}
+
+impl RequestMessage {
+    /// The inner message dict, keys in oslo's order:
+    /// `method, args, [namespace], [version], [_msg_id, _reply_q, _timeout], _unique_id, _context_*`.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut msg = self.request.to_request_dict();
+        if let Some(call) = &self.call {
+            msg.insert("_msg_id".into(), Value::String(call.msg_id.clone()));
+            msg.insert("_reply_q".into(), Value::String(call.reply_q.clone()));
+            msg.insert("_timeout".into(), call.monitor_timeout.map_or(Value::Null, seconds_value));
+        }
+        if let Some(unique_id) = &self.unique_id {
+            msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
+        }
+        flatten_context(&mut msg, &self.request.context);
+        msg
+    }
+
+    /// The message in the `2.0` envelope, as bytes.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Ok(envelope(&json::to_vec(&self.to_map())?))
+    }
+
+    /// Decode an envelope (or un-enveloped `1.0`) body.
+    pub fn decode(body: &[u8]) -> Result<Self> {
+        Self::from_map(super::decode_body(body)?)
+    }
+
+    /// Read a decoded inner message dict.
+    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
+        let context = unflatten_context(&mut msg);
+        let request = RpcRequest::from_request_dict(&mut msg, context)?;
+        let msg_id = take_string(&mut msg, "_msg_id")?;
+        let reply_q = take_string(&mut msg, "_reply_q")?;
+        let monitor_timeout = match msg.shift_remove("_timeout") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(other) => {
+                return Err(MessagingError::MalformedMessage(format!(
+                    "`_timeout` should be a number, got {other}"
+                )))
+            }
+        };
+        let call = match (msg_id, reply_q) {
+            (Some(msg_id), Some(reply_q)) => Some(CallInfo { msg_id, reply_q, monitor_timeout }),
+            (None, None) => None,
+            _ => {
+                return Err(MessagingError::MalformedMessage(
+                    "a call needs both `_msg_id` and `_reply_q`".into(),
+                ))
+            }
+        };
+        Ok(Self {
+            request,
+            call,
+            unique_id: take_string(&mut msg, "_unique_id")?,
+        })
+    }
+}
+
+/// Seconds as oslo writes them: an integer when whole (`2`), else a float.
+fn seconds_value(seconds: f64) -> Value {
+    if seconds.fract() == 0.0 && seconds >= 0.0 && seconds < u32::MAX as f64 {
+        Value::from(seconds as u64)
+    } else {
+        Value::from(seconds)
+    }
+}
+
+/// What a caller can receive for its call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyEvent {
+    /// Call-monitor heartbeat: the server is still working on it.
+    Heartbeat,
+    /// A result. Old oslo servers send the result with `ending: false` and then an empty
+    /// message with `ending: true`; callers keep the last non-null result until the ending.
+    Result {
+        /// The method's return value.
+        value: Value,
+        /// True for the last message of the call.
+        ending: bool,
+    },
+    /// The method raised.
+    Failure(RemoteError),
+}
+
+/// A reply message as the rabbit and memory drivers carry it:
+/// `{"result", "failure", "ending", "_msg_id", "_unique_id"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyMessage {
+    /// The `_msg_id` of the call this answers.
+    pub msg_id: String,
+    /// What it says.
+    pub event: ReplyEvent,
+    /// `_unique_id`.
+    pub unique_id: Option<String>,
+}
+
+impl ReplyMessage {
+    /// The inner message dict, keys in oslo's order.
+    pub fn to_map(&self) -> Result<Map<String, Value>> {
+        let (result, failure, ending) = match &self.event {
+            ReplyEvent::Heartbeat => (Value::Null, Value::Null, false),
+            ReplyEvent::Result { value, ending } => (value.clone(), Value::Null, *ending),
+            ReplyEvent::Failure(failure) => (Value::Null, Value::String(encode_failure(failure)?), true),
+        };
+        let mut msg = Map::with_capacity(5);
+        msg.insert("result".into(), result);
+        msg.insert("failure".into(), failure);
+        msg.insert("ending".into(), Value::Bool(ending));
+        msg.insert("_msg_id".into(), Value::String(self.msg_id.clone()));
+        if let Some(unique_id) = &self.unique_id {
+            msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
+        }
+        Ok(msg)
+    }
+
+    /// The reply in the `2.0` envelope, as bytes.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Ok(envelope(&json::to_vec(&self.to_map()?)?))
+    }
+
+    /// Decode an envelope body.
+    pub fn decode(body: &[u8]) -> Result<Self> {
+        Self::from_map(super::decode_body(body)?)
+    }
+
+    /// Read a decoded inner message dict.
+    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
+        let msg_id = take_string(&mut msg, "_msg_id")?
+            .ok_or_else(|| MessagingError::MalformedMessage("reply has no `_msg_id`".into()))?;
+        let ending = msg.get("ending").and_then(Value::as_bool).unwrap_or(false);
+        let failure = take_string(&mut msg, "failure")?;
+        let result = msg.shift_remove("result").unwrap_or(Value::Null);
+        let event = match failure {
+            Some(failure) => ReplyEvent::Failure(decode_failure(&failure)?),
+            None if !ending && result.is_null() => ReplyEvent::Heartbeat,
+            None => ReplyEvent::Result { value: result, ending },
+        };
+        Ok(Self {
+            msg_id,
+            event,
+            unique_id: take_string(&mut msg, "_unique_id")?,
+        })
+    }
+}
+
+/// Encode a failure as oslo's JSON string:
+/// `{"class", "module", "message", "tb", "args", "kwargs"}`.
+pub fn encode_failure(failure: &RemoteError) -> Result<String> {
+    Ok(json::to_string(failure)?)
+}
+
+/// Decode oslo's failure string.
+pub fn decode_failure(failure: &str) -> Result<RemoteError> {
+    serde_json::from_str(failure)
+        .map_err(|e| MessagingError::MalformedMessage(format!("undecodable failure `{failure}`: {e}")))
+}

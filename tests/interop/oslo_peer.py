@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Python oslo.messaging peer for the interop tests.
+
+Run it with the venv made by `.ci/brokers setup python` ($OSLO_PYTHON):
+
+  oslo_peer.py server --url U --topic T --server S [--exchange E]
+  oslo_peer.py call   --url U --topic T [--server S] [--method M] [--args JSON]
+                      [--ctxt JSON] [--namespace N] [--version V] [--timeout SECS]
+                      [--call-monitor-timeout N] [--cast] [--fanout]
+  oslo_peer.py notify --url U --topic T --publisher-id P --event-type E
+                      --payload JSON [--priority info] [--ctxt JSON]
+                      [--driver messagingv2|messaging] [--count N]
+  oslo_peer.py listen --url U --topic T [--pool P] [--count N] [--timeout SECS]
+                      [--requeue-first]
+
+stdout carries only JSON objects, one per line (flushed); logs go to stderr.
+`server` prints {"event": "ready"}, then {"event": "cast", ...} for every
+record() call, and runs until SIGTERM/SIGINT or until its stdin closes (so
+start it with a pipe as stdin, or pass --ignore-stdin). `call` prints
+{"result": ...} or {"error": {...}} and exits 0 either way. `listen` prints
+{"event": "ready"}, one line per notification, exits 0 after --count of them
+or 3 (after {"event": "timeout", ...}) when --timeout runs out.
+
+--ctxt-kind (call, notify): how the --ctxt dict is handed to oslo.messaging.
+"dict" (default) is a plain dict: RPC flattens it into _context_* keys, the
+notifier DROPS it (oslo-wire.md §6). "object" wraps it in an object with
+to_dict()/redacted_copy(), so notifications carry the keys verbatim.
+"request-context" builds an oslo.context RequestContext from it.
+"""
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from oslo_config import cfg
+import oslo_messaging
+
+LOG = logging.getLogger("oslo_peer")
+_out_lock = threading.Lock()
+PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
+
+
+def emit(obj):
+    """One JSON object per line on stdout, flushed at once."""
+    line = json.dumps(obj, default=repr, sort_keys=False)
+    with _out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def init_conf(args):
+    # oslo.messaging 18.x reads [oslo_messaging_tracing] from the conf it is
+    # given but registers it only on the global cfg.CONF (oslo-wire.md §10.2).
+    conf = cfg.CONF
+    conf([], project="oslo_peer", default_config_files=[], default_config_dirs=[])
+    if getattr(args, "exchange", None):
+        conf.set_override("control_exchange", args.exchange)
+    return conf
+
+
+def stop_event(watch_stdin):
+    """An Event set on SIGTERM/SIGINT and (optionally) when stdin closes."""
+    ev = threading.Event()
+
+    def on_signal(signum, _frame):
+        LOG.info("signal %s: stopping", signum)
+        ev.set()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if watch_stdin:
+        def watch():
+            try:
+                while sys.stdin.buffer.read1(4096):
+                    pass
+            except (OSError, ValueError):
+                pass
+            LOG.info("stdin closed: stopping")
+            ev.set()
+        threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+    return ev
+
+
+class PassThroughContext(dict):
+    """A context object the notifier does not drop: keys go out verbatim."""
+
+    def to_dict(self):
+        return dict(self)
+
+    def redacted_copy(self):
+        return PassThroughContext(self)
+
+
+def make_ctxt(args):
+    ctxt = json.loads(args.ctxt)
+    if args.ctxt_kind == "object":
+        return PassThroughContext(ctxt)
+    if args.ctxt_kind == "request-context":
+        from oslo_context import context
+        return context.RequestContext.from_dict(ctxt)
+    return ctxt
+
+
+# ------------------------------------------------------------------ server --
+
+class DefaultEndpoint:
+    target = oslo_messaging.Target(version="1.3")
+
+    def __init__(self, server_name):
+        self.server_name = server_name
+
+    def echo(self, ctxt, value):
+        return value
+
+    def fail(self, ctxt):
+        raise ValueError("fail() was called: this is the remote ValueError")
+
+    def sleep(self, ctxt, seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def whoami(self, ctxt):
+        return {"server": self.server_name, "ctxt": ctxt}
+
+    def record(self, ctxt, value):
+        emit({"event": "cast", "value": value, "ctxt": ctxt})
+
+
+class OtherNsEndpoint:
+    target = oslo_messaging.Target(namespace="otherns", version="2.1")
+
+    def __init__(self, server_name):
+        self.server_name = server_name
+
+    def whoami(self, ctxt):
+        return {"server": self.server_name, "namespace": "otherns"}
+
+
+def cmd_server(args):
+    conf = init_conf(args)
+    stop = stop_event(watch_stdin=not args.ignore_stdin)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    target = oslo_messaging.Target(topic=args.topic, server=args.server,
+                                   exchange=args.exchange)
+    endpoints = [DefaultEndpoint(args.server), OtherNsEndpoint(args.server)]
+    # threading is the default (and only non-deprecated) executor in 18.x
+    server = oslo_messaging.get_rpc_server(transport, target, endpoints)
+    server.start()
+    emit({"event": "ready"})
+    stop.wait()
+    server.stop()
+    server.wait()
+    transport.cleanup()
+    emit({"event": "stopped"})
+    return 0
+
+
+# -------------------------------------------------------------------- call --
+
+def error_json(exc):
+    return {"error": {"class": exc.__class__.__name__,
+                      "exc_type": getattr(exc, "exc_type", None),
+                      "message": str(exc)}}
+
+
+def cmd_call(args):
+    conf = init_conf(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    cast = args.cast or args.fanout
+    target = oslo_messaging.Target(topic=args.topic, server=args.server,
+                                   exchange=args.exchange,
+                                   namespace=args.namespace,
+                                   version=args.version, fanout=args.fanout)
+    kwargs = {}
+    if args.timeout is not None:
+        kwargs["timeout"] = args.timeout
+    if args.call_monitor_timeout is not None:
+        kwargs["call_monitor_timeout"] = args.call_monitor_timeout
+    try:
+        client = oslo_messaging.get_rpc_client(transport, target, **kwargs)
+        ctxt = make_ctxt(args)
+        method_args = json.loads(args.args)
+        if cast:
+            client.cast(ctxt, args.method, **method_args)
+            emit({"result": None})
+        else:
+            emit({"result": client.call(ctxt, args.method, **method_args)})
+    except Exception as exc:  # the JSON tells what happened
+        LOG.info("call failed: %r", exc)
+        emit(error_json(exc))
+    finally:
+        transport.cleanup()
+    return 0
+
+
+# ------------------------------------------------------------------ notify --
+
+def cmd_notify(args):
+    conf = init_conf(args)
+    transport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    notifier = oslo_messaging.Notifier(transport, publisher_id=args.publisher_id,
+                                       driver=args.driver, topics=[args.topic])
+    send = getattr(notifier, args.priority)
+    ctxt = make_ctxt(args)
+    payload = json.loads(args.payload)
+    try:
+        for _ in range(args.count):
+            send(ctxt, args.event_type, payload)
+    finally:
+        transport.cleanup()  # kafka: flushes the producer
+    emit({"sent": args.count})
+    return 0
+
+
+# ------------------------------------------------------------------ listen --
+
+class NotificationEndpoint:
+    def __init__(self, on_notification):
+        for prio in PRIORITIES:
+            setattr(self, prio, self._handler(prio, on_notification))
+
+    @staticmethod
+    def _handler(priority, on_notification):
+        def handle(ctxt, publisher_id, event_type, payload, metadata):
+            return on_notification(priority, ctxt, publisher_id, event_type,
+                                   payload, metadata)
+        return handle
+
+
+def cmd_listen(args):
+    conf = init_conf(args)
+    stop = stop_event(watch_stdin=False)
+    done = threading.Event()
+    state = {"received": 0, "requeue_pending": args.requeue_first}
+    lock = threading.Lock()
+
+    def on_notification(priority, ctxt, publisher_id, event_type, payload,
+                        metadata):
+        line = {"priority": priority, "ctxt": ctxt,
+                "publisher_id": publisher_id, "event_type": event_type,
+                "payload": payload, "metadata": metadata}
+        with lock:
+            if state["requeue_pending"]:
+                state["requeue_pending"] = False
+                emit(dict(line, requeued=True))
+                return oslo_messaging.NotificationResult.REQUEUE
+            if done.is_set():  # extra deliveries past --count: leave them
+                return oslo_messaging.NotificationResult.REQUEUE
+            emit(line)
+            state["received"] += 1
+            if state["received"] >= args.count:
+                done.set()
+                stop.set()
+        return oslo_messaging.NotificationResult.HANDLED
+
+    transport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    targets = [oslo_messaging.Target(topic=args.topic, exchange=args.exchange)]
+    listener = oslo_messaging.get_notification_listener(
+        transport, targets, [NotificationEndpoint(on_notification)],
+        allow_requeue=True, pool=args.pool)
+    listener.start()
+    emit({"event": "ready"})
+    stop.wait(args.timeout)
+    listener.stop()
+    listener.wait()
+    transport.cleanup()
+    if done.is_set():
+        return 0
+    # not all --count notifications arrived: timeout, or stopped by a signal
+    emit({"event": "timeout" if not stop.is_set() else "interrupted",
+          "received": state["received"]})
+    return 3
+
+
+# -------------------------------------------------------------------- main --
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="oslo.messaging interop peer")
+    p.add_argument("--debug", action="store_true", help="DEBUG logs on stderr")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("--url", required=True, help="transport URL")
+        sp.add_argument("--topic", required=True)
+        sp.add_argument("--exchange", default=None,
+                        help="Target.exchange (default: control_exchange 'openstack')")
+
+    def ctxt_opts(sp):
+        sp.add_argument("--ctxt", default="{}", help="context, JSON object")
+        sp.add_argument("--ctxt-kind", default="dict",
+                        choices=["dict", "object", "request-context"])
+
+    s = sub.add_parser("server", help="RPC server")
+    common(s)
+    s.add_argument("--server", required=True)
+    s.add_argument("--ignore-stdin", action="store_true",
+                   help="do not stop when stdin closes")
+
+    c = sub.add_parser("call", help="one RPC call or cast")
+    common(c)
+    ctxt_opts(c)
+    c.add_argument("--server", default=None)
+    c.add_argument("--method", default="echo")
+    c.add_argument("--args", default="{}", help="keyword args, JSON object")
+    c.add_argument("--namespace", default=None)
+    c.add_argument("--version", default=None)
+    c.add_argument("--timeout", type=float, default=None,
+                   help="reply timeout in s (oslo default: 60)")
+    c.add_argument("--call-monitor-timeout", type=float, default=None)
+    c.add_argument("--cast", action="store_true")
+    c.add_argument("--fanout", action="store_true", help="fanout cast")
+
+    n = sub.add_parser("notify", help="send notifications")
+    common(n)
+    ctxt_opts(n)
+    n.add_argument("--publisher-id", required=True)
+    n.add_argument("--event-type", required=True)
+    n.add_argument("--payload", required=True, help="JSON value")
+    n.add_argument("--priority", default="info",
+                   choices=list(PRIORITIES) + ["warning"])
+    n.add_argument("--driver", default="messagingv2",
+                   choices=["messagingv2", "messaging"])
+    n.add_argument("--count", type=int, default=1)
+
+    li = sub.add_parser("listen", help="notification listener")
+    common(li)
+    li.add_argument("--pool", default=None)
+    li.add_argument("--count", type=int, default=1)
+    li.add_argument("--timeout", type=float, default=30.0)
+    li.add_argument("--requeue-first", action="store_true",
+                    help="requeue the first notification (printed with requeued: true)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(stream=sys.stderr,
+                        level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return {"server": cmd_server, "call": cmd_call,
+            "notify": cmd_notify, "listen": cmd_listen}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
