@@ -83,7 +83,7 @@ pub enum MessagingError {
 
     /// The remote endpoint raised an error.
     #[error("remote error: {0}")]
-    Remote(RemoteError),
+    Remote(Box<RemoteError>),
 
     /// The server has no endpoint with this method at a compatible version.
     #[error("no such RPC method `{method}` on the server")]
@@ -91,7 +91,7 @@ pub enum MessagingError {
         /// The method that was called.
         method: String,
         /// The failure as the server encoded it.
-        remote: RemoteError,
+        remote: Box<RemoteError>,
     },
 
     /// No endpoint of the server implements the requested version.
@@ -102,7 +102,7 @@ pub enum MessagingError {
         /// The method that was called.
         method: String,
         /// The failure as the server encoded it.
-        remote: RemoteError,
+        remote: Box<RemoteError>,
     },
 
     /// The requested version is above the client's `version_cap`.
@@ -254,14 +254,14 @@ impl RemoteError {
         match (self.class.as_str(), self.module.as_str()) {
             ("NoSuchMethod", DISPATCHER_MODULE) => MessagingError::NoSuchMethod {
                 method: method.to_owned(),
-                remote: self,
+                remote: Box::new(self),
             },
             ("UnsupportedVersion", DISPATCHER_MODULE) => MessagingError::UnsupportedVersion {
                 version: version.unwrap_or("1.0").to_owned(),
                 method: method.to_owned(),
-                remote: self,
+                remote: Box::new(self),
             },
-            _ => MessagingError::Remote(self),
+            _ => MessagingError::Remote(Box::new(self)),
         }
     }
 }
@@ -281,11 +281,17 @@ impl From<MessagingError> for RemoteError {
         match err {
             MessagingError::Remote(remote)
             | MessagingError::NoSuchMethod { remote, .. }
-            | MessagingError::UnsupportedVersion { remote, .. } => remote,
-            MessagingError::Timeout { .. } => {
-                Self::with_module("MessagingTimeout", "oslo_messaging.exceptions", err.to_string())
-            }
-            other => Self::with_module("MessagingException", "oslo_messaging.exceptions", other.to_string()),
+            | MessagingError::UnsupportedVersion { remote, .. } => *remote,
+            MessagingError::Timeout { .. } => Self::with_module(
+                "MessagingTimeout",
+                "oslo_messaging.exceptions",
+                err.to_string(),
+            ),
+            other => Self::with_module(
+                "MessagingException",
+                "oslo_messaging.exceptions",
+                other.to_string(),
+            ),
         }
     }
 }

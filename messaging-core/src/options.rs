@@ -152,7 +152,11 @@ impl<'a> Options<'a> {
     /// A duration given in (possibly fractional) seconds, or `default`.
     pub fn seconds(&self, name: &str, default: Duration) -> Result<Duration> {
         Ok(self
-            .parsed(name, |v| v.parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok()))?
+            .parsed(name, |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            })?
             .unwrap_or(default))
     }
 
@@ -175,7 +179,12 @@ mod tests {
 
     #[test]
     fn accepts_values_of_the_declared_kind() {
-        let given = [("durable", "yes"), ("prefetch", "10"), ("ttl", "1.5"), ("mode", "b")];
+        let given = [
+            ("durable", "yes"),
+            ("prefetch", "10"),
+            ("ttl", "1.5"),
+            ("mode", "b"),
+        ];
         validate("test", SPECS, given).unwrap();
     }
 
@@ -194,9 +203,17 @@ mod tests {
 
     #[test]
     fn wrong_kinds_are_rejected() {
-        for (name, value) in [("durable", "maybe"), ("prefetch", "-1"), ("ttl", "x"), ("mode", "c")] {
+        for (name, value) in [
+            ("durable", "maybe"),
+            ("prefetch", "-1"),
+            ("ttl", "x"),
+            ("mode", "c"),
+        ] {
             let err = validate("test", SPECS, [(name, value)]).unwrap_err();
-            assert!(matches!(err, MessagingError::InvalidOption { .. }), "{name}={value}: {err}");
+            assert!(
+                matches!(err, MessagingError::InvalidOption { .. }),
+                "{name}={value}: {err}"
+            );
         }
     }
 
@@ -208,7 +225,10 @@ mod tests {
         ];
         let options = Options::new(&pairs);
         assert!(!options.bool("durable", true).unwrap());
-        assert_eq!(options.seconds("ttl", Duration::ZERO).unwrap(), Duration::from_millis(2500));
+        assert_eq!(
+            options.seconds("ttl", Duration::ZERO).unwrap(),
+            Duration::from_millis(2500)
+        );
         assert_eq!(options.u64("prefetch", 7).unwrap(), 7);
     }
 }

@@ -78,7 +78,9 @@ impl FromStr for Priority {
             .into_iter()
             .find(|p| p.as_str() == lower)
             .or((lower == "warning").then_some(Priority::Warn))
-            .ok_or_else(|| MessagingError::MalformedMessage(format!("unknown notification priority `{s}`")))
+            .ok_or_else(|| {
+                MessagingError::MalformedMessage(format!("unknown notification priority `{s}`"))
+            })
     }
 }
 

@@ -65,11 +65,17 @@ where
 impl Gate {
     /// Wait for a free slot, then for the next message from `next`; `None` on stop or when
     /// the source ends. The slot is released when the returned permit drops.
-    pub(crate) async fn admit<T, Fut>(&mut self, next: impl FnOnce() -> Fut) -> Option<(T, OwnedSemaphorePermit)>
+    pub(crate) async fn admit<T, Fut>(
+        &mut self,
+        next: impl FnOnce() -> Fut,
+    ) -> Option<(T, OwnedSemaphorePermit)>
     where
         Fut: Future<Output = Option<T>>,
     {
-        let slot = self.until_stopped(self.slots.clone().acquire_owned()).await?.ok()?;
+        let slot = self
+            .until_stopped(self.slots.clone().acquire_owned())
+            .await?
+            .ok()?;
         let item = self.until_stopped(next()).await??;
         Some((item, slot))
     }

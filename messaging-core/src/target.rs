@@ -77,7 +77,9 @@ impl Target {
     pub fn require_topic(&self, purpose: &str) -> Result<&str> {
         match self.topic.as_deref() {
             Some(topic) if !topic.is_empty() => Ok(topic),
-            _ => Err(MessagingError::InvalidTarget(format!("a topic is required to {purpose}"))),
+            _ => Err(MessagingError::InvalidTarget(format!(
+                "a topic is required to {purpose}"
+            ))),
         }
     }
 }
@@ -120,7 +122,11 @@ pub struct Version {
 
 impl Version {
     /// oslo's default version of an endpoint and of a request without one.
-    pub const DEFAULT: Version = Version { major: 1, minor: 0, revision: 0 };
+    pub const DEFAULT: Version = Version {
+        major: 1,
+        minor: 0,
+        revision: 0,
+    };
 
     /// True when an endpoint implementing `self` can serve a request for `requested`.
     pub fn can_serve(&self, requested: &Version) -> bool {
@@ -133,15 +139,22 @@ impl FromStr for Version {
     type Err = MessagingError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = || MessagingError::InvalidTarget(format!("invalid version `{s}`: expected X.Y"));
-        let mut parts = s.split('.').map(|p| p.parse::<u32>().map_err(|_| invalid()));
+        let invalid =
+            || MessagingError::InvalidTarget(format!("invalid version `{s}`: expected X.Y"));
+        let mut parts = s
+            .split('.')
+            .map(|p| p.parse::<u32>().map_err(|_| invalid()));
         let major = parts.next().ok_or_else(invalid)??;
         let minor = parts.next().transpose()?.unwrap_or(0);
         let revision = parts.next().transpose()?.unwrap_or(0);
         if parts.next().is_some() {
             return Err(invalid());
         }
-        Ok(Version { major, minor, revision })
+        Ok(Version {
+            major,
+            minor,
+            revision,
+        })
     }
 }
 
@@ -177,7 +190,14 @@ mod tests {
 
     #[test]
     fn parse_and_print() {
-        assert_eq!(v("2"), Version { major: 2, minor: 0, revision: 0 });
+        assert_eq!(
+            v("2"),
+            Version {
+                major: 2,
+                minor: 0,
+                revision: 0
+            }
+        );
         assert_eq!(v("1.10").to_string(), "1.10");
         assert_eq!(v("1.2.3").to_string(), "1.2.3");
         for bad in ["", "a.b", "1.2.3.4", "1.-1"] {

@@ -63,7 +63,7 @@ pub struct NotificationTransport {
     info: Arc<Info>,
 }
 
-/// Open the RPC side of the transport named by `url`.
+/// Open the RPC side of the transport named by `url`, with default [`TransportOptions`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), messaging_core::MessagingError> {
@@ -72,30 +72,48 @@ pub struct NotificationTransport {
 /// # Ok(()) }
 /// ```
 pub async fn get_rpc_transport(url: &str) -> Result<RpcTransport> {
-    RpcTransport::open(url, TransportOptions::default()).await
+    get_rpc_transport_with(url, &TransportOptions::default()).await
+}
+
+/// Open the notification side of the transport named by `url`, with default
+/// [`TransportOptions`].
+pub async fn get_notification_transport(url: &str) -> Result<NotificationTransport> {
+    get_notification_transport_with(url, &TransportOptions::default()).await
+}
+
+/// Open the RPC side of the transport named by `url`.
+pub async fn get_rpc_transport_with(url: &str, options: &TransportOptions) -> Result<RpcTransport> {
+    let (url, driver) = resolve(url).await?;
+    Ok(RpcTransport {
+        driver: driver.rpc(&url).await?,
+        info: Info::new(url, driver.as_ref(), options),
+    })
 }
 
 /// Open the notification side of the transport named by `url`.
-pub async fn get_notification_transport(url: &str) -> Result<NotificationTransport> {
-    NotificationTransport::open(url, TransportOptions::default()).await
+pub async fn get_notification_transport_with(
+    url: &str,
+    options: &TransportOptions,
+) -> Result<NotificationTransport> {
+    let (url, driver) = resolve(url).await?;
+    Ok(NotificationTransport {
+        driver: driver.notifications(&url).await?,
+        info: Info::new(url, driver.as_ref(), options),
+    })
+}
+
+impl Info {
+    fn new(url: TransportUrl, driver: &dyn Driver, options: &TransportOptions) -> Arc<Self> {
+        Arc::new(Self {
+            driver: driver.name(),
+            capabilities: driver.capabilities(),
+            url,
+            options: options.clone(),
+        })
+    }
 }
 
 impl RpcTransport {
-    /// Open with explicit options.
-    pub async fn open(url: &str, options: TransportOptions) -> Result<Self> {
-        let (url, driver) = resolve(url).await?;
-        let rpc = driver.rpc(&url).await?;
-        Ok(Self {
-            driver: rpc,
-            info: Arc::new(Info {
-                driver: driver.name(),
-                capabilities: driver.capabilities(),
-                url,
-                options,
-            }),
-        })
-    }
-
     /// The driver side, for the API types.
     pub fn driver(&self) -> &Arc<dyn RpcDriver> {
         &self.driver
@@ -128,21 +146,6 @@ impl RpcTransport {
 }
 
 impl NotificationTransport {
-    /// Open with explicit options.
-    pub async fn open(url: &str, options: TransportOptions) -> Result<Self> {
-        let (url, driver) = resolve(url).await?;
-        let notify = driver.notifications(&url).await?;
-        Ok(Self {
-            driver: notify,
-            info: Arc::new(Info {
-                driver: driver.name(),
-                capabilities: driver.capabilities(),
-                url,
-                options,
-            }),
-        })
-    }
-
     /// The driver side, for the API types.
     pub fn driver(&self) -> &Arc<dyn NotifyDriver> {
         &self.driver
@@ -186,7 +189,8 @@ impl fmt::Debug for NotificationTransport {
     }
 }
 
-/// Typed messaging configuration, for services that load settings with serde.
+/// Typed messaging configuration, for services that load settings with serde. Open the
+/// transports with [`get_rpc_transport_with`] and [`get_notification_transport_with`]:
 ///
 /// ```
 /// let config: messaging_core::MessagingConfig = serde_json::from_str(
@@ -247,7 +251,10 @@ impl Default for NotificationsConfig {
 impl MessagingConfig {
     /// The notification URL, falling back to the RPC URL as oslo does.
     pub fn notification_url(&self) -> &str {
-        self.notifications.transport_url.as_deref().unwrap_or(&self.transport_url)
+        self.notifications
+            .transport_url
+            .as_deref()
+            .unwrap_or(&self.transport_url)
     }
 
     /// The default call timeout.
@@ -255,19 +262,10 @@ impl MessagingConfig {
         Duration::try_from_secs_f64(self.rpc_response_timeout).unwrap_or(Duration::from_secs(60))
     }
 
-    fn transport_options(&self) -> TransportOptions {
+    /// The options both transports are opened with.
+    pub fn transport_options(&self) -> TransportOptions {
         TransportOptions {
             control_exchange: self.control_exchange.clone(),
         }
-    }
-
-    /// Open the RPC transport.
-    pub async fn rpc_transport(&self) -> Result<RpcTransport> {
-        RpcTransport::open(&self.transport_url, self.transport_options()).await
-    }
-
-    /// Open the notification transport (its own URL, else the RPC URL).
-    pub async fn notification_transport(&self) -> Result<NotificationTransport> {
-        NotificationTransport::open(self.notification_url(), self.transport_options()).await
     }
 }

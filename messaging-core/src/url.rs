@@ -87,10 +87,13 @@ impl TransportUrl {
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.starts_with(|c: char| c.is_ascii_alphabetic())
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         };
         if !valid_name(driver) || variant.is_some_and(|v| !valid_name(v)) {
-            return Err(fail("the scheme must be `driver` or `driver+variant` (letters, digits, `-`, `_`)"));
+            return Err(fail(
+                "the scheme must be `driver` or `driver+variant` (letters, digits, `-`, `_`)",
+            ));
         }
         if rest.contains('#') {
             return Err(fail("a transport URL has no `#fragment`"));
@@ -299,7 +302,12 @@ impl fmt::Debug for TransportUrl {
 mod tests {
     use super::*;
 
-    fn host(name: &str, port: Option<u16>, user: Option<&str>, pass: Option<&str>) -> TransportHost {
+    fn host(
+        name: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+        pass: Option<&str>,
+    ) -> TransportHost {
         TransportHost {
             hostname: name.into(),
             port,
@@ -319,65 +327,113 @@ mod tests {
             query: Vec<(&'static str, &'static str)>,
         }
         let cases = [
-            Case { url: "memory://", driver: "memory", variant: None, hosts: vec![], vhost: None, query: vec![] },
-            Case { url: "fake:///", driver: "fake", variant: None, hosts: vec![], vhost: None, query: vec![] },
+            Case {
+                url: "memory://",
+                driver: "memory",
+                variant: None,
+                hosts: vec![],
+                vhost: None,
+                query: vec![],
+            },
+            Case {
+                url: "fake:///",
+                driver: "fake",
+                variant: None,
+                hosts: vec![],
+                vhost: None,
+                query: vec![],
+            },
             Case {
                 url: "rabbit://localhost",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("localhost", None, None, None)], vhost: None, query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![host("localhost", None, None, None)],
+                vhost: None,
+                query: vec![],
             },
             Case {
                 url: "rabbit://u:p@h1:5672/",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("h1", Some(5672), Some("u"), Some("p"))], vhost: None, query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![host("h1", Some(5672), Some("u"), Some("p"))],
+                vhost: None,
+                query: vec![],
             },
             Case {
                 url: "rabbit://u:p@h1:5672//",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("h1", Some(5672), Some("u"), Some("p"))], vhost: Some("/"), query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![host("h1", Some(5672), Some("u"), Some("p"))],
+                vhost: Some("/"),
+                query: vec![],
             },
             Case {
                 url: "rabbit://h1/%2F",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("h1", None, None, None)], vhost: Some("/"), query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![host("h1", None, None, None)],
+                vhost: Some("/"),
+                query: vec![],
             },
             Case {
                 url: "rabbit://u1:p1@h1:5672,u2:p2@h2:5673/nova",
-                driver: "rabbit", variant: None,
+                driver: "rabbit",
+                variant: None,
                 hosts: vec![
                     host("h1", Some(5672), Some("u1"), Some("p1")),
                     host("h2", Some(5673), Some("u2"), Some("p2")),
                 ],
-                vhost: Some("nova"), query: vec![],
+                vhost: Some("nova"),
+                query: vec![],
             },
             Case {
                 url: "rabbit://u1:p1@h1,h2:5673/",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("h1", None, Some("u1"), Some("p1")), host("h2", Some(5673), None, None)],
-                vhost: None, query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![
+                    host("h1", None, Some("u1"), Some("p1")),
+                    host("h2", Some(5673), None, None),
+                ],
+                vhost: None,
+                query: vec![],
             },
             Case {
                 url: "kombu+amqp://user%40corp:p%3Aw%2Fd%40@broker/v%20h?heartbeat_rate=3&ssl=true",
-                driver: "kombu", variant: Some("amqp"),
+                driver: "kombu",
+                variant: Some("amqp"),
                 hosts: vec![host("broker", None, Some("user@corp"), Some("p:w/d@"))],
-                vhost: Some("v h"), query: vec![("heartbeat_rate", "3"), ("ssl", "true")],
+                vhost: Some("v h"),
+                query: vec![("heartbeat_rate", "3"), ("ssl", "true")],
             },
             Case {
                 url: "amqp://[::1]:5672,[fe80::1]/",
-                driver: "amqp", variant: None,
-                hosts: vec![host("::1", Some(5672), None, None), host("fe80::1", None, None, None)],
-                vhost: None, query: vec![],
+                driver: "amqp",
+                variant: None,
+                hosts: vec![
+                    host("::1", Some(5672), None, None),
+                    host("fe80::1", None, None, None),
+                ],
+                vhost: None,
+                query: vec![],
             },
             Case {
                 url: "kafka://h1:9092,h2:9092?compression_codec=gzip",
-                driver: "kafka", variant: None,
-                hosts: vec![host("h1", Some(9092), None, None), host("h2", Some(9092), None, None)],
-                vhost: None, query: vec![("compression_codec", "gzip")],
+                driver: "kafka",
+                variant: None,
+                hosts: vec![
+                    host("h1", Some(9092), None, None),
+                    host("h2", Some(9092), None, None),
+                ],
+                vhost: None,
+                query: vec![("compression_codec", "gzip")],
             },
             Case {
                 url: "RABBIT://user@h",
-                driver: "rabbit", variant: None,
-                hosts: vec![host("h", None, Some("user"), None)], vhost: None, query: vec![],
+                driver: "rabbit",
+                variant: None,
+                hosts: vec![host("h", None, Some("user"), None)],
+                vhost: None,
+                query: vec![],
             },
         ];
         for case in cases {
@@ -386,7 +442,11 @@ mod tests {
             assert_eq!(url.variant.as_deref(), case.variant, "{}", case.url);
             assert_eq!(url.hosts, case.hosts, "{}", case.url);
             assert_eq!(url.virtual_host.as_deref(), case.vhost, "{}", case.url);
-            let query: Vec<(&str, &str)> = url.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let query: Vec<(&str, &str)> = url
+                .query
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             assert_eq!(query, case.query, "{}", case.url);
         }
     }
@@ -411,15 +471,25 @@ mod tests {
         ];
         for (input, expected) in cases {
             let err = TransportUrl::parse(input).expect_err(input);
-            assert!(matches!(err, MessagingError::InvalidUrl { .. }), "{input}: {err:?}");
-            assert!(err.to_string().contains(expected), "{input}: `{err}` lacks `{expected}`");
+            assert!(
+                matches!(err, MessagingError::InvalidUrl { .. }),
+                "{input}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(expected),
+                "{input}: `{err}` lacks `{expected}`"
+            );
         }
     }
 
     #[test]
     fn passwords_never_printed() {
         let url = TransportUrl::parse("rabbit://u:topsecret@h1,v:othersecret@h2:1/x?a=b").unwrap();
-        for text in [url.to_string(), format!("{url:?}"), format!("{:?}", url.hosts)] {
+        for text in [
+            url.to_string(),
+            format!("{url:?}"),
+            format!("{:?}", url.hosts),
+        ] {
             assert!(!text.contains("secret"), "{text}");
         }
         assert_eq!(url.to_string(), "rabbit://u:***@h1,v:***@h2:1/x?a=b");
@@ -436,7 +506,11 @@ mod tests {
             "kombu+amqp://user%40corp@broker/nova",
         ] {
             let url = TransportUrl::parse(input).unwrap();
-            assert_eq!(TransportUrl::parse(&url.to_string()).unwrap(), url, "{input}");
+            assert_eq!(
+                TransportUrl::parse(&url.to_string()).unwrap(),
+                url,
+                "{input}"
+            );
         }
     }
 }

@@ -19,7 +19,12 @@ record() call, and runs until SIGTERM/SIGINT or until its stdin closes (so
 start it with a pipe as stdin, or pass --ignore-stdin). `call` prints
 {"result": ...} or {"error": {...}} and exits 0 either way. `listen` prints
 {"event": "ready"}, one line per notification, exits 0 after --count of them
-or 3 (after {"event": "timeout", ...}) when --timeout runs out.
+or 3 (after {"event": "timeout"|"interrupted", ...}) when --timeout runs out
+or a signal stops it. With kafka, "ready" waits for the consumer group's
+partition assignment and lists the assigned topics ("assigned": [...]); a
+topic that does not exist yet is not assigned: produce to it first.
+--exchange sets Target.exchange and the default control_exchange (which the
+notifier uses).
 
 --ctxt-kind (call, notify): how the --ctxt dict is handed to oslo.messaging.
 "dict" (default) is a plain dict: RPC flattens it into _context_* keys, the
@@ -57,7 +62,8 @@ def init_conf(args):
     conf = cfg.CONF
     conf([], project="oslo_peer", default_config_files=[], default_config_dirs=[])
     if getattr(args, "exchange", None):
-        conf.set_override("control_exchange", args.exchange)
+        # also the notifier's exchange (a Notifier takes no Target)
+        oslo_messaging.set_transport_defaults(control_exchange=args.exchange)
     return conf
 
 
@@ -229,6 +235,26 @@ class NotificationEndpoint:
         return handle
 
 
+def kafka_assignment(listener, deadline, stop):
+    """Kafka only: wait until the consumer group gave us partitions.
+
+    auto.offset.reset=latest, so whatever is produced before the assignment
+    is never seen. A topic that does not exist yet when the listener
+    subscribes is picked up only at librdkafka's next metadata refresh:
+    create it first (e.g. send one notification). Returns the sorted assigned
+    topics, or None for other drivers (rabbit queues exist once start()
+    returns).
+    """
+    conn = getattr(getattr(getattr(listener, "listener", None),
+                           "_poll_style_listener", None), "conn", None)
+    if not hasattr(conn, "assignment_dict"):
+        return None
+    while not conn.assignment_dict and time.monotonic() < deadline:
+        if stop.wait(0.1):
+            break
+    return sorted({a.topic for a in list(conn.assignment_dict.values())})
+
+
 def cmd_listen(args):
     conf = init_conf(args)
     stop = stop_event(watch_stdin=False)
@@ -260,9 +286,14 @@ def cmd_listen(args):
     listener = oslo_messaging.get_notification_listener(
         transport, targets, [NotificationEndpoint(on_notification)],
         allow_requeue=True, pool=args.pool)
+    deadline = time.monotonic() + args.timeout
     listener.start()
-    emit({"event": "ready"})
-    stop.wait(args.timeout)
+    ready = {"event": "ready"}
+    assigned = kafka_assignment(listener, deadline, stop)
+    if assigned is not None:
+        ready["assigned"] = assigned
+    emit(ready)
+    stop.wait(max(0.0, deadline - time.monotonic()))
     listener.stop()
     listener.wait()
     transport.cleanup()
@@ -330,7 +361,8 @@ def parse_args(argv):
     li.add_argument("--count", type=int, default=1)
     li.add_argument("--timeout", type=float, default=30.0)
     li.add_argument("--requeue-first", action="store_true",
-                    help="requeue the first notification (printed with requeued: true)")
+                    help="requeue the first notification (printed with requeued: true);"
+                         " rabbit only: kafka cannot requeue")
     return p.parse_args(argv)
 
 

@@ -22,6 +22,8 @@ pub enum Feature {
     Pools,
     /// Notifications sent before any listener subscribed are kept for it.
     StoreBeforeListen,
+    /// Messages to a topic (or a pool) are spread over its consumers.
+    LoadBalancing,
 }
 
 /// Delivery guarantee of a pattern.
@@ -66,6 +68,9 @@ impl Capabilities {
 
     /// The declared reason `feature` is not supported, if it is not.
     pub fn why_not(&self, feature: Feature) -> Option<&'static str> {
-        self.gaps.iter().find(|(f, _)| *f == feature).map(|(_, why)| *why)
+        self.gaps
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .map(|(_, why)| *why)
     }
 }

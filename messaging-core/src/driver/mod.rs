@@ -108,10 +108,20 @@ pub trait Driver: Send + Sync + 'static {
 pub trait RpcDriver: Send + Sync + 'static {
     /// Send a request that expects no reply (to one server of the topic, one named server, or
     /// every server if `to.fanout`).
-    async fn cast(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<()>;
+    async fn cast(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        options: &SendOptions,
+    ) -> Result<()>;
 
     /// Send a request and return where its replies will arrive. The caller applies timeouts.
-    async fn call(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<PendingReply>;
+    async fn call(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        options: &SendOptions,
+    ) -> Result<PendingReply>;
 
     /// Start consuming requests addressed to a server: its topic, its own server address and
     /// the topic's fanout.
@@ -166,7 +176,11 @@ pub trait NotifyDriver: Send + Sync + 'static {
 
     /// Subscribe to notifications. Listeners with the same `pool` (or no pool) on the same
     /// address share the messages; each pool gets its own copy.
-    async fn listen(&self, subscriptions: &[NotifyAddress], pool: Option<&str>) -> Result<Box<dyn NotificationSource>>;
+    async fn listen(
+        &self,
+        subscriptions: &[NotifyAddress],
+        pool: Option<&str>,
+    ) -> Result<Box<dyn NotificationSource>>;
 
     /// Release connections.
     async fn close(&self) {}

@@ -27,7 +27,10 @@ impl ReplyRouter {
     /// Wait for replies to `msg_id`. Dropping the [`PendingReply`] stops waiting.
     pub fn register(&self, msg_id: String) -> PendingReply {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.waiters.lock().expect("reply router poisoned").insert(msg_id.clone(), tx);
+        self.waiters
+            .lock()
+            .expect("reply router poisoned")
+            .insert(msg_id.clone(), tx);
         PendingReply {
             msg_id,
             events: rx,
@@ -69,7 +72,11 @@ pub struct PendingReply {
 impl PendingReply {
     /// A pending reply fed by a channel the driver manages itself.
     pub fn from_channel(msg_id: String, events: mpsc::UnboundedReceiver<ReplyEvent>) -> Self {
-        Self { msg_id, events, waiters: None }
+        Self {
+            msg_id,
+            events,
+            waiters: None,
+        }
     }
 
     /// The call's message id.

@@ -45,7 +45,10 @@ impl Bus {
     /// as long as one transport uses it.
     pub(crate) fn for_vhost(vhost: &str) -> Arc<Bus> {
         static BUSES: OnceLock<Mutex<HashMap<String, Weak<Bus>>>> = OnceLock::new();
-        let mut buses = BUSES.get_or_init(Default::default).lock().expect("bus map poisoned");
+        let mut buses = BUSES
+            .get_or_init(Default::default)
+            .lock()
+            .expect("bus map poisoned");
         buses.retain(|_, bus| bus.strong_count() > 0);
         if let Some(bus) = buses.get(vhost).and_then(Weak::upgrade) {
             return bus;
@@ -113,7 +116,12 @@ impl Bus {
         let senders: Vec<QueueSender> = {
             let state = self.state();
             if exchange.is_empty() {
-                state.queues.get(key).map(|(tx, _)| tx.clone()).into_iter().collect()
+                state
+                    .queues
+                    .get(key)
+                    .map(|(tx, _)| tx.clone())
+                    .into_iter()
+                    .collect()
             } else {
                 state
                     .bindings

@@ -16,12 +16,16 @@ use futures_util::future::select_all;
 use tokio::sync::OnceCell;
 
 use crate::driver::{
-    Acknowledger, Capabilities, Driver, IncomingNotification, IncomingRequest, NotificationSource, NotifyAddress,
-    NotifyDriver, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
+    Acknowledger, Capabilities, Driver, IncomingNotification, IncomingRequest, NotificationSource,
+    NotifyAddress, NotifyDriver, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
+    RpcListener, SendOptions, ServerAddress,
 };
 use crate::error::{MessagingError, Result};
 use crate::url::TransportUrl;
-use crate::wire::{self, CallInfo, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest};
+use crate::wire::{
+    self, CallInfo, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage,
+    RequestMessage, RpcRequest,
+};
 
 use bus::{Bus, Delivery, QueueReceiver, QueueSender};
 
@@ -64,9 +68,12 @@ fn bus_of(url: &TransportUrl) -> Arc<Bus> {
 /// Wait for the first delivery on any of `receivers`, with the index of its queue; `None`
 /// once all are closed. Cancel-safe: a receive that did not complete takes nothing.
 async fn recv_any(receivers: &[QueueReceiver]) -> Option<(usize, Delivery)> {
-    let mut open: Vec<usize> = (0..receivers.len()).filter(|&i| !receivers[i].is_closed()).collect();
+    let mut open: Vec<usize> = (0..receivers.len())
+        .filter(|&i| !receivers[i].is_closed())
+        .collect();
     while !open.is_empty() {
-        let (result, position, _) = select_all(open.iter().map(|&i| Box::pin(receivers[i].recv()))).await;
+        let (result, position, _) =
+            select_all(open.iter().map(|&i| Box::pin(receivers[i].recv()))).await;
         match result {
             Ok(delivery) => return Some((open[position], delivery)),
             Err(_) => {
@@ -119,25 +126,44 @@ impl MemoryRpc {
             self.bus.publish(&to.exchange, &to.routing_key(), delivery)
         };
         if routed == 0 {
-            tracing::debug!(?to, "no queue bound: the request is dropped, as a broker would");
+            tracing::debug!(
+                ?to,
+                "no queue bound: the request is dropped, as a broker would"
+            );
         }
     }
 }
 
 #[async_trait]
 impl RpcDriver for MemoryRpc {
-    async fn cast(&self, to: &RpcAddress, request: &RpcRequest, _options: &SendOptions) -> Result<()> {
+    async fn cast(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        _options: &SendOptions,
+    ) -> Result<()> {
         self.check_open()?;
         let message = RequestMessage {
             request: request.clone(),
             call: None,
             unique_id: Some(wire::new_id()),
         };
-        self.publish_request(to, Delivery::Request { message, expires: None });
+        self.publish_request(
+            to,
+            Delivery::Request {
+                message,
+                expires: None,
+            },
+        );
         Ok(())
     }
 
-    async fn call(&self, to: &RpcAddress, request: &RpcRequest, options: &SendOptions) -> Result<PendingReply> {
+    async fn call(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        options: &SendOptions,
+    ) -> Result<PendingReply> {
         self.check_open()?;
         let reply_q = self.reply_queue().await.to_owned();
         let msg_id = wire::new_id();
@@ -168,7 +194,8 @@ impl RpcDriver for MemoryRpc {
         }
         let fanout_queue = format!("{}_fanout_{}", on.topic, wire::new_id());
         receivers.push(self.bus.declare_queue(&fanout_queue).1);
-        self.bus.bind_fanout(&fanout_queue, &topic.fanout_exchange());
+        self.bus
+            .bind_fanout(&fanout_queue, &topic.fanout_exchange());
         Ok(Box::new(MemoryRpcListener {
             bus: self.bus.clone(),
             receivers,
@@ -204,8 +231,12 @@ struct MemoryRpcListener {
 #[async_trait]
 impl RpcListener for MemoryRpcListener {
     async fn next(&mut self) -> Option<IncomingRequest> {
-        while !self.closed {
-            let (_, Delivery::Request { message, expires }) = recv_any(&self.receivers).await? else {
+        if self.closed {
+            return None;
+        }
+        loop {
+            let (_, Delivery::Request { message, expires }) = recv_any(&self.receivers).await?
+            else {
                 continue;
             };
             if expires.is_some_and(|at| at <= Instant::now()) {
@@ -231,7 +262,6 @@ impl RpcListener for MemoryRpcListener {
                 reply,
             });
         }
-        None
     }
 
     async fn close(&mut self) {
@@ -298,7 +328,11 @@ impl NotifyDriver for MemoryNotify {
         Ok(())
     }
 
-    async fn listen(&self, subscriptions: &[NotifyAddress], pool: Option<&str>) -> Result<Box<dyn NotificationSource>> {
+    async fn listen(
+        &self,
+        subscriptions: &[NotifyAddress],
+        pool: Option<&str>,
+    ) -> Result<Box<dyn NotificationSource>> {
         let mut queues: Vec<(String, (QueueSender, QueueReceiver))> = Vec::new();
         for subscription in subscriptions {
             let key = subscription.routing_key();
@@ -326,7 +360,10 @@ struct MemoryNotificationSource {
 #[async_trait]
 impl NotificationSource for MemoryNotificationSource {
     async fn next(&mut self) -> Option<IncomingNotification> {
-        while !self.closed {
+        if self.closed {
+            return None;
+        }
+        loop {
             let (queue, delivery) = recv_any(&self.receivers).await?;
             let Delivery::Notification { message, unique_id } = &delivery else {
                 continue;
@@ -336,10 +373,12 @@ impl NotificationSource for MemoryNotificationSource {
             return Some(IncomingNotification {
                 message: message.clone(),
                 unique_id: Some(unique_id.clone()),
-                acker: Box::new(MemoryAcker { requeue_to, delivery }),
+                acker: Box::new(MemoryAcker {
+                    requeue_to,
+                    delivery,
+                }),
             });
         }
-        None
     }
 
     async fn close(&mut self) {

@@ -45,7 +45,9 @@ fn matches(regex: &Regex, value: Option<&Value>) -> bool {
 }
 
 fn all_match(rules: &[(String, Regex)], map: &Map<String, Value>) -> bool {
-    rules.iter().all(|(key, regex)| matches(regex, map.get(key)))
+    rules
+        .iter()
+        .all(|(key, regex)| matches(regex, map.get(key)))
 }
 
 impl NotificationFilter {
@@ -68,13 +70,15 @@ impl NotificationFilter {
 
     /// Match a context key.
     pub fn context(mut self, key: &str, pattern: &str) -> Result<Self> {
-        self.context.push((key.to_owned(), compile("context", pattern)?));
+        self.context
+            .push((key.to_owned(), compile("context", pattern)?));
         Ok(self)
     }
 
     /// Match a metadata key (`message_id`, `timestamp`).
     pub fn metadata(mut self, key: &str, pattern: &str) -> Result<Self> {
-        self.metadata.push((key.to_owned(), compile("metadata", pattern)?));
+        self.metadata
+            .push((key.to_owned(), compile("metadata", pattern)?));
         Ok(self)
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -72,7 +72,8 @@ impl Notification {
     }
 }
 
-type BatchHandler = Arc<dyn Fn(Vec<Notification>) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
+type BatchHandler =
+    Arc<dyn Fn(Vec<Notification>) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
 
 /// Handlers for some priorities, and an optional filter.
 ///
@@ -157,7 +158,11 @@ impl NotificationEndpoint {
     }
 
     /// Run this endpoint's handler for the notifications it accepts; `None` if it has none.
-    async fn handle(&self, priority: Priority, batch: &[Notification]) -> Option<NotificationResult> {
+    async fn handle(
+        &self,
+        priority: Priority,
+        batch: &[Notification],
+    ) -> Option<NotificationResult> {
         let handler = self.handlers.get(&priority)?;
         let accepted: Vec<Notification> = batch
             .iter()
@@ -275,13 +280,21 @@ impl NotificationListener {
             return Err(MessagingError::unsupported(driver, "listener pools"));
         }
         if self.targets.is_empty() {
-            return Err(MessagingError::InvalidTarget("a listener needs at least one target".into()));
+            return Err(MessagingError::InvalidTarget(
+                "a listener needs at least one target".into(),
+            ));
         }
-        let mut priorities: Vec<Priority> = self.endpoints.iter().flat_map(|e| e.handlers.keys().copied()).collect();
+        let mut priorities: Vec<Priority> = self
+            .endpoints
+            .iter()
+            .flat_map(|e| e.handlers.keys().copied())
+            .collect();
         priorities.sort();
         priorities.dedup();
         if priorities.is_empty() {
-            return Err(MessagingError::InvalidTarget("a listener needs an endpoint with a handler".into()));
+            return Err(MessagingError::InvalidTarget(
+                "a listener needs an endpoint with a handler".into(),
+            ));
         }
         let mut subscriptions = Vec::new();
         for target in &self.targets {
@@ -296,14 +309,20 @@ impl NotificationListener {
                 priority,
             }));
         }
-        let source = self.transport.driver().listen(&subscriptions, self.pool.as_deref()).await?;
+        let source = self
+            .transport
+            .driver()
+            .listen(&subscriptions, self.pool.as_deref())
+            .await?;
         let dispatcher = Arc::new(Dispatcher {
             endpoints: self.endpoints,
             allow_requeue: self.allow_requeue,
             serializer: self.serializer,
         });
         let batch = self.batch;
-        Ok(service::spawn(self.max_concurrency, move |gate| consume(source, dispatcher, gate, batch)))
+        Ok(service::spawn(self.max_concurrency, move |gate| {
+            consume(source, dispatcher, gate, batch)
+        }))
     }
 }
 
@@ -314,7 +333,7 @@ async fn consume(
     batch: Option<(usize, Duration)>,
 ) {
     let mut running = JoinSet::new();
-    let mut duplicates = DuplicateFilter::default();
+    let duplicates = Arc::new(Mutex::new(DuplicateFilter::default()));
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         while running.try_join_next().is_some() {}
         let mut taken = vec![first];
@@ -335,17 +354,23 @@ async fn consume(
         }
         let mut fresh = Vec::with_capacity(taken.len());
         for incoming in taken {
-            match &incoming.unique_id {
-                Some(id) if duplicates.is_duplicate(id) => {
-                    tracing::debug!(unique_id = %id, "acknowledging a duplicate notification");
-                    settle(incoming, NotificationResult::Handled).await;
-                }
-                _ => fresh.push(incoming),
+            let duplicate = incoming.unique_id.as_deref().is_some_and(|id| {
+                duplicates
+                    .lock()
+                    .expect("duplicate filter poisoned")
+                    .contains(id)
+            });
+            if duplicate {
+                tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
+                settle(incoming, NotificationResult::Handled, &duplicates).await;
+            } else {
+                fresh.push(incoming);
             }
         }
         let dispatcher = dispatcher.clone();
+        let duplicates = duplicates.clone();
         running.spawn(async move {
-            dispatcher.handle(fresh).await;
+            dispatcher.handle(fresh, &duplicates).await;
             drop(slot);
         });
     }
@@ -353,9 +378,22 @@ async fn consume(
     while running.join_next().await.is_some() {}
 }
 
-async fn settle(incoming: IncomingNotification, result: NotificationResult) {
+/// Acknowledge or requeue; an acknowledged id is remembered, so a redelivery of it is dropped.
+async fn settle(
+    incoming: IncomingNotification,
+    result: NotificationResult,
+    duplicates: &Mutex<DuplicateFilter>,
+) {
     let outcome = match result {
-        NotificationResult::Handled => incoming.acker.ack().await,
+        NotificationResult::Handled => {
+            if let Some(id) = &incoming.unique_id {
+                duplicates
+                    .lock()
+                    .expect("duplicate filter poisoned")
+                    .remember(id);
+            }
+            incoming.acker.ack().await
+        }
         NotificationResult::Requeue => incoming.acker.requeue().await,
     };
     if let Err(error) = outcome {
@@ -372,12 +410,16 @@ struct Dispatcher {
 impl Dispatcher {
     fn convert(&self, incoming: &IncomingNotification) -> Result<Notification> {
         let message = &incoming.message;
-        let context = self.serializer.deserialize_context(Context(message.context.clone()))?;
+        let context = self
+            .serializer
+            .deserialize_context(Context(message.context.clone()))?;
         Ok(Notification {
             priority: message.priority,
             publisher_id: message.publisher_id.clone(),
             event_type: message.event_type.clone(),
-            payload: self.serializer.deserialize_entity(&context, message.payload.clone())?,
+            payload: self
+                .serializer
+                .deserialize_entity(&context, message.payload.clone())?,
             context,
             metadata: NotificationMetadata {
                 message_id: message.message_id.clone(),
@@ -388,14 +430,14 @@ impl Dispatcher {
 
     /// Handle a batch: per priority, every endpoint gets what it accepts; the group is
     /// requeued if any endpoint asked for it, else acknowledged.
-    async fn handle(&self, batch: Vec<IncomingNotification>) {
+    async fn handle(&self, batch: Vec<IncomingNotification>, duplicates: &Mutex<DuplicateFilter>) {
         let mut groups: Vec<(Priority, Vec<IncomingNotification>, Vec<Notification>)> = Vec::new();
         for incoming in batch {
             let notification = match self.convert(&incoming) {
                 Ok(notification) => notification,
                 Err(error) => {
                     tracing::warn!(%error, "dropping a notification the serializer rejected");
-                    settle(incoming, NotificationResult::Handled).await;
+                    settle(incoming, NotificationResult::Handled, duplicates).await;
                     continue;
                 }
             };
@@ -418,7 +460,9 @@ impl Dispatcher {
                 match handled {
                     Ok(Some(NotificationResult::Requeue)) => result = NotificationResult::Requeue,
                     Ok(_) => {}
-                    Err(_) => tracing::error!(%priority, "a notification endpoint panicked; acknowledging"),
+                    Err(_) => {
+                        tracing::error!(%priority, "a notification endpoint panicked; acknowledging")
+                    }
                 }
             }
             if result == NotificationResult::Requeue && !self.allow_requeue {
@@ -426,7 +470,7 @@ impl Dispatcher {
                 result = NotificationResult::Handled;
             }
             for incoming in incomings {
-                settle(incoming, result).await;
+                settle(incoming, result, duplicates).await;
             }
         }
     }

@@ -5,5 +5,8 @@ mod listener;
 mod notifier;
 
 pub use filter::NotificationFilter;
-pub use listener::{Notification, NotificationEndpoint, NotificationListener, NotificationMetadata, NotificationResult};
+pub use listener::{
+    Notification, NotificationEndpoint, NotificationListener, NotificationMetadata,
+    NotificationResult,
+};
 pub use notifier::{Notifier, NotifierDriver};

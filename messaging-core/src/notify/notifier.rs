@@ -148,7 +148,9 @@ impl Notifier {
         if !self.is_enabled() {
             return Ok(());
         }
-        let payload = self.serializer.serialize_entity(ctx, serde_json::to_value(payload)?)?;
+        let payload = self
+            .serializer
+            .serialize_entity(ctx, serde_json::to_value(payload)?)?;
         let mut context = self.serializer.serialize_context(ctx)?.0;
         for key in REDACTED_CONTEXT_KEYS {
             if let Some(value) = context.get_mut(*key) {
@@ -188,7 +190,10 @@ impl Notifier {
                     topic: topic.clone(),
                     priority,
                 };
-                self.transport.driver().notify(&to, &message, format, &options).await?;
+                self.transport
+                    .driver()
+                    .notify(&to, &message, format, &options)
+                    .await?;
             }
         }
         Ok(())

@@ -161,7 +161,12 @@ impl RpcClient {
         }
     }
 
-    fn build(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<(RpcAddress, RpcRequest)> {
+    fn build(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<(RpcAddress, RpcRequest)> {
         let topic = self.target.require_topic("send an RPC request")?;
         self.check_version_cap(self.target.version.as_deref())?;
         let args = match serde_json::to_value(args)? {
@@ -169,8 +174,8 @@ impl RpcClient {
             Value::Null => Map::new(),
             other => {
                 return Err(MessagingError::InvalidTarget(format!(
-                    "RPC arguments must serialize to a JSON object of keyword arguments, got {other}"
-                )))
+                "RPC arguments must serialize to a JSON object of keyword arguments, got {other}"
+            )))
             }
         };
         let args = args
@@ -207,9 +212,17 @@ impl RpcClient {
 
     /// Send a request without waiting for a result: to one server of the topic, the named
     /// server, or every server with [`fanout`](Self::fanout).
-    pub async fn cast(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<()> {
+    pub async fn cast(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<()> {
         let (address, request) = self.build(ctx, method, args)?;
-        self.transport.driver().cast(&address, &request, &self.send_options()).await
+        self.transport
+            .driver()
+            .cast(&address, &request, &self.send_options())
+            .await
     }
 
     /// Invoke `method` with keyword arguments `args` and wait for its result.
@@ -218,9 +231,16 @@ impl RpcClient {
     /// heartbeat within the call-monitor timeout), [`MessagingError::Remote`] when the method
     /// raised, [`MessagingError::NoSuchMethod`] / [`MessagingError::UnsupportedVersion`] when
     /// no endpoint matched.
-    pub async fn call<R: DeserializeOwned>(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<R> {
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<R> {
         if self.target.fanout {
-            return Err(MessagingError::InvalidTarget("a call cannot be sent with fanout".into()));
+            return Err(MessagingError::InvalidTarget(
+                "a call cannot be sent with fanout".into(),
+            ));
         }
         let (address, request) = self.build(ctx, method, args)?;
         let started = Instant::now();
@@ -229,10 +249,12 @@ impl RpcClient {
         let options = self.send_options();
         let send = self.transport.driver().call(&address, &request, &options);
         let mut pending = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, send).await.map_err(|_| MessagingError::Timeout {
-                msg_id: "(not sent)".into(),
-                after: started.elapsed(),
-            })??,
+            Some(deadline) => tokio::time::timeout_at(deadline, send)
+                .await
+                .map_err(|_| MessagingError::Timeout {
+                    msg_id: "(not sent)".into(),
+                    after: started.elapsed(),
+                })??,
             None => send.await?,
         };
         let timed_out = |msg_id: &str| MessagingError::Timeout {
@@ -258,12 +280,18 @@ impl RpcClient {
             }
             match event {
                 ReplyEvent::Heartbeat => continue,
-                ReplyEvent::Result { value, ending: false } => {
+                ReplyEvent::Result {
+                    value,
+                    ending: false,
+                } => {
                     if !value.is_null() {
                         partial = value;
                     }
                 }
-                ReplyEvent::Result { value, ending: true } => {
+                ReplyEvent::Result {
+                    value,
+                    ending: true,
+                } => {
                     let value = if value.is_null() { partial } else { value };
                     let value = self.serializer.deserialize_entity(ctx, value)?;
                     return Ok(serde_json::from_value(value)?);

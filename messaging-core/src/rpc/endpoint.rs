@@ -32,10 +32,19 @@ pub trait RpcEndpoint: Send + Sync + 'static {
     fn has_method(&self, method: &str) -> bool;
 
     /// Run `method`. Its error travels back to the caller as a remote exception.
-    async fn dispatch(&self, ctx: Context, method: &str, args: Map<String, Value>) -> Result<Value, RemoteError>;
+    async fn dispatch(
+        &self,
+        ctx: Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, RemoteError>;
 }
 
-type Handler = Arc<dyn Fn(Context, Map<String, Value>) -> BoxFuture<'static, Result<Value, RemoteError>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(Context, Map<String, Value>) -> BoxFuture<'static, Result<Value, RemoteError>>
+        + Send
+        + Sync,
+>;
 
 /// Arguments of a method that takes none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +112,10 @@ impl Endpoint {
             let method = name_owned.clone();
             Box::pin(async move {
                 let args: A = serde_json::from_value(Value::Object(args)).map_err(|e| {
-                    RemoteError::new("TypeError", format!("{method}() got invalid arguments: {e}"))
+                    RemoteError::new(
+                        "TypeError",
+                        format!("{method}() got invalid arguments: {e}"),
+                    )
                 })?;
                 let result = handler(ctx, args).await.map_err(Into::into)?;
                 serde_json::to_value(result).map_err(RemoteError::from)
@@ -128,7 +140,12 @@ impl RpcEndpoint for Endpoint {
         self.methods.contains_key(method)
     }
 
-    async fn dispatch(&self, ctx: Context, method: &str, args: Map<String, Value>) -> Result<Value, RemoteError> {
+    async fn dispatch(
+        &self,
+        ctx: Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, RemoteError> {
         match self.methods.get(method) {
             Some(handler) => handler(ctx, args).await,
             None => Err(RemoteError::no_such_method(method)),
@@ -148,7 +165,12 @@ impl RpcEndpoint for PingEndpoint {
         method == PING_METHOD
     }
 
-    async fn dispatch(&self, _ctx: Context, _method: &str, _args: Map<String, Value>) -> Result<Value, RemoteError> {
+    async fn dispatch(
+        &self,
+        _ctx: Context,
+        _method: &str,
+        _args: Map<String, Value>,
+    ) -> Result<Value, RemoteError> {
         Ok(Value::String("pong".into()))
     }
 }
@@ -195,7 +217,9 @@ mod tests {
             endpoint = endpoint.namespace(namespace);
         }
         for name in methods {
-            endpoint = endpoint.method(name, |_ctx: Context, _: NoArgs| async { Ok::<_, RemoteError>(()) });
+            endpoint = endpoint.method(name, |_ctx: Context, _: NoArgs| async {
+                Ok::<_, RemoteError>(())
+            });
         }
         Arc::new(endpoint)
     }
@@ -216,10 +240,18 @@ mod tests {
         assert_eq!(pick(None, Some("1.3"), "echo"), "ok");
         assert_eq!(pick(None, Some("1.4"), "echo"), "UnsupportedVersion");
         assert_eq!(pick(None, Some("1.0"), "nope"), "NoSuchMethod");
-        assert_eq!(pick(None, Some("1.0"), "_secret"), "NoSuchMethod", "private methods are hidden");
+        assert_eq!(
+            pick(None, Some("1.0"), "_secret"),
+            "NoSuchMethod",
+            "private methods are hidden"
+        );
         assert_eq!(pick(None, Some("3.0"), "echo"), "UnsupportedVersion");
         assert_eq!(pick(None, Some("2.0"), "v2only"), "ok");
-        assert_eq!(pick(None, Some("2.0"), "echo"), "NoSuchMethod", "compatible endpoint without the method");
+        assert_eq!(
+            pick(None, Some("2.0"), "echo"),
+            "NoSuchMethod",
+            "compatible endpoint without the method"
+        );
         assert_eq!(pick(Some("otherns"), Some("2.1"), "whoami"), "ok");
         assert_eq!(pick(Some("otherns"), Some("2.1"), "echo"), "NoSuchMethod");
         assert_eq!(pick(Some("nons"), None, "echo"), "UnsupportedVersion");

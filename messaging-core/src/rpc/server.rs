@@ -102,7 +102,11 @@ impl RpcServer {
         let topic = self.target.require_topic("run an RPC server")?.to_owned();
         let server = match self.target.server.as_deref() {
             Some(server) if !server.is_empty() => server.to_owned(),
-            _ => return Err(MessagingError::InvalidTarget("an RPC server needs a server name".into())),
+            _ => {
+                return Err(MessagingError::InvalidTarget(
+                    "an RPC server needs a server name".into(),
+                ))
+            }
         };
         let address = ServerAddress {
             exchange: self
@@ -122,7 +126,9 @@ impl RpcServer {
             serializer: self.serializer,
         });
         tracing::debug!(?address, "RPC server started");
-        Ok(service::spawn(self.max_concurrency, |gate| serve(listener, dispatcher, gate)))
+        Ok(service::spawn(self.max_concurrency, |gate| {
+            serve(listener, dispatcher, gate)
+        }))
     }
 }
 
@@ -168,7 +174,8 @@ impl Dispatcher {
             (Some(replier), Some(monitor)) => {
                 let interval = (monitor / 2).max(MIN_HEARTBEAT);
                 let mut work = std::pin::pin!(work);
-                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 loop {
                     tokio::select! {
                         outcome = &mut work => break outcome,
@@ -191,7 +198,10 @@ impl Dispatcher {
         }
         if let Some(replier) = reply {
             let event = match outcome {
-                Ok(value) => ReplyEvent::Result { value, ending: true },
+                Ok(value) => ReplyEvent::Result {
+                    value,
+                    ending: true,
+                },
                 Err(failure) => ReplyEvent::Failure(failure),
             };
             if let Err(error) = replier.send(event).await {
@@ -208,21 +218,32 @@ impl Dispatcher {
             version,
             context,
         } = request;
-        let endpoint = select(&self.endpoints, namespace.as_deref(), version.as_deref(), &method)?;
+        let endpoint = select(
+            &self.endpoints,
+            namespace.as_deref(),
+            version.as_deref(),
+            &method,
+        )?;
         let ctx = self.serializer.deserialize_context(Context(context))?;
         let args = args
             .into_iter()
             .map(|(k, v)| Ok((k, self.serializer.deserialize_entity(&ctx, v)?)))
             .collect::<Result<Map<_, _>>>()?;
         let call = endpoint.dispatch(ctx.clone(), &method, args);
-        let value = AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(RemoteError::new("RuntimeError", format!("{method}() panicked: {message}")))
-        })?;
+        let value = AssertUnwindSafe(call)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(RemoteError::new(
+                    "RuntimeError",
+                    format!("{method}() panicked: {message}"),
+                ))
+            })?;
         Ok(self.serializer.serialize_entity(&ctx, value)?)
     }
 }

@@ -28,7 +28,11 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String>
 pub struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -36,7 +40,11 @@ impl Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -48,7 +56,11 @@ impl Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         // Python escapes everything outside printable ASCII (space to `~`).
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
@@ -65,7 +77,11 @@ impl Formatter for PythonFormatter {
         w.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + io::Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         let text: &[u8] = match escape {
             CharEscape::Quote => b"\\\"",
             CharEscape::ReverseSolidus => b"\\\\",
@@ -93,7 +109,13 @@ mod tests {
             r#"{"a": 1, "b": [1, 2, 3], "c": {"nested": "\u00fc"}, "d": null, "e": 1.5, "f": true}"#
         );
         // Astral characters become surrogate pairs, control characters \u00XX, DEL is escaped.
-        assert_eq!(super::to_string("\u{1F600}\u{1}\u{7f}\n\"").unwrap(), r#""\ud83d\ude00\u0001\u007f\n\"""#);
-        assert_eq!(super::to_string(&json!([3.0, "x"])).unwrap(), r#"[3.0, "x"]"#);
+        assert_eq!(
+            super::to_string("\u{1F600}\u{1}\u{7f}\n\"").unwrap(),
+            r#""\ud83d\ude00\u0001\u007f\n\"""#
+        );
+        assert_eq!(
+            super::to_string(&json!([3.0, "x"])).unwrap(),
+            r#"[3.0, "x"]"#
+        );
     }
 }

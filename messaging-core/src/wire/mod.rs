@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use crate::error::{MessagingError, Result};
 
 pub use notification::{ContextStyle, NotificationFormat, NotificationMessage};
-pub use rpc::{decode_failure, encode_failure, CallInfo, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest};
+pub use rpc::{
+    decode_failure, encode_failure, CallInfo, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest,
+};
 
 /// Key of the envelope version.
 pub const VERSION_KEY: &str = "oslo.version";
@@ -53,12 +55,17 @@ pub fn decode_body(body: &[u8]) -> Result<Map<String, Value>> {
     let outer: Value = serde_json::from_slice(body)
         .map_err(|e| MessagingError::MalformedMessage(format!("body is not JSON: {e}")))?;
     let Value::Object(mut outer) = outer else {
-        return Err(MessagingError::MalformedMessage("body is not a JSON object".into()));
+        return Err(MessagingError::MalformedMessage(
+            "body is not a JSON object".into(),
+        ));
     };
     if !(outer.contains_key(VERSION_KEY) && outer.contains_key(MESSAGE_KEY)) {
         return Ok(outer);
     }
-    let version = outer.get(VERSION_KEY).and_then(Value::as_str).unwrap_or_default();
+    let version = outer
+        .get(VERSION_KEY)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !envelope_version_supported(version) {
         return Err(MessagingError::MalformedMessage(format!(
             "unsupported envelope version `{version}`"
@@ -67,18 +74,29 @@ pub fn decode_body(body: &[u8]) -> Result<Map<String, Value>> {
     match outer.remove(MESSAGE_KEY) {
         Some(Value::String(inner)) => match serde_json::from_str(&inner) {
             Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(MessagingError::MalformedMessage("inner message is not an object".into())),
-            Err(e) => Err(MessagingError::MalformedMessage(format!("inner message is not JSON: {e}"))),
+            Ok(_) => Err(MessagingError::MalformedMessage(
+                "inner message is not an object".into(),
+            )),
+            Err(e) => Err(MessagingError::MalformedMessage(format!(
+                "inner message is not JSON: {e}"
+            ))),
         },
-        _ => Err(MessagingError::MalformedMessage("`oslo.message` is not a string".into())),
+        _ => Err(MessagingError::MalformedMessage(
+            "`oslo.message` is not a string".into(),
+        )),
     }
 }
 
 /// oslo accepts envelope versions with major 2 and minor ≤ 0.
 fn envelope_version_supported(version: &str) -> bool {
-    version
-        .parse::<crate::Version>()
-        .is_ok_and(|v| crate::Version { major: 2, minor: 0, revision: 0 }.can_serve(&v))
+    version.parse::<crate::Version>().is_ok_and(|v| {
+        crate::Version {
+            major: 2,
+            minor: 0,
+            revision: 0,
+        }
+        .can_serve(&v)
+    })
 }
 
 /// A new `_msg_id` / `_unique_id`: uuid4 as 32 lowercase hex digits.
@@ -165,16 +183,28 @@ impl DuplicateFilter {
         }
     }
 
-    /// True if `id` was seen recently; otherwise remembers it and returns false.
-    pub fn is_duplicate(&mut self, id: &str) -> bool {
-        if self.seen.iter().any(|seen| seen == id) {
-            return true;
+    /// True if `id` was remembered recently.
+    pub fn contains(&self, id: &str) -> bool {
+        self.seen.iter().any(|seen| seen == id)
+    }
+
+    /// Remember `id` (once its message has been acknowledged: a requeued message must come
+    /// back, as in oslo).
+    pub fn remember(&mut self, id: &str) {
+        if self.contains(id) {
+            return;
         }
         if self.seen.len() == self.capacity {
             self.seen.pop_front();
         }
         self.seen.push_back(id.to_owned());
-        false
+    }
+
+    /// True if `id` was seen recently; otherwise remembers it and returns false.
+    pub fn is_duplicate(&mut self, id: &str) -> bool {
+        let seen = self.contains(id);
+        self.remember(id);
+        seen
     }
 }
 
@@ -225,7 +255,9 @@ mod tests {
     fn ids_have_oslo_formats() {
         let id = new_id();
         assert_eq!(id.len(), 32);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(new_message_id().len(), 36);
         assert!(new_reply_queue_name().starts_with("reply_"));
     }
@@ -233,8 +265,14 @@ mod tests {
     #[test]
     fn timestamps_have_python_format() {
         use time::macros::datetime;
-        assert_eq!(format_timestamp(datetime!(2026-11-21 14:51:51.964350 UTC)), "2026-11-21 14:51:51.964350");
-        assert_eq!(format_timestamp(datetime!(2026-01-02 03:04:05 UTC)), "2026-01-02 03:04:05");
+        assert_eq!(
+            format_timestamp(datetime!(2026-11-21 14:51:51.964350 UTC)),
+            "2026-11-21 14:51:51.964350"
+        );
+        assert_eq!(
+            format_timestamp(datetime!(2026-01-02 03:04:05 UTC)),
+            "2026-01-02 03:04:05"
+        );
         let now = timestamp_now();
         assert!(now.len() == 19 || now.len() == 26, "{now}");
         assert_eq!(&now[10..11], " ");

@@ -49,9 +49,15 @@ impl NotificationMessage {
     pub fn to_map(&self, style: ContextStyle, unique_id: Option<&str>) -> Map<String, Value> {
         let mut msg = Map::with_capacity(8);
         msg.insert("message_id".into(), Value::String(self.message_id.clone()));
-        msg.insert("publisher_id".into(), Value::String(self.publisher_id.clone()));
+        msg.insert(
+            "publisher_id".into(),
+            Value::String(self.publisher_id.clone()),
+        );
         msg.insert("event_type".into(), Value::String(self.event_type.clone()));
-        msg.insert("priority".into(), Value::String(self.priority.as_upper_str().into()));
+        msg.insert(
+            "priority".into(),
+            Value::String(self.priority.as_upper_str().into()),
+        );
         msg.insert("payload".into(), self.payload.clone());
         msg.insert("timestamp".into(), Value::String(self.timestamp.clone()));
         if let Some(unique_id) = unique_id {
@@ -67,7 +73,12 @@ impl NotificationMessage {
     }
 
     /// Encode as a message body in `format`.
-    pub fn encode(&self, format: NotificationFormat, style: ContextStyle, unique_id: Option<&str>) -> Result<Vec<u8>> {
+    pub fn encode(
+        &self,
+        format: NotificationFormat,
+        style: ContextStyle,
+        unique_id: Option<&str>,
+    ) -> Result<Vec<u8>> {
         let inner = json::to_vec(&self.to_map(style, unique_id))?;
         Ok(match format {
             NotificationFormat::V2 => envelope(&inner),
@@ -84,7 +95,9 @@ impl NotificationMessage {
     /// Read a decoded message dict.
     pub fn from_map(mut msg: Map<String, Value>) -> Result<(Self, Option<String>)> {
         let priority = take_string(&mut msg, "priority")?
-            .ok_or_else(|| MessagingError::MalformedMessage("notification has no `priority`".into()))?
+            .ok_or_else(|| {
+                MessagingError::MalformedMessage("notification has no `priority`".into())
+            })?
             .parse()?;
         let context = match msg.shift_remove("_context") {
             Some(Value::Object(context)) => context,

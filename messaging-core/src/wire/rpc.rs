@@ -38,7 +38,10 @@ impl RpcRequest {
 
     /// Read `method`, `args`, `namespace` and `version` out of a request dict; the remaining
     /// keys stay in `msg`.
-    pub fn from_request_dict(msg: &mut Map<String, Value>, context: Map<String, Value>) -> Result<Self> {
+    pub fn from_request_dict(
+        msg: &mut Map<String, Value>,
+        context: Map<String, Value>,
+    ) -> Result<Self> {
         let method = take_string(msg, "method")?
             .ok_or_else(|| MessagingError::MalformedMessage("request has no `method`".into()))?;
         let args = match msg.shift_remove("args") {
@@ -90,7 +93,10 @@ impl RequestMessage {
         if let Some(call) = &self.call {
             msg.insert("_msg_id".into(), Value::String(call.msg_id.clone()));
             msg.insert("_reply_q".into(), Value::String(call.reply_q.clone()));
-            msg.insert("_timeout".into(), call.monitor_timeout.map_or(Value::Null, seconds_value));
+            msg.insert(
+                "_timeout".into(),
+                call.monitor_timeout.map_or(Value::Null, seconds_value),
+            );
         }
         if let Some(unique_id) = &self.unique_id {
             msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
@@ -125,7 +131,11 @@ impl RequestMessage {
             }
         };
         let call = match (msg_id, reply_q) {
-            (Some(msg_id), Some(reply_q)) => Some(CallInfo { msg_id, reply_q, monitor_timeout }),
+            (Some(msg_id), Some(reply_q)) => Some(CallInfo {
+                msg_id,
+                reply_q,
+                monitor_timeout,
+            }),
             (None, None) => None,
             _ => {
                 return Err(MessagingError::MalformedMessage(
@@ -185,7 +195,9 @@ impl ReplyMessage {
         let (result, failure, ending) = match &self.event {
             ReplyEvent::Heartbeat => (Value::Null, Value::Null, false),
             ReplyEvent::Result { value, ending } => (value.clone(), Value::Null, *ending),
-            ReplyEvent::Failure(failure) => (Value::Null, Value::String(encode_failure(failure)?), true),
+            ReplyEvent::Failure(failure) => {
+                (Value::Null, Value::String(encode_failure(failure)?), true)
+            }
         };
         let mut msg = Map::with_capacity(5);
         msg.insert("result".into(), result);
@@ -218,7 +230,10 @@ impl ReplyMessage {
         let event = match failure {
             Some(failure) => ReplyEvent::Failure(decode_failure(&failure)?),
             None if !ending && result.is_null() => ReplyEvent::Heartbeat,
-            None => ReplyEvent::Result { value: result, ending },
+            None => ReplyEvent::Result {
+                value: result,
+                ending,
+            },
         };
         Ok(Self {
             msg_id,
@@ -236,6 +251,7 @@ pub fn encode_failure(failure: &RemoteError) -> Result<String> {
 
 /// Decode oslo's failure string.
 pub fn decode_failure(failure: &str) -> Result<RemoteError> {
-    serde_json::from_str(failure)
-        .map_err(|e| MessagingError::MalformedMessage(format!("undecodable failure `{failure}`: {e}")))
+    serde_json::from_str(failure).map_err(|e| {
+        MessagingError::MalformedMessage(format!("undecodable failure `{failure}`: {e}"))
+    })
 }

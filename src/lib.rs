@@ -1,0 +1,70 @@
+//! One messaging API, RPC and notifications, over transports chosen by URL, wire-compatible
+//! with Python's oslo.messaging.
+//!
+//! This facade re-exports [`messaging_core`] and installs the drivers it was built with
+//! (cargo features `rabbit`, …) the first time a transport is opened, so applications never
+//! register drivers themselves:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), messaging::MessagingError> {
+//! let rpc = messaging::get_rpc_transport("memory://").await?;            // or "rabbit://…"
+//! let notify = messaging::get_notification_transport("memory://").await?; // or "kafka://…"
+//! # let _ = (rpc, notify);
+//! match messaging::get_rpc_transport("nosuch://host").await {
+//!     Err(messaging::MessagingError::UnknownScheme { available, .. }) => assert!(available.contains(&"memory".into())),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! See the `messaging-core` documentation for the API: [`RpcClient`], [`RpcServer`],
+//! [`Notifier`], [`NotificationListener`].
+
+use std::sync::Once;
+
+pub use messaging_core::*;
+
+/// Install every driver this crate was built with. Idempotent; the `get_*` functions of this
+/// crate call it, so applications only need it when they use `messaging_core` functions
+/// directly.
+pub fn install_default_drivers() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        #[cfg(feature = "rabbit")]
+        install_driver(std::sync::Arc::new(driver_rabbit::RabbitDriver));
+    });
+}
+
+/// Open the RPC side of the transport named by `url` (see [`messaging_core::get_rpc_transport`]).
+pub async fn get_rpc_transport(url: &str) -> Result<RpcTransport> {
+    install_default_drivers();
+    messaging_core::get_rpc_transport(url).await
+}
+
+/// Open the notification side of the transport named by `url`.
+pub async fn get_notification_transport(url: &str) -> Result<NotificationTransport> {
+    install_default_drivers();
+    messaging_core::get_notification_transport(url).await
+}
+
+/// Open the RPC side of a transport with explicit options.
+pub async fn get_rpc_transport_with(url: &str, options: &TransportOptions) -> Result<RpcTransport> {
+    install_default_drivers();
+    messaging_core::get_rpc_transport_with(url, options).await
+}
+
+/// Open the notification side of a transport with explicit options.
+pub async fn get_notification_transport_with(
+    url: &str,
+    options: &TransportOptions,
+) -> Result<NotificationTransport> {
+    install_default_drivers();
+    messaging_core::get_notification_transport_with(url, options).await
+}
+
+/// The URL schemes this build can open.
+pub fn available_schemes() -> Vec<String> {
+    install_default_drivers();
+    messaging_core::available_schemes()
+}
