@@ -321,3 +321,27 @@ async fn closed_transport_refuses_sends() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_listener_outlives_its_transport() {
+    let url = vhost("outlive");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = NotificationListener::new(get_notification_transport(&url).await.unwrap())
+        .target(Target::topic("t"))
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+            let tx = tx.clone();
+            async move {
+                tx.send(n.event_type).ok();
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    // The listener's transport is gone; a new transport on the same URL still reaches it.
+    let notifier =
+        Notifier::new(get_notification_transport(&url).await.unwrap(), "p").topics(["t"]);
+    notifier.info(&Context::new(), "reached", &1).await.unwrap();
+    assert_eq!(rx.recv().await.as_deref(), Some("reached"));
+    listener.shutdown().await;
+}

@@ -344,6 +344,7 @@ impl NotifyDriver for MemoryNotify {
         }
         let (senders, receivers) = queues.into_iter().map(|(_, ends)| ends).unzip();
         Ok(Box::new(MemoryNotificationSource {
+            _bus: self.bus.clone(),
             senders,
             receivers,
             closed: false,
@@ -352,6 +353,8 @@ impl NotifyDriver for MemoryNotify {
 }
 
 struct MemoryNotificationSource {
+    /// Keeps the bus alive while the listener runs, even if its transport was dropped.
+    _bus: Arc<Bus>,
     senders: Vec<QueueSender>,
     receivers: Vec<QueueReceiver>,
     closed: bool,

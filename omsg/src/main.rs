@@ -1,0 +1,206 @@
+//! `omsg`: call, cast, notify, listen, serve, ping and bench over any transport URL.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 remote error, 2 timeout, 3 any other messaging
+//! failure (connection, delivery, …), 64 bad usage or input (bad URL, bad JSON).
+
+mod bench;
+mod notify;
+mod rpc;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use messaging::{Context, MessagingError, Priority};
+use serde_json::Value;
+
+/// Operate RPC and notifications over any transport URL (memory://, rabbit://, kafka://, amqp://).
+#[derive(Debug, Parser)]
+#[command(name = "omsg", version, about)]
+struct Cli {
+    /// Transport URL for RPC (and for notifications when --notify-url is not given).
+    #[arg(long, global = true, env = "OSLO_RPC_URL")]
+    url: Option<String>,
+
+    /// Transport URL for notifications.
+    #[arg(long, global = true, env = "OSLO_NOTIFY_URL")]
+    notify_url: Option<String>,
+
+    /// Exchange (oslo's control_exchange) for targets.
+    #[arg(long, global = true, default_value = messaging::DEFAULT_EXCHANGE)]
+    exchange: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Call METHOD on TOPIC and print the result as JSON.
+    Call(rpc::CallArgs),
+    /// Cast METHOD to TOPIC (one server, a named server, or every server with --fanout).
+    Cast(rpc::CastArgs),
+    /// Ping the servers of TOPIC (they must enable ping; `omsg serve` does) and print round trips.
+    Ping(rpc::PingArgs),
+    /// Serve a demo endpoint: echo(value), fail(), sleep(seconds).
+    Serve(rpc::ServeArgs),
+    /// Send one notification.
+    Notify(notify::NotifyArgs),
+    /// Print notifications of TOPIC as JSON lines.
+    Listen(notify::ListenArgs),
+    /// Generate load and report throughput, latency percentiles and CPU per message.
+    Bench(bench::BenchArgs),
+}
+
+/// What went wrong, mapped to an exit code.
+#[derive(Debug)]
+enum Failure {
+    Messaging(MessagingError),
+    Usage(String),
+}
+
+impl From<MessagingError> for Failure {
+    fn from(error: MessagingError) -> Self {
+        match error {
+            MessagingError::InvalidUrl { .. }
+            | MessagingError::UnknownScheme { .. }
+            | MessagingError::UnknownOption { .. }
+            | MessagingError::InvalidOption { .. }
+            | MessagingError::InvalidTarget(_) => Failure::Usage(error.to_string()),
+            other => Failure::Messaging(other),
+        }
+    }
+}
+
+impl Failure {
+    fn report(&self) -> ExitCode {
+        match self {
+            Failure::Usage(message) => {
+                eprintln!("omsg: {message}");
+                ExitCode::from(64)
+            }
+            Failure::Messaging(MessagingError::Remote(remote)) => {
+                eprintln!("{}: {}", remote.class, remote.message);
+                ExitCode::from(1)
+            }
+            Failure::Messaging(
+                error @ (MessagingError::NoSuchMethod { .. }
+                | MessagingError::UnsupportedVersion { .. }),
+            ) => {
+                eprintln!("{error}");
+                ExitCode::from(1)
+            }
+            Failure::Messaging(error @ MessagingError::Timeout { .. }) => {
+                eprintln!("omsg: {error}");
+                ExitCode::from(2)
+            }
+            Failure::Messaging(error) => {
+                eprintln!("omsg: {error}");
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Where to send: the URLs and exchange every command uses.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    rpc_url: String,
+    notify_url: String,
+    exchange: String,
+}
+
+impl Endpoints {
+    fn from_cli(cli: &Cli) -> Result<Self, Failure> {
+        let rpc_url = cli
+            .url
+            .clone()
+            .or_else(|| cli.notify_url.clone())
+            .ok_or_else(|| {
+                Failure::Usage("no transport URL: pass --url or set OSLO_RPC_URL".into())
+            })?;
+        Ok(Self {
+            notify_url: cli.notify_url.clone().unwrap_or_else(|| rpc_url.clone()),
+            rpc_url,
+            exchange: cli.exchange.clone(),
+        })
+    }
+
+    fn options(&self) -> messaging::TransportOptions {
+        messaging::TransportOptions {
+            control_exchange: self.exchange.clone(),
+        }
+    }
+
+    async fn rpc(&self) -> Result<messaging::RpcTransport, Failure> {
+        Ok(messaging::get_rpc_transport_with(&self.rpc_url, &self.options()).await?)
+    }
+
+    async fn notifications(&self) -> Result<messaging::NotificationTransport, Failure> {
+        Ok(messaging::get_notification_transport_with(&self.notify_url, &self.options()).await?)
+    }
+}
+
+/// Parse a JSON argument, naming it in the error.
+fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
+    serde_json::from_str(text).map_err(|e| Failure::Usage(format!("{what} is not valid JSON: {e}")))
+}
+
+/// Parse a JSON object argument into a context.
+fn parse_context(text: Option<&str>) -> Result<Context, Failure> {
+    match text.map(|t| parse_json("--context", t)).transpose()? {
+        None => Ok(Context::new()),
+        Some(Value::Object(map)) => Ok(Context(map)),
+        Some(_) => Err(Failure::Usage("--context must be a JSON object".into())),
+    }
+}
+
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.parse().map_err(|e: MessagingError| e.to_string())
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage = error.use_stderr();
+            let _ = error.print();
+            return if usage {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let outcome = match Endpoints::from_cli(&cli) {
+        Ok(endpoints) => match cli.command {
+            Command::Call(args) => rpc::call(&endpoints, args).await,
+            Command::Cast(args) => rpc::cast(&endpoints, args).await,
+            Command::Ping(args) => rpc::ping(&endpoints, args).await,
+            Command::Serve(args) => rpc::serve(&endpoints, args).await,
+            Command::Notify(args) => notify::notify(&endpoints, args).await,
+            Command::Listen(args) => notify::listen(&endpoints, args).await,
+            Command::Bench(args) => bench::run(&endpoints, args).await,
+        },
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
