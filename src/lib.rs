@@ -63,6 +63,20 @@ pub async fn get_notification_transport_with(
     messaging_core::get_notification_transport_with(url, options).await
 }
 
+/// Read an oslo-style INI configuration (see [`messaging_core::config::parse_ini`]), checking
+/// driver sections against this build's drivers.
+pub fn parse_ini(text: &str) -> Result<MessagingConfig> {
+    install_default_drivers();
+    messaging_core::config::parse_ini(text)
+}
+
+/// Read an oslo-style INI file and environment overrides (see
+/// [`messaging_core::config::load_ini`]).
+pub fn load_ini(path: impl AsRef<std::path::Path>) -> Result<MessagingConfig> {
+    install_default_drivers();
+    messaging_core::config::load_ini(path)
+}
+
 /// The URL schemes this build can open.
 pub fn available_schemes() -> Vec<String> {
     install_default_drivers();

@@ -44,6 +44,15 @@ pub enum MessagingError {
         known: Vec<String>,
     },
 
+    /// A configuration file or setting that cannot be used.
+    #[error("invalid configuration{}: {reason}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    InvalidConfig {
+        /// The line of the file, when it came from one.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A known option with a value of the wrong kind or out of range.
     #[error("invalid value `{value}` for option `{option}`: {reason}")]
     InvalidOption {

@@ -42,6 +42,7 @@
 // endpoint signature for no gain on the success path.
 #![allow(clippy::result_large_err)]
 
+pub mod config;
 mod context;
 pub mod driver;
 mod error;
@@ -60,6 +61,7 @@ pub mod wire;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use config::{MessagingConfig, NotificationsConfig};
 pub use context::{Context, NoOpSerializer, Serializer, SharedSerializer};
 pub use driver::Retry;
 pub use error::{MessagingError, RemoteError, Result};
@@ -69,7 +71,7 @@ pub use notify::{
     NotificationMetadata, NotificationResult, Notifier, NotifierDriver,
 };
 pub use priority::Priority;
-pub use registry::{available_schemes, driver_for_scheme, install_driver};
+pub use registry::{available_schemes, driver_for_scheme, driver_named, install_driver};
 pub use rpc::{
     Endpoint, NoArgs, RpcClient, RpcEndpoint, RpcServer, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT,
     PING_METHOD,
@@ -78,7 +80,7 @@ pub use service::ServiceHandle;
 pub use target::{Target, Version};
 pub use transport::{
     get_notification_transport, get_notification_transport_with, get_rpc_transport,
-    get_rpc_transport_with, MessagingConfig, NotificationTransport, NotificationsConfig,
-    RpcTransport, TransportOptions, DEFAULT_EXCHANGE,
+    get_rpc_transport_with, NotificationTransport, RpcTransport, TransportOptions,
+    DEFAULT_EXCHANGE,
 };
 pub use url::{TransportHost, TransportUrl};

@@ -49,3 +49,9 @@ pub fn driver_for_scheme(scheme: &str) -> Result<Arc<dyn Driver>> {
             }
         })
 }
+
+/// The installed driver named `name` (`rabbit`, `kafka`, …), if any.
+pub fn driver_named(name: &str) -> Option<Arc<dyn Driver>> {
+    let drivers = registry().read().expect("driver registry poisoned");
+    drivers.iter().find(|d| d.name() == name).cloned()
+}

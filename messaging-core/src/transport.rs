@@ -1,8 +1,8 @@
 //! Transports: a driver bound to a URL, as the API types hold it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,12 +21,16 @@ pub const DEFAULT_EXCHANGE: &str = "openstack";
 pub struct TransportOptions {
     /// Exchange of targets that name none (oslo's `control_exchange`).
     pub control_exchange: String,
+    /// Driver options by driver name (`rabbit`, `kafka`, …), as a config file's driver section
+    /// gives them: defaults that the URL's query options override.
+    pub driver_options: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
         Self {
             control_exchange: DEFAULT_EXCHANGE.to_owned(),
+            driver_options: BTreeMap::new(),
         }
     }
 }
@@ -38,9 +42,21 @@ struct Info {
     options: TransportOptions,
 }
 
-async fn resolve(url: &str) -> Result<(TransportUrl, Arc<dyn Driver>)> {
-    let url = TransportUrl::parse(url)?;
+/// Parse `url`, find its driver, add the driver's configured option defaults that the URL does
+/// not override, and check every option against what the driver declares.
+async fn resolve(url: &str, options: &TransportOptions) -> Result<(TransportUrl, Arc<dyn Driver>)> {
+    let mut url = TransportUrl::parse(url)?;
     let driver = driver_for_scheme(&url.driver)?;
+    for (key, value) in options
+        .driver_options
+        .get(driver.name())
+        .into_iter()
+        .flatten()
+    {
+        if !url.query.iter().any(|(k, _)| k == key) {
+            url.query.push((key.clone(), value.clone()));
+        }
+    }
     options::validate(
         driver.name(),
         driver.options(),
@@ -83,7 +99,7 @@ pub async fn get_notification_transport(url: &str) -> Result<NotificationTranspo
 
 /// Open the RPC side of the transport named by `url`.
 pub async fn get_rpc_transport_with(url: &str, options: &TransportOptions) -> Result<RpcTransport> {
-    let (url, driver) = resolve(url).await?;
+    let (url, driver) = resolve(url, options).await?;
     Ok(RpcTransport {
         driver: driver.rpc(&url).await?,
         info: Info::new(url, driver.as_ref(), options),
@@ -95,7 +111,7 @@ pub async fn get_notification_transport_with(
     url: &str,
     options: &TransportOptions,
 ) -> Result<NotificationTransport> {
-    let (url, driver) = resolve(url).await?;
+    let (url, driver) = resolve(url, options).await?;
     Ok(NotificationTransport {
         driver: driver.notifications(&url).await?,
         info: Info::new(url, driver.as_ref(), options),
@@ -186,86 +202,5 @@ impl fmt::Debug for RpcTransport {
 impl fmt::Debug for NotificationTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NotificationTransport({})", self.info.url)
-    }
-}
-
-/// Typed messaging configuration, for services that load settings with serde. Open the
-/// transports with [`get_rpc_transport_with`] and [`get_notification_transport_with`]:
-///
-/// ```
-/// let config: messaging_core::MessagingConfig = serde_json::from_str(
-///     r#"{"transport_url": "rabbit://h1/", "notifications": {"transport_url": "kafka://k1:9092/"}}"#,
-/// ).unwrap();
-/// assert_eq!(config.notification_url(), "kafka://k1:9092/");
-/// assert_eq!(config.control_exchange, "openstack");
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MessagingConfig {
-    /// `[DEFAULT] transport_url`: the RPC transport.
-    pub transport_url: String,
-    /// `[DEFAULT] control_exchange`.
-    pub control_exchange: String,
-    /// `[DEFAULT] rpc_response_timeout`, in seconds: the default call timeout.
-    pub rpc_response_timeout: f64,
-    /// `[oslo_messaging_notifications]`.
-    pub notifications: NotificationsConfig,
-}
-
-/// `[oslo_messaging_notifications]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotificationsConfig {
-    /// Notification transport; `transport_url` when absent.
-    pub transport_url: Option<String>,
-    /// Notifier drivers (`messagingv2`, `messaging`, `log`, `noop`).
-    pub driver: Vec<String>,
-    /// Topics to publish to.
-    pub topics: Vec<String>,
-    /// Send retries: negative for forever.
-    pub retry: i64,
-}
-
-impl Default for MessagingConfig {
-    fn default() -> Self {
-        Self {
-            transport_url: "memory://".to_owned(),
-            control_exchange: DEFAULT_EXCHANGE.to_owned(),
-            rpc_response_timeout: 60.0,
-            notifications: NotificationsConfig::default(),
-        }
-    }
-}
-
-impl Default for NotificationsConfig {
-    fn default() -> Self {
-        Self {
-            transport_url: None,
-            driver: vec!["messagingv2".to_owned()],
-            topics: vec!["notifications".to_owned()],
-            retry: -1,
-        }
-    }
-}
-
-impl MessagingConfig {
-    /// The notification URL, falling back to the RPC URL as oslo does.
-    pub fn notification_url(&self) -> &str {
-        self.notifications
-            .transport_url
-            .as_deref()
-            .unwrap_or(&self.transport_url)
-    }
-
-    /// The default call timeout.
-    pub fn rpc_timeout(&self) -> Duration {
-        Duration::try_from_secs_f64(self.rpc_response_timeout).unwrap_or(Duration::from_secs(60))
-    }
-
-    /// The options both transports are opened with.
-    pub fn transport_options(&self) -> TransportOptions {
-        TransportOptions {
-            control_exchange: self.control_exchange.clone(),
-        }
     }
 }

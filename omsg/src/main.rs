@@ -27,9 +27,14 @@ struct Cli {
     #[arg(long, global = true, env = "OSLO_NOTIFY_URL")]
     notify_url: Option<String>,
 
-    /// Exchange (oslo's control_exchange) for targets.
-    #[arg(long, global = true, default_value = messaging::DEFAULT_EXCHANGE)]
-    exchange: String,
+    /// Exchange (oslo's control_exchange) for targets [default: the config's, else openstack].
+    #[arg(long, global = true)]
+    exchange: Option<String>,
+
+    /// An oslo-style INI file ([DEFAULT] transport_url, [oslo_messaging_notifications], driver
+    /// sections); --url and --notify-url override its URLs.
+    #[arg(long, global = true, env = "OSLO_CONFIG_FILE")]
+    config: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -67,6 +72,7 @@ impl From<MessagingError> for Failure {
             | MessagingError::UnknownScheme { .. }
             | MessagingError::UnknownOption { .. }
             | MessagingError::InvalidOption { .. }
+            | MessagingError::InvalidConfig { .. }
             | MessagingError::InvalidTarget(_) => Failure::Usage(error.to_string()),
             other => Failure::Messaging(other),
         }
@@ -111,28 +117,45 @@ struct Endpoints {
     rpc_url: String,
     notify_url: String,
     exchange: String,
+    options: messaging::TransportOptions,
 }
 
 impl Endpoints {
     fn from_cli(cli: &Cli) -> Result<Self, Failure> {
+        let config = cli.config.as_ref().map(messaging::load_ini).transpose()?;
         let rpc_url = cli
             .url
             .clone()
+            .or_else(|| config.as_ref().map(|c| c.transport_url.clone()))
             .or_else(|| cli.notify_url.clone())
             .ok_or_else(|| {
-                Failure::Usage("no transport URL: pass --url or set OSLO_RPC_URL".into())
+                Failure::Usage(
+                    "no transport URL: pass --url or --config, or set OSLO_RPC_URL".into(),
+                )
             })?;
+        let notify_url = cli
+            .notify_url
+            .clone()
+            .or_else(|| {
+                config
+                    .as_ref()
+                    .and_then(|c| c.notifications.transport_url.clone())
+            })
+            .unwrap_or_else(|| rpc_url.clone());
+        let mut options = config.map(|c| c.transport_options()).unwrap_or_default();
+        if let Some(exchange) = &cli.exchange {
+            options.control_exchange = exchange.clone();
+        }
         Ok(Self {
-            notify_url: cli.notify_url.clone().unwrap_or_else(|| rpc_url.clone()),
             rpc_url,
-            exchange: cli.exchange.clone(),
+            notify_url,
+            exchange: options.control_exchange.clone(),
+            options,
         })
     }
 
     fn options(&self) -> messaging::TransportOptions {
-        messaging::TransportOptions {
-            control_exchange: self.exchange.clone(),
-        }
+        self.options.clone()
     }
 
     async fn rpc(&self) -> Result<messaging::RpcTransport, Failure> {

@@ -1,0 +1,308 @@
+//! Messaging configuration: typed (serde) or from an oslo-style INI file.
+//!
+//! ```
+//! let config = messaging_core::config::parse_ini(
+//!     "[DEFAULT]\n\
+//!      transport_url = memory:///nova\n\
+//!      control_exchange = nova\n\
+//!      [oslo_messaging_notifications]\n\
+//!      topics = notifications, billing\n",
+//! )?;
+//! assert_eq!(config.notification_url(), "memory:///nova");
+//! assert_eq!(config.notifications.topics, ["notifications", "billing"]);
+//! # Ok::<(), messaging_core::MessagingError>(())
+//! ```
+
+mod ini;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MessagingError, Result};
+use crate::options::{self, OptionSpec};
+use crate::registry::driver_named;
+use crate::transport::{TransportOptions, DEFAULT_EXCHANGE};
+
+/// Typed messaging configuration, for services that load settings with serde or from an INI
+/// file ([`parse_ini`], [`load_ini`]). Open the transports with
+/// [`get_rpc_transport_with`](crate::get_rpc_transport_with) and
+/// [`get_notification_transport_with`](crate::get_notification_transport_with):
+///
+/// ```
+/// let config: messaging_core::config::MessagingConfig = serde_json::from_str(
+///     r#"{"transport_url": "rabbit://h1/", "notifications": {"transport_url": "kafka://k1:9092/"}}"#,
+/// ).unwrap();
+/// assert_eq!(config.notification_url(), "kafka://k1:9092/");
+/// assert_eq!(config.control_exchange, "openstack");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// `[DEFAULT] transport_url`: the RPC transport.
+    pub transport_url: String,
+    /// `[DEFAULT] control_exchange`.
+    pub control_exchange: String,
+    /// `[DEFAULT] rpc_response_timeout`, in seconds: the default call timeout.
+    pub rpc_response_timeout: f64,
+    /// `[oslo_messaging_notifications]`.
+    pub notifications: NotificationsConfig,
+    /// Driver options by driver name, from `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`
+    /// and `[oslo_messaging_kafka]`; URL query options override them.
+    pub driver_options: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// `[oslo_messaging_notifications]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Notification transport; `transport_url` when absent.
+    pub transport_url: Option<String>,
+    /// Notifier drivers (`messagingv2`, `messaging`, `log`, `noop`).
+    pub driver: Vec<String>,
+    /// Topics to publish to.
+    pub topics: Vec<String>,
+    /// Send retries: negative for forever.
+    pub retry: i64,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            transport_url: "memory://".to_owned(),
+            control_exchange: DEFAULT_EXCHANGE.to_owned(),
+            rpc_response_timeout: 60.0,
+            notifications: NotificationsConfig::default(),
+            driver_options: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            transport_url: None,
+            driver: vec!["messagingv2".to_owned()],
+            topics: vec!["notifications".to_owned()],
+            retry: -1,
+        }
+    }
+}
+
+impl MessagingConfig {
+    /// The notification URL, falling back to the RPC URL as oslo does.
+    pub fn notification_url(&self) -> &str {
+        self.notifications
+            .transport_url
+            .as_deref()
+            .unwrap_or(&self.transport_url)
+    }
+
+    /// The default call timeout.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.rpc_response_timeout).unwrap_or(Duration::from_secs(60))
+    }
+
+    /// The options both transports are opened with.
+    pub fn transport_options(&self) -> TransportOptions {
+        TransportOptions {
+            control_exchange: self.control_exchange.clone(),
+            driver_options: self.driver_options.clone(),
+        }
+    }
+
+    /// Override settings from the environment, with oslo.config's names:
+    /// `OS_DEFAULT__TRANSPORT_URL`, `OS_DEFAULT__CONTROL_EXCHANGE`,
+    /// `OS_DEFAULT__RPC_RESPONSE_TIMEOUT`, `OS_OSLO_MESSAGING_NOTIFICATIONS__TRANSPORT_URL`,
+    /// `…__DRIVER`, `…__TOPICS`, `…__RETRY`.
+    pub fn apply_env(&mut self) -> Result<()> {
+        self.apply_env_from(|name| std::env::var(name).ok())
+    }
+
+    fn apply_env_from(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        for (section, key) in OUR_KEYS {
+            let name = format!(
+                "OS_{}__{}",
+                section.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            );
+            if let Some(value) = var(&name) {
+                self.set(section, key, &value)
+                    .map_err(|reason| invalid(None, format!("{name}: {reason}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set one of our keys from its text.
+    fn set(&mut self, section: &str, key: &str, value: &str) -> Result<(), String> {
+        let number = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("`{v}` is not a number"))
+        };
+        match (section, key) {
+            ("DEFAULT", "transport_url") => self.transport_url = value.to_owned(),
+            ("DEFAULT", "control_exchange") => self.control_exchange = value.to_owned(),
+            ("DEFAULT", "rpc_response_timeout") => self.rpc_response_timeout = number(value)?,
+            (NOTIFICATIONS, "transport_url") => {
+                self.notifications.transport_url = Some(value.to_owned())
+            }
+            (NOTIFICATIONS, "driver") => self.notifications.driver = list(value),
+            (NOTIFICATIONS, "topics") => self.notifications.topics = list(value),
+            (NOTIFICATIONS, "retry") => {
+                self.notifications.retry = value
+                    .parse()
+                    .map_err(|_| format!("`{value}` is not an integer"))?
+            }
+            _ => return Err(format!("unknown option `{key}` in [{section}]")),
+        }
+        Ok(())
+    }
+}
+
+const NOTIFICATIONS: &str = "oslo_messaging_notifications";
+
+/// The keys of ours that `[DEFAULT]` and `[oslo_messaging_notifications]` may hold.
+const OUR_KEYS: [(&str, &str); 7] = [
+    ("DEFAULT", "transport_url"),
+    ("DEFAULT", "control_exchange"),
+    ("DEFAULT", "rpc_response_timeout"),
+    (NOTIFICATIONS, "transport_url"),
+    (NOTIFICATIONS, "driver"),
+    (NOTIFICATIONS, "topics"),
+    (NOTIFICATIONS, "retry"),
+];
+
+/// Driver sections of oslo.messaging and the driver each configures.
+const DRIVER_SECTIONS: [(&str, &str); 3] = [
+    ("oslo_messaging_rabbit", "rabbit"),
+    ("oslo_messaging_amqp", "amqp1"),
+    ("oslo_messaging_kafka", "kafka"),
+];
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn invalid(line: Option<usize>, reason: String) -> MessagingError {
+    MessagingError::InvalidConfig { line, reason }
+}
+
+/// Read an oslo-style INI configuration.
+///
+/// Reads `[DEFAULT]` (`transport_url`, `control_exchange`, `rpc_response_timeout`; other
+/// keys there belong to other libraries and are left alone), `[oslo_messaging_notifications]`
+/// (`transport_url`, `driver`, `topics`, `retry`) and the driver sections
+/// `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`, `[oslo_messaging_kafka]`, whose keys
+/// must be options of that driver when it is installed. Other sections are ignored. An
+/// unknown key in one of these sections is an [`MessagingError::InvalidConfig`] naming its line.
+pub fn parse_ini(text: &str) -> Result<MessagingConfig> {
+    let sections = ini::parse(text).map_err(|(line, reason)| invalid(Some(line), reason))?;
+    let mut config = MessagingConfig::default();
+    for section in &sections {
+        let name = section.name.as_str();
+        if let Some((_, driver)) = DRIVER_SECTIONS.iter().find(|(s, _)| *s == name) {
+            let specs: Option<&'static [OptionSpec]> = driver_named(driver).map(|d| d.options());
+            let options = config
+                .driver_options
+                .entry((*driver).to_owned())
+                .or_default();
+            for entry in &section.entries {
+                if let Some(specs) = specs {
+                    options::validate(driver, specs, [(entry.key.as_str(), entry.value.as_str())])
+                        .map_err(|e| invalid(Some(entry.line), format!("[{name}] {e}")))?;
+                }
+                options.retain(|(k, _)| *k != entry.key);
+                options.push((entry.key.clone(), entry.value.clone()));
+            }
+            continue;
+        }
+        let ours = name == "DEFAULT" || name == NOTIFICATIONS;
+        for entry in section.entries.iter().filter(|_| ours) {
+            let known = OUR_KEYS.iter().any(|(s, k)| *s == name && *k == entry.key);
+            if !known && name == "DEFAULT" {
+                continue;
+            }
+            config
+                .set(name, &entry.key, &entry.value)
+                .map_err(|reason| invalid(Some(entry.line), reason))?;
+        }
+    }
+    Ok(config)
+}
+
+/// Read an oslo-style INI file (see [`parse_ini`]), then apply environment overrides
+/// ([`MessagingConfig::apply_env`]).
+pub fn load_ini(path: impl AsRef<Path>) -> Result<MessagingConfig> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(None, format!("cannot read {}: {e}", path.display())))?;
+    let mut config = parse_ini(&text)?;
+    config.apply_env()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_oslo_sections_and_falls_back() {
+        let config = parse_ini(
+            "[DEFAULT]\ndebug = true\ntransport_url = rabbit://h//\nrpc_response_timeout = 30\n\
+             [oslo_messaging_notifications]\ndriver = messagingv2\nretry = 3\n\
+             [keystone_authtoken]\nanything = goes\n",
+        )
+        .unwrap();
+        assert_eq!(config.transport_url, "rabbit://h//");
+        assert_eq!(config.notification_url(), "rabbit://h//");
+        assert_eq!(config.rpc_timeout(), Duration::from_secs(30));
+        assert_eq!(config.notifications.retry, 3);
+        assert_eq!(config.notifications.topics, ["notifications"]);
+    }
+
+    #[test]
+    fn unknown_keys_in_our_sections_name_the_line() {
+        let err = parse_ini("[oslo_messaging_notifications]\n\ntopcis = x\n").unwrap_err();
+        assert!(
+            matches!(err, MessagingError::InvalidConfig { line: Some(3), .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("topcis"), "{err}");
+        let err = parse_ini("[DEFAULT]\nrpc_response_timeout = soon\n").unwrap_err();
+        assert!(
+            matches!(err, MessagingError::InvalidConfig { line: Some(2), .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn driver_sections_become_option_defaults() {
+        let config = parse_ini("[oslo_messaging_kafka]\ncompression_codec = gzip\n").unwrap();
+        assert_eq!(
+            config.transport_options().driver_options["kafka"],
+            [("compression_codec".to_owned(), "gzip".to_owned())]
+        );
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut config = parse_ini("[DEFAULT]\ntransport_url = memory://\n").unwrap();
+        config
+            .apply_env_from(|name| match name {
+                "OS_DEFAULT__TRANSPORT_URL" => Some("rabbit://env//".into()),
+                "OS_OSLO_MESSAGING_NOTIFICATIONS__TOPICS" => Some("a,b".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.transport_url, "rabbit://env//");
+        assert_eq!(config.notifications.topics, ["a", "b"]);
+    }
+}
