@@ -1,9 +1,15 @@
 //! `omsg bench`: an ombt-style load generator and reporter.
 //!
-//! Servers, listeners and clients run as tasks of this process, so end-to-end latency of a
-//! cast or notification is measured from send to receipt on one clock.
+//! With `--role both` (the default) servers/listeners and clients are tasks of one process.
+//! With `--role server` and `--role client` they are separate processes sharing a `--topic`:
+//! the server process prints `{"event":"ready"}` once its subscriptions work, and a JSON
+//! summary when it has received `--count` messages (casts, notifications) or when stopped
+//! (calls). Casts and notifications carry their send time (wall clock), so end-to-end latency
+//! is measured from send to receipt across processes.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,6 +36,17 @@ pub enum Mode {
     Notify,
 }
 
+/// Which side(s) this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Servers and clients in this process.
+    Both,
+    /// Only the servers or the listener.
+    Server,
+    /// Only the senders.
+    Client,
+}
+
 /// `omsg bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -48,55 +65,48 @@ pub struct BenchArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// both, server or client.
+    #[arg(long, value_enum, default_value = "both")]
+    role: Role,
+    /// Topic shared by the server and client processes (default: a fresh one).
+    #[arg(long)]
+    topic: Option<String>,
     /// Print one JSON object instead of a report.
     #[arg(long)]
     json: bool,
 }
 
+impl BenchArgs {
+    /// Receipts per message sent: every server gets a fanout, anything else arrives once.
+    fn receipts_per_message(&self) -> u64 {
+        if self.mode == Mode::RpcFanout {
+            self.servers.max(1)
+        } else {
+            1
+        }
+    }
+}
+
 /// Marks warm-up messages, which are not counted.
-const WARM_UP: u64 = u64::MAX;
+const WARM_UP: u64 = 0;
+/// How long to wait for the next message before giving up on the rest.
+const STALL: Duration = Duration::from_secs(60);
 
-/// Everything sent carries its send time, in nanoseconds since the bench started.
-#[derive(Clone, Copy)]
-struct Clock(Instant);
-
-impl Clock {
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
-    }
-
-    fn since(&self, sent_ns: u64) -> Duration {
-        Duration::from_nanos(self.now_ns().saturating_sub(sent_ns))
-    }
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn payload(size: usize, sent_ns: u64) -> Value {
     json!({"value": "x".repeat(size), "sent_ns": sent_ns})
 }
 
-/// A receiving endpoint that reports each message's end-to-end latency.
-fn receipts_endpoint(clock: Clock, receipts: mpsc::UnboundedSender<Option<Duration>>) -> Endpoint {
-    Endpoint::new()
-        .method(
-            "echo",
-            |_ctx: Context, args: Map<String, Value>| async move {
-                Ok::<_, RemoteError>(args.get("value").cloned().unwrap_or(Value::Null))
-            },
-        )
-        .method("record", move |_ctx: Context, args: Map<String, Value>| {
-            let receipts = receipts.clone();
-            async move {
-                receipts.send(latency(clock, &args)).ok();
-                Ok::<_, RemoteError>(())
-            }
-        })
-}
-
 /// The latency of a received message; `None` for warm-ups.
-fn latency(clock: Clock, args: &Map<String, Value>) -> Option<Duration> {
+fn latency(args: &Map<String, Value>) -> Option<Duration> {
     match args.get("sent_ns").and_then(Value::as_u64) {
         Some(WARM_UP) | None => None,
-        Some(sent) => Some(clock.since(sent)),
+        Some(sent) => Some(Duration::from_nanos(unix_ns().saturating_sub(sent))),
     }
 }
 
@@ -122,102 +132,212 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
     bar
 }
 
-/// Run the bench and print the report.
+/// Run the bench in the chosen role and print its report.
 pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
-    let clock = Clock(Instant::now());
-    let topic = format!("omsg_bench_{}", &messaging::wire::new_id()[..8]);
-    let (receipts_tx, mut receipts) = mpsc::unbounded_channel();
-    let services = start_receivers(endpoints, &args, &topic, clock, receipts_tx).await?;
-    let expected = match args.mode {
-        Mode::RpcFanout => args.count * args.servers.max(1),
-        _ => args.count,
-    };
-    let sender = Sender::new(endpoints, &args, &topic, clock).await?;
-    sender
-        .warm_up(&mut receipts, args.mode, args.servers.max(1))
-        .await?;
-
-    let bar = progress(expected, args.json);
-    let (cpu_before, started) = (cpu_time(), Instant::now());
-    let mut latencies = Latencies::default();
-    let senders: Vec<_> = shares(args.count, args.clients)
-        .into_iter()
-        .map(|share| {
-            let sender = sender.clone();
-            tokio::spawn(async move { sender.send_many(share).await })
-        })
-        .collect();
-    if args.mode == Mode::RpcCall {
-        for task in senders {
-            let samples = task
-                .await
-                .map_err(|e| Failure::Usage(format!("sender task: {e}")))??;
-            bar.inc(samples.len() as u64);
-            samples.into_iter().for_each(|s| latencies.push(s));
-        }
-    } else {
-        for task in senders {
-            task.await
-                .map_err(|e| Failure::Usage(format!("sender task: {e}")))??;
-        }
-        while (latencies.len() as u64) < expected {
-            match tokio::time::timeout(Duration::from_secs(60), receipts.recv()).await {
-                Ok(Some(Some(sample))) => {
-                    latencies.push(sample);
-                    bar.inc(1);
-                }
-                Ok(Some(None)) => {}
-                Ok(None) | Err(_) => break,
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("omsg_bench_{}", &messaging::wire::new_id()[..8]));
+    match args.role {
+        Role::Both => {
+            let Receivers {
+                services,
+                mut receipts,
+                ..
+            } = Receivers::start(endpoints, &args, &topic).await?;
+            let sender = Sender::new(endpoints, &args, &topic).await?;
+            sender
+                .warm_up(&mut receipts, args.receipts_per_message())
+                .await?;
+            let cpu_before = cpu_time();
+            let mut sent = sender.send_all(&args).await?;
+            let received = match args.mode {
+                Mode::RpcCall => None,
+                _ => Some(collect(&mut receipts, &args, sent.started).await),
+            };
+            // This process played both sides: charge all of its CPU to the messages.
+            sent.cpu = cpu_time() - cpu_before;
+            for service in services {
+                service.shutdown().await;
             }
+            report(&args, sent, received)
+        }
+        Role::Server => serve(endpoints, &args, &topic).await,
+        Role::Client => {
+            let sender = Sender::new(endpoints, &args, &topic).await?;
+            if args.mode == Mode::RpcCall {
+                sender.send_one(WARM_UP).await?;
+            }
+            let sent = sender.send_all(&args).await?;
+            report(&args, sent, None)
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_time().saturating_sub(cpu_before);
-    bar.finish_and_clear();
+}
+
+/// Servers (or the listener) of the bench, feeding receipts.
+struct Receivers {
+    services: Vec<ServiceHandle>,
+    receipts: mpsc::UnboundedReceiver<Option<Duration>>,
+    calls_served: Arc<AtomicU64>,
+}
+
+impl Receivers {
+    async fn start(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Result<Self, Failure> {
+        let (tx, receipts) = mpsc::unbounded_channel();
+        let calls_served = Arc::new(AtomicU64::new(0));
+        let mut services = Vec::new();
+        if args.mode == Mode::Notify {
+            let endpoint = NotificationEndpoint::new().on_all(move |n| {
+                let tx = tx.clone();
+                async move {
+                    if let Value::Object(args) = &n.payload {
+                        tx.send(latency(args)).ok();
+                    }
+                    NotificationResult::Handled
+                }
+            });
+            let listener = NotificationListener::new(endpoints.notifications().await?)
+                .target(Target::topic(topic).exchange(&endpoints.exchange))
+                .endpoint(endpoint)
+                .start()
+                .await?;
+            services.push(listener);
+        } else {
+            let transport = endpoints.rpc().await?;
+            for i in 0..args.servers.max(1) {
+                let server = RpcServer::new(
+                    transport.clone(),
+                    Target::topic(topic).server(format!("bench-{i}")),
+                )
+                .endpoint(bench_endpoint(tx.clone(), calls_served.clone()))
+                .start()
+                .await?;
+                services.push(server);
+            }
+        }
+        Ok(Self {
+            services,
+            receipts,
+            calls_served,
+        })
+    }
+}
+
+/// The bench servers' endpoint: `echo` answers, `record` reports its latency.
+fn bench_endpoint(
+    receipts: mpsc::UnboundedSender<Option<Duration>>,
+    calls: Arc<AtomicU64>,
+) -> Endpoint {
+    Endpoint::new()
+        .method("echo", move |_ctx: Context, args: Map<String, Value>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, RemoteError>(args.get("value").cloned().unwrap_or(Value::Null))
+            }
+        })
+        .method("record", move |_ctx: Context, args: Map<String, Value>| {
+            let receipts = receipts.clone();
+            async move {
+                receipts.send(latency(&args)).ok();
+                Ok::<_, RemoteError>(())
+            }
+        })
+}
+
+/// The `--role server` process.
+async fn serve(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Outcome {
+    let Receivers {
+        services,
+        mut receipts,
+        calls_served,
+    } = Receivers::start(endpoints, args, topic).await?;
+    if args.mode != Mode::RpcCall {
+        // Check the path end to end with our own uncounted messages before saying ready.
+        let sender = Sender::new(endpoints, args, topic).await?;
+        sender
+            .warm_up(&mut receipts, args.receipts_per_message())
+            .await?;
+    }
+    print_json(&json!({"event": "ready", "topic": topic}));
+    let (cpu_before, started) = (cpu_time(), Instant::now());
+    let mut summary = if args.mode == Mode::RpcCall {
+        tokio::signal::ctrl_c().await.ok();
+        let served = calls_served.load(Ordering::Relaxed);
+        json!({"served": served, "cpu_ms_per_msg": per_message_ms(cpu_time() - cpu_before, served)})
+    } else {
+        let mut received = collect(&mut receipts, args, started).await;
+        let count = received.latencies.len() as u64;
+        let mut summary = received.to_json();
+        summary["cpu_ms_per_msg"] = json!(per_message_ms(cpu_time() - cpu_before, count));
+        summary
+    };
     for service in services {
         service.shutdown().await;
     }
-    report(&args, expected, latencies, seconds, cpu)
+    summary["role"] = json!("server");
+    summary["peak_rss_mib"] = json!(peak_rss_mib().map(round));
+    print_json(&summary);
+    Ok(())
 }
 
-async fn start_receivers(
-    endpoints: &Endpoints,
+/// What a sender measured.
+struct Sent {
+    started: Instant,
+    start_unix_ns: u64,
+    seconds: f64,
+    count: u64,
+    call_latencies: Latencies,
+    cpu: Duration,
+}
+
+/// What arrived at the servers or listener.
+struct Received {
+    latencies: Latencies,
+    /// From the first message sent to the last receipt.
+    seconds: f64,
+    last_unix_ns: u64,
+}
+
+impl Received {
+    /// The server process's summary; latency percentiles are end to end.
+    fn to_json(&mut self) -> Value {
+        json!({
+            "received": self.latencies.len(),
+            "seconds": round(self.seconds),
+            "last_receipt_unix_ns": self.last_unix_ns,
+            "p50_ms": round(self.latencies.percentile_ms(50.0)),
+            "p99_ms": round(self.latencies.percentile_ms(99.0)),
+            "max_ms": round(self.latencies.percentile_ms(100.0)),
+        })
+    }
+}
+
+/// Wait for the receipts of `args.count` messages.
+async fn collect(
+    receipts: &mut mpsc::UnboundedReceiver<Option<Duration>>,
     args: &BenchArgs,
-    topic: &str,
-    clock: Clock,
-    receipts: mpsc::UnboundedSender<Option<Duration>>,
-) -> Result<Vec<ServiceHandle>, Failure> {
-    let mut services = Vec::new();
-    if args.mode == Mode::Notify {
-        let endpoint = NotificationEndpoint::new().on_all(move |n| {
-            let receipts = receipts.clone();
-            async move {
-                if let Value::Object(args) = &n.payload {
-                    receipts.send(latency(clock, args)).ok();
-                }
-                NotificationResult::Handled
+    started: Instant,
+) -> Received {
+    let expected = args.count * args.receipts_per_message();
+    let bar = progress(expected, args.json || args.role != Role::Both);
+    let mut latencies = Latencies::default();
+    while (latencies.len() as u64) < expected {
+        match tokio::time::timeout(STALL, receipts.recv()).await {
+            Ok(Some(Some(sample))) => {
+                latencies.push(sample);
+                bar.inc(1);
             }
-        });
-        let listener = NotificationListener::new(endpoints.notifications().await?)
-            .target(Target::topic(topic).exchange(&endpoints.exchange))
-            .endpoint(endpoint)
-            .start()
-            .await?;
-        services.push(listener);
-        return Ok(services);
+            Ok(Some(None)) => {}
+            Ok(None) | Err(_) => break,
+        }
     }
-    let transport = endpoints.rpc().await?;
-    for i in 0..args.servers.max(1) {
-        let server = RpcServer::new(
-            transport.clone(),
-            Target::topic(topic).server(format!("bench-{i}")),
-        )
-        .endpoint(receipts_endpoint(clock, receipts.clone()))
-        .start()
-        .await?;
-        services.push(server);
+    bar.finish_and_clear();
+    Received {
+        latencies,
+        seconds: started.elapsed().as_secs_f64(),
+        last_unix_ns: unix_ns(),
     }
-    Ok(services)
 }
 
 /// Sends the bench's messages of one mode.
@@ -226,17 +346,11 @@ struct Sender {
     mode: Mode,
     client: Option<RpcClient>,
     notifier: Option<Notifier>,
-    clock: Clock,
     size: usize,
 }
 
 impl Sender {
-    async fn new(
-        endpoints: &Endpoints,
-        args: &BenchArgs,
-        topic: &str,
-        clock: Clock,
-    ) -> Result<Self, Failure> {
+    async fn new(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Result<Self, Failure> {
         let (client, notifier) = if args.mode == Mode::Notify {
             let notifier = Notifier::new(endpoints.notifications().await?, "omsg.bench")
                 .topics([topic])
@@ -251,7 +365,6 @@ impl Sender {
             mode: args.mode,
             client,
             notifier,
-            clock,
             size: args.size,
         })
     }
@@ -278,30 +391,57 @@ impl Sender {
         }
     }
 
-    async fn send_many(self, count: u64) -> Result<Vec<Duration>, Failure> {
-        let mut samples = Vec::new();
+    async fn send_many(self, count: u64, bar: ProgressBar) -> Result<Latencies, Failure> {
+        let mut samples = Latencies::default();
         for _ in 0..count {
-            if let Some(sample) = self.send_one(self.clock.now_ns()).await? {
+            if let Some(sample) = self.send_one(unix_ns()).await? {
                 samples.push(sample);
             }
+            bar.inc(1);
         }
         Ok(samples)
     }
 
-    /// Send uncounted messages until one arrives (for notifications) or `servers` arrive (for
-    /// fanout), so that subscriptions are in place before timing starts.
+    /// Send `args.count` messages from `args.clients` concurrent senders.
+    async fn send_all(&self, args: &BenchArgs) -> Result<Sent, Failure> {
+        // In one process, the progress of casts and notifications is shown on receipt.
+        let hidden = args.json || (args.mode != Mode::RpcCall && args.role == Role::Both);
+        let bar = progress(args.count, hidden);
+        let (cpu_before, started, start_unix_ns) = (cpu_time(), Instant::now(), unix_ns());
+        let tasks: Vec<_> = shares(args.count, args.clients)
+            .into_iter()
+            .map(|share| tokio::spawn(self.clone().send_many(share, bar.clone())))
+            .collect();
+        let mut call_latencies = Latencies::default();
+        for task in tasks {
+            let samples = task
+                .await
+                .map_err(|e| Failure::Usage(format!("sender task: {e}")))??;
+            call_latencies.extend(samples);
+        }
+        bar.finish_and_clear();
+        Ok(Sent {
+            started,
+            start_unix_ns,
+            seconds: started.elapsed().as_secs_f64(),
+            count: args.count,
+            call_latencies,
+            cpu: cpu_time() - cpu_before,
+        })
+    }
+
+    /// Send uncounted messages until `wanted` receipts of one arrive, so that subscriptions
+    /// are in place before timing starts.
     async fn warm_up(
         &self,
         receipts: &mut mpsc::UnboundedReceiver<Option<Duration>>,
-        mode: Mode,
-        servers: u64,
+        wanted: u64,
     ) -> Outcome {
-        if mode == Mode::RpcCall {
+        if self.mode == Mode::RpcCall {
             self.send_one(WARM_UP).await?;
             return Ok(());
         }
-        let wanted = if mode == Mode::RpcFanout { servers } else { 1 };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + STALL;
         while Instant::now() < deadline {
             self.send_one(WARM_UP).await?;
             let mut arrived = 0;
@@ -310,47 +450,73 @@ impl Sender {
             {
                 arrived += 1;
                 if arrived >= wanted {
+                    // Drain late copies of earlier warm-ups before counting starts.
+                    while let Ok(Some(None)) =
+                        tokio::time::timeout(Duration::from_millis(200), receipts.recv()).await
+                    {
+                    }
                     return Ok(());
                 }
             }
         }
         Err(Failure::Messaging(messaging::MessagingError::Timeout {
             msg_id: "(bench warm-up)".into(),
-            after: Duration::from_secs(60),
+            after: STALL,
         }))
     }
 }
 
-fn report(
-    args: &BenchArgs,
-    expected: u64,
-    mut latencies: Latencies,
-    seconds: f64,
-    cpu: Duration,
-) -> Outcome {
-    let received = latencies.len() as u64;
-    let rate = received as f64 / seconds.max(f64::EPSILON);
-    let result = json!({
-        "mode": args.mode.to_possible_value().map(|v| v.get_name().to_owned()),
-        "count": received,
-        "expected": expected,
-        "clients": args.clients,
-        "servers": args.servers,
-        "size": args.size,
-        "seconds": round(seconds),
-        "msgs_per_s": round(rate),
-        "p50_ms": round(latencies.percentile_ms(50.0)),
-        "p90_ms": round(latencies.percentile_ms(90.0)),
-        "p99_ms": round(latencies.percentile_ms(99.0)),
-        "max_ms": round(latencies.percentile_ms(100.0)),
-        "cpu_ms_per_msg": round(cpu.as_secs_f64() * 1e3 / received.max(1) as f64),
+fn per_message_ms(cpu: Duration, count: u64) -> f64 {
+    round(cpu.as_secs_f64() * 1e3 / count.max(1) as f64)
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Print the result: calls are timed by the sender; casts and notifications end to end when
+/// this process also received them.
+fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
+    let mode = args
+        .mode
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned());
+    let role = args
+        .role
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned());
+    let (count, expected, seconds, mut latencies) = match received {
+        Some(received) => (
+            received.latencies.len() as u64,
+            args.count * args.receipts_per_message(),
+            received.seconds,
+            received.latencies,
+        ),
+        None => (sent.count, sent.count, sent.seconds, sent.call_latencies),
+    };
+    let rate = count as f64 / seconds.max(f64::EPSILON);
+    let mut result = json!({
+        "mode": mode, "role": role, "clients": args.clients, "servers": args.servers, "size": args.size,
+        "count": count, "seconds": round(seconds), "msgs_per_s": round(rate),
+        "cpu_ms_per_msg": per_message_ms(sent.cpu, count),
+        "start_unix_ns": sent.start_unix_ns,
         "peak_rss_mib": peak_rss_mib().map(round),
     });
+    if !latencies.is_empty() {
+        for (key, p) in [
+            ("p50_ms", 50.0),
+            ("p90_ms", 90.0),
+            ("p99_ms", 99.0),
+            ("max_ms", 100.0),
+        ] {
+            result[key] = json!(round(latencies.percentile_ms(p)));
+        }
+    }
     if args.json {
         print_json(&result);
     } else {
         println!(
-            "{mode}: {received}/{expected} messages in {seconds:.2} s = {rate:.0} msg/s; latency ms p50 {p50} p90 {p90} p99 {p99} max {max}; CPU {cpu} ms/msg; peak RSS {rss} MiB",
+            "{mode}: {count} messages in {seconds:.2} s = {rate:.0} msg/s; latency ms p50 {p50} p90 {p90} p99 {p99} max {max}; CPU {cpu} ms/msg; peak RSS {rss} MiB",
             mode = result["mode"].as_str().unwrap_or("?"),
             p50 = result["p50_ms"],
             p90 = result["p90_ms"],
@@ -360,16 +526,12 @@ fn report(
             rss = result["peak_rss_mib"],
         );
     }
-    if received < expected {
+    if count < expected {
         return Err(Failure::Messaging(
             messaging::MessagingError::DeliveryFailure(format!(
-                "only {received} of {expected} messages arrived"
+                "only {count} of {expected} messages arrived"
             )),
         ));
     }
     Ok(())
-}
-
-fn round(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }

@@ -198,6 +198,11 @@ fn print_json(value: &Value) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr, filtered by RUST_LOG (e.g. RUST_LOG=messaging_core=debug).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -15,6 +15,14 @@ impl Latencies {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
     /// The `p`-th percentile (0–100) in milliseconds, nearest-rank; 0 without samples.
     pub fn percentile_ms(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
