@@ -345,3 +345,31 @@ async fn a_listener_outlives_its_transport() {
     assert_eq!(rx.recv().await.as_deref(), Some("reached"));
     listener.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sequential_calls() {
+    let url = vhost("sequential");
+    let server = RpcServer::new(
+        get_rpc_transport(&url).await.unwrap(),
+        Target::topic("seq").server("s"),
+    )
+    .endpoint(Endpoint::new().method(
+        "echo",
+        |_c: Context, args: serde_json::Map<String, Value>| async move {
+            Ok::<_, RemoteError>(args.get("value").cloned().unwrap_or(Value::Null))
+        },
+    ))
+    .start()
+    .await
+    .unwrap();
+    let client = RpcClient::new(get_rpc_transport(&url).await.unwrap(), Target::topic("seq"))
+        .timeout(Duration::from_secs(5));
+    for i in 0..2000 {
+        let v: Value = client
+            .call(&Context::new(), "echo", &json!({"value": i}))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(v, i);
+    }
+    server.shutdown().await;
+}

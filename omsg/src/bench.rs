@@ -268,7 +268,7 @@ async fn serve(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Outcome 
     } else {
         let mut received = collect(&mut receipts, args, started).await;
         let count = received.latencies.len() as u64;
-        let mut summary = received.to_json();
+        let mut summary = received.summary();
         summary["cpu_ms_per_msg"] = json!(per_message_ms(cpu_time() - cpu_before, count));
         summary
     };
@@ -301,7 +301,7 @@ struct Received {
 
 impl Received {
     /// The server process's summary; latency percentiles are end to end.
-    fn to_json(&mut self) -> Value {
+    fn summary(&mut self) -> Value {
         json!({
             "received": self.latencies.len(),
             "seconds": round(self.seconds),

@@ -56,6 +56,8 @@ enum Command {
     Listen(notify::ListenArgs),
     /// Generate load and report throughput, latency percentiles and CPU per message.
     Bench(bench::BenchArgs),
+    /// Print the transport URL schemes this build supports, as a JSON array.
+    Schemes,
 }
 
 /// What went wrong, mapped to an exit code.
@@ -215,6 +217,10 @@ async fn main() -> ExitCode {
             };
         }
     };
+    if let Command::Schemes = cli.command {
+        print_json(&Value::from(messaging::available_schemes()));
+        return ExitCode::SUCCESS;
+    }
     let outcome = match Endpoints::from_cli(&cli) {
         Ok(endpoints) => match cli.command {
             Command::Call(args) => rpc::call(&endpoints, args).await,
@@ -224,6 +230,7 @@ async fn main() -> ExitCode {
             Command::Notify(args) => notify::notify(&endpoints, args).await,
             Command::Listen(args) => notify::listen(&endpoints, args).await,
             Command::Bench(args) => bench::run(&endpoints, args).await,
+            Command::Schemes => unreachable!("handled before opening transports"),
         },
         Err(failure) => Err(failure),
     };

@@ -65,16 +65,29 @@ impl<T: Clone> Recorder<T> {
 
     /// Wait until at least `count` items were recorded; panics after `within`.
     pub async fn wait_for(&self, count: usize, within: Duration, what: &str) -> Vec<T> {
+        let what = format!("{what}: expected {count}");
+        self.wait_until(|items| items.len() >= count, within, &what)
+            .await
+    }
+
+    /// Wait until `done(items)` holds; panics after `within`.
+    pub async fn wait_until(
+        &self,
+        done: impl Fn(&[T]) -> bool,
+        within: Duration,
+        what: &str,
+    ) -> Vec<T> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let changed = self.changed.notified();
-            if self.len() >= count {
-                return self.items();
+            let items = self.items();
+            if done(&items) {
+                return items;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 panic!(
-                    "{what}: expected {count} within {within:?}, got {}",
-                    self.len()
+                    "{what}: not reached within {within:?}, got {} items",
+                    items.len()
                 );
             }
         }

@@ -374,8 +374,9 @@ async fn consume(
             drop(slot);
         });
     }
-    source.close().await;
+    // Handlers still running acknowledge through the source: let them finish first.
     while running.join_next().await.is_some() {}
+    source.close().await;
 }
 
 /// Acknowledge or requeue; an acknowledged id is remembered, so a redelivery of it is dropped.

@@ -150,8 +150,9 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
             drop(slot);
         });
     }
-    listener.close().await;
+    // Requests still running reply through the transport: let them finish first.
     while running.join_next().await.is_some() {}
+    listener.close().await;
     tracing::debug!("RPC server stopped");
 }
 

@@ -1,0 +1,460 @@
+//! Opening connections: host failover, credentials, TLS, back-off, error classification and
+//! the retry loop that every send goes through.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::auth::AuthProvider;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::types::{LongString, ShortString};
+use lapin::uri::{
+    AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism,
+};
+use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
+use messaging_core::driver::SendOptions;
+use messaging_core::{MessagingError, Result, TransportHost, TransportUrl};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::config::{secs, FailoverStrategy, LoginMethod, RabbitConfig};
+
+/// oslo's (and RabbitMQ's) default ports.
+pub(crate) const DEFAULT_PORT: u16 = 5672;
+const DEFAULT_TLS_PORT: u16 = 5671;
+/// How long one TCP + AMQP handshake with one host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One broker host, resolved to what lapin needs.
+#[derive(Clone)]
+struct Host {
+    uri: AMQPUri,
+}
+
+/// Opens connections to the URL's hosts, in failover order.
+pub(crate) struct Connector {
+    hosts: Vec<Host>,
+    config: Arc<RabbitConfig>,
+    tls: OwnedTLSConfig,
+    /// Index of the next host to try (round-robin).
+    next: AtomicUsize,
+}
+
+impl Connector {
+    /// Resolve the URL's hosts: credentials per host, falling back to the first host's, then
+    /// `guest`/`guest`; vhost `/` unless the URL names one; oslo's default `localhost`.
+    pub(crate) fn new(url: &TransportUrl, config: Arc<RabbitConfig>) -> Result<Self> {
+        let tls = tls_config(&config)?;
+        let default_host = TransportHost {
+            hostname: "localhost".into(),
+            port: None,
+            username: None,
+            password: None,
+        };
+        let given: Vec<&TransportHost> = if url.hosts.is_empty() {
+            vec![&default_host]
+        } else {
+            url.hosts.iter().collect()
+        };
+        let first = given[0];
+        let vhost = url.virtual_host.clone().unwrap_or_else(|| "/".to_owned());
+        let (scheme, default_port) = if config.ssl {
+            (AMQPScheme::AMQPS, DEFAULT_TLS_PORT)
+        } else {
+            (AMQPScheme::AMQP, DEFAULT_PORT)
+        };
+        let mechanism = match config.rabbit_login_method {
+            LoginMethod::Plain => SASLMechanism::Plain,
+            LoginMethod::AmqPlain => SASLMechanism::AMQPlain,
+            LoginMethod::External => SASLMechanism::External,
+        };
+        let hosts = given
+            .iter()
+            .map(|h| {
+                let (username, password) = match (&h.username, &h.password) {
+                    (Some(user), password) => (user.clone(), password.clone().unwrap_or_default()),
+                    (None, _) => (
+                        first.username.clone().unwrap_or_else(|| "guest".into()),
+                        first.password.clone().unwrap_or_else(|| "guest".into()),
+                    ),
+                };
+                Host {
+                    uri: AMQPUri {
+                        scheme: scheme.clone(),
+                        authority: AMQPAuthority {
+                            userinfo: AMQPUserInfo { username, password },
+                            host: h.hostname.clone(),
+                            port: h.port_or(default_port),
+                        },
+                        vhost: vhost.clone(),
+                        query: AMQPQueryString {
+                            heartbeat: Some(config.heartbeat_timeout_threshold as u16),
+                            auth_mechanism: Some(mechanism),
+                            ..AMQPQueryString::default()
+                        },
+                    },
+                }
+            })
+            .collect();
+        Ok(Self {
+            hosts,
+            config,
+            tls,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The driver's settings.
+    pub(crate) fn config(&self) -> &Arc<RabbitConfig> {
+        &self.config
+    }
+
+    /// One pass over the hosts in failover order; the first that accepts us wins. When none
+    /// does, an authentication failure (or refused virtual host) is reported in preference to
+    /// unreachable hosts: the caller does not retry those.
+    pub(crate) async fn connect(&self, role: &str) -> Result<Connection> {
+        let order: Vec<usize> = match self.config.kombu_failover_strategy {
+            FailoverStrategy::RoundRobin => {
+                let start = self.next.load(Ordering::Relaxed);
+                (0..self.hosts.len())
+                    .map(|i| (start + i) % self.hosts.len())
+                    .collect()
+            }
+            FailoverStrategy::Shuffle => {
+                let mut order: Vec<usize> = (0..self.hosts.len()).collect();
+                fastrand::shuffle(&mut order);
+                order
+            }
+        };
+        let mut last = None;
+        for index in order {
+            let host = &self.hosts[index];
+            let authority = &host.uri.authority;
+            let what = format!("{}:{}", authority.host, authority.port);
+            let properties =
+                ConnectionProperties::default().with_connection_name(connection_name(role).into());
+            let properties = match self.config.rabbit_login_method {
+                LoginMethod::External => properties.with_auth_provider(ExternalAuth),
+                _ => properties,
+            };
+            let attempt = host.uri.clone().connect_with_config(
+                properties,
+                self.tls.clone(),
+                lapin::runtime::default_runtime()
+                    .map_err(|e| MessagingError::ConnectionFailure(e.to_string()))?,
+            );
+            match timeout(CONNECT_TIMEOUT, attempt).await {
+                Ok(Ok(connection)) => {
+                    // The next pass starts after this host, so that a host that dropped us
+                    // is tried last (kombu's round-robin).
+                    self.next
+                        .store((index + 1) % self.hosts.len(), Ordering::Relaxed);
+                    tracing::debug!(host = %what, role, "connected to RabbitMQ");
+                    return Ok(connection);
+                }
+                Ok(Err(error)) => {
+                    let error =
+                        connect_error(&what, &authority.userinfo.username, &host.uri.vhost, &error);
+                    tracing::debug!(host = %what, role, %error, "cannot connect to RabbitMQ");
+                    // Another host may have other credentials: try it, but report a refusal
+                    // rather than an unreachable host.
+                    if is_permanent(&error) || !last.as_ref().is_some_and(is_permanent) {
+                        last = Some(error);
+                    }
+                }
+                Err(_) if last.as_ref().is_some_and(is_permanent) => {}
+                Err(_) => {
+                    last = Some(MessagingError::ConnectionFailure(format!(
+                        "{what}: no answer within {CONNECT_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| MessagingError::ConnectionFailure("no broker host".into())))
+    }
+}
+
+/// `<program>:<pid>:<uuid>`, as oslo names its connections (plus the role, for operators).
+fn connection_name(role: &str) -> String {
+    let program = std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "rust".into());
+    format!(
+        "{program}:{}:{}:{role}",
+        std::process::id(),
+        messaging_core::wire::new_message_id()
+    )
+}
+
+/// SASL EXTERNAL: the TLS client certificate is the identity.
+struct ExternalAuth;
+
+impl AuthProvider for ExternalAuth {
+    fn mechanism(&self) -> ShortString {
+        SASLMechanism::External.name().into()
+    }
+
+    fn auth_starter(&self) -> std::result::Result<LongString, String> {
+        Ok("".into())
+    }
+}
+
+fn read_file(option: &str, path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| MessagingError::InvalidOption {
+        option: option.into(),
+        value: path.into(),
+        reason: format!("cannot read it: {e}"),
+    })
+}
+
+/// The TLS settings lapin takes: trusted CAs and the client identity.
+fn tls_config(config: &RabbitConfig) -> Result<OwnedTLSConfig> {
+    if !config.ssl {
+        return Ok(OwnedTLSConfig::default());
+    }
+    let cert_chain = config
+        .ssl_ca_file
+        .as_deref()
+        .map(|path| {
+            String::from_utf8(read_file("ssl_ca_file", path)?).map_err(|_| {
+                MessagingError::InvalidOption {
+                    option: "ssl_ca_file".into(),
+                    value: path.into(),
+                    reason: "not a PEM file".into(),
+                }
+            })
+        })
+        .transpose()?;
+    let identity = match (&config.ssl_cert_file, &config.ssl_key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read_file("ssl_cert_file", cert)?,
+            key: read_file("ssl_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+/// A failed connection attempt, as the error users see.
+fn connect_error(host: &str, user: &str, vhost: &str, error: &lapin::Error) -> MessagingError {
+    if let ErrorKind::ProtocolError(amqp) = error.kind() {
+        match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+                if amqp.get_message().as_str().contains("vhost") =>
+            {
+                return MessagingError::ConnectionFailure(format!(
+                    "{host}: user `{user}` may not use virtual host `{vhost}`: {}",
+                    amqp.get_message()
+                ));
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                return MessagingError::AuthenticationFailure(format!(
+                    "{host}: login refused for user `{user}`: {}",
+                    amqp.get_message()
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let ErrorKind::AuthProviderError(reason) = error.kind() {
+        return MessagingError::AuthenticationFailure(format!("{host}: {reason}"));
+    }
+    MessagingError::ConnectionFailure(format!("{host}: {error}"))
+}
+
+/// Errors that another attempt would not cure.
+pub(crate) fn is_permanent(error: &MessagingError) -> bool {
+    match error {
+        MessagingError::ConnectionFailure(reason) => reason.contains("may not use virtual host"),
+        MessagingError::AuthenticationFailure(_) => true,
+        _ => !error.is_transient(),
+    }
+}
+
+/// What a failed operation on a channel means for the caller.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The connection (or its channel) went away: reconnect and try again, if allowed.
+    Retry(MessagingError),
+    /// Trying again would fail the same way.
+    Fatal(MessagingError),
+}
+
+impl Failure {
+    /// Classify a lapin error from an operation described by `what`.
+    pub(crate) fn from_lapin(what: &str, error: &lapin::Error) -> Self {
+        if let ErrorKind::ProtocolError(amqp) = error.kind() {
+            if let AMQPErrorKind::Soft(soft) = amqp.kind() {
+                let message = format!("{what}: broker refused: {amqp}");
+                return match soft {
+                    // The broker is short of resources or the queue is busy: transient.
+                    AMQPSoftError::RESOURCELOCKED => {
+                        Failure::Retry(MessagingError::DeliveryFailure(message))
+                    }
+                    _ => Failure::Fatal(MessagingError::DeliveryFailure(message)),
+                };
+            }
+        }
+        Failure::Retry(MessagingError::ConnectionFailure(format!(
+            "{what}: {error}"
+        )))
+    }
+
+    /// Classify an error of ours.
+    pub(crate) fn from_error(error: MessagingError) -> Self {
+        if is_permanent(&error) {
+            Failure::Fatal(error)
+        } else {
+            Failure::Retry(error)
+        }
+    }
+}
+
+/// Reconnection delays: `interval + step * (2^n - 1)`, capped at `max`, each with up to 50 %
+/// of jitter taken off (so that many clients do not reconnect in lockstep).
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    interval: f64,
+    step: f64,
+    max: f64,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(config: &RabbitConfig) -> Self {
+        Self {
+            interval: config.rabbit_retry_interval,
+            step: config.rabbit_retry_backoff,
+            max: config.rabbit_interval_max,
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let growth = 2f64.powi(self.attempt.min(30) as i32) - 1.0;
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = (self.interval + self.step * growth).min(self.max.max(self.interval));
+        secs(delay * (0.5 + fastrand::f64() * 0.5))
+    }
+
+    /// Start over after a success.
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Run `op` until it succeeds, retrying connection failures as `options` allow (with
+/// back-off, within `options.timeout`). Gives up with [`MessagingError::ConnectionFailure`].
+pub(crate) async fn with_retry<T, F, Fut>(
+    config: &RabbitConfig,
+    what: &str,
+    options: &SendOptions,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, Failure>>,
+{
+    let started = Instant::now();
+    let deadline = options.timeout.map(|t| started + t);
+    let mut backoff = Backoff::new(config);
+    let mut attempt = 0u32;
+    loop {
+        let outcome = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, op())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                        "{what}: not done within {:?}",
+                        options.timeout.unwrap_or_default()
+                    ))))
+                }),
+            None => op().await,
+        };
+        let error = match outcome {
+            Ok(value) => return Ok(value),
+            Err(Failure::Fatal(error)) => return Err(error),
+            Err(Failure::Retry(error)) => error,
+        };
+        attempt += 1;
+        let give_up = |why: String| {
+            let reason = match &error {
+                MessagingError::ConnectionFailure(reason) => reason.clone(),
+                other => other.to_string(),
+            };
+            MessagingError::ConnectionFailure(format!("{reason} ({why})"))
+        };
+        if !options.retry.allows(attempt) {
+            return Err(give_up(format!("gave up after {attempt} attempt(s)")));
+        }
+        let delay = backoff.next_delay();
+        if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+            return Err(give_up(format!(
+                "gave up after {attempt} attempt(s) in {:?}",
+                started.elapsed()
+            )));
+        }
+        tracing::warn!(%error, attempt, ?delay, "{what} failed; retrying");
+        sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_fall_back_to_the_first_host() {
+        let url = TransportUrl::parse("rabbit://u1:p1@h1:5673,h2,u3:p3@h3/vh?ssl=false").unwrap();
+        let c = Connector::new(&url, Arc::default()).unwrap();
+        let hosts: Vec<_> = c
+            .hosts
+            .iter()
+            .map(|h| {
+                let a = &h.uri.authority;
+                (
+                    a.host.as_str(),
+                    a.port,
+                    a.userinfo.username.as_str(),
+                    a.userinfo.password.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("h1", 5673, "u1", "p1"),
+                ("h2", 5672, "u1", "p1"),
+                ("h3", 5672, "u3", "p3")
+            ]
+        );
+        assert_eq!(c.hosts[0].uri.vhost, "vh");
+        let c = Connector::new(&TransportUrl::parse("rabbit://").unwrap(), Arc::default()).unwrap();
+        assert_eq!(c.hosts[0].uri.authority.host, "localhost");
+        assert_eq!(c.hosts[0].uri.authority.userinfo.username, "guest");
+        assert_eq!(c.hosts[0].uri.vhost, "/");
+    }
+
+    #[test]
+    fn backoff_grows_to_the_maximum() {
+        let mut b = Backoff::new(&RabbitConfig::default());
+        let delays: Vec<f64> = (0..7).map(|_| b.next_delay().as_secs_f64()).collect();
+        let nominal = [1.0, 3.0, 7.0, 15.0, 30.0, 30.0, 30.0];
+        for (delay, nominal) in delays.iter().zip(nominal) {
+            assert!(*delay >= nominal * 0.5 && *delay <= nominal, "{delays:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,161 @@
+//! The notification side: the notifier (which declares the `<topic>.<priority>` queues it
+//! publishes to, as oslo's does) and listeners, acknowledged after the endpoint returns.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use lapin::Acker;
+use messaging_core::driver::{
+    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
+    NotifyDriver, SendOptions,
+};
+use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
+use messaging_core::{MessagingError, Result};
+
+use crate::connection::Connector;
+use crate::publisher::{Outgoing, Publisher};
+use crate::rpc::{check_content_type, failure_error, origin};
+use crate::subscriber::{Guard, Plan, Subscriber};
+use crate::topology;
+
+/// The notification side of a rabbit transport.
+pub(crate) struct RabbitNotify {
+    connector: Arc<Connector>,
+    publisher: Publisher,
+}
+
+impl RabbitNotify {
+    pub(crate) fn new(connector: Arc<Connector>) -> Self {
+        Self {
+            publisher: Publisher::new(connector.clone(), "notify-send"),
+            connector,
+        }
+    }
+}
+
+#[async_trait]
+impl NotifyDriver for RabbitNotify {
+    async fn notify(
+        &self,
+        to: &NotifyAddress,
+        message: &NotificationMessage,
+        format: NotificationFormat,
+        options: &SendOptions,
+    ) -> Result<()> {
+        let body = message.encode(format, ContextStyle::Flattened, Some(&wire::new_id()))?;
+        let (exchange, routing_key, declarations) =
+            topology::notify_destination(self.connector.config(), to);
+        let outgoing = Outgoing {
+            exchange: &exchange,
+            routing_key: &routing_key,
+            body: &body,
+            expiration: None,
+            declarations: &declarations,
+        };
+        let what = format!("notifying {exchange}/{routing_key}");
+        self.publisher.publish(&what, outgoing, options).await
+    }
+
+    async fn listen(
+        &self,
+        subscriptions: &[NotifyAddress],
+        pool: Option<&str>,
+    ) -> Result<Box<dyn NotificationSource>> {
+        if subscriptions.is_empty() {
+            return Err(MessagingError::InvalidTarget(
+                "a notification listener needs a subscription".into(),
+            ));
+        }
+        let (declarations, queues) =
+            topology::notify_listener(self.connector.config(), subscriptions, pool);
+        let subscriber = Subscriber::start(Plan {
+            connector: self.connector.clone(),
+            role: "notify-listener",
+            declarations,
+            queues,
+            delete_on_close: Vec::new(),
+        })
+        .await
+        .map_err(failure_error)?;
+        Ok(Box::new(RabbitNotificationSource { subscriber }))
+    }
+
+    async fn close(&self) {
+        self.publisher.close().await;
+    }
+}
+
+/// A listener's stream of notifications.
+struct RabbitNotificationSource {
+    subscriber: Subscriber,
+}
+
+#[async_trait]
+impl NotificationSource for RabbitNotificationSource {
+    async fn next(&mut self) -> Option<IncomingNotification> {
+        loop {
+            let delivery = self.subscriber.recv().await?;
+            // Everything below is synchronous: dropping this future loses nothing.
+            if !delivery.acker.usable() {
+                continue;
+            }
+            match check_content_type(&delivery)
+                .and_then(|()| NotificationMessage::decode(&delivery.data))
+            {
+                Ok((message, unique_id)) => {
+                    return Some(IncomingNotification {
+                        message,
+                        unique_id,
+                        acker: Box::new(RabbitAcker {
+                            acker: delivery.acker,
+                            _guard: self.subscriber.guard(),
+                        }),
+                    })
+                }
+                Err(error) => {
+                    log_malformed("rabbit", &origin(&delivery), &error, &delivery.data);
+                    self.subscriber.reject(delivery.acker, false);
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        self.subscriber.close().await;
+    }
+}
+
+/// Settles one notification: `basic.ack`, or `basic.reject` with requeue. The listener's
+/// connection stays open until it is used or dropped.
+struct RabbitAcker {
+    acker: Acker,
+    _guard: Guard,
+}
+
+fn settled(result: lapin::Result<bool>) -> Result<()> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(MessagingError::DeliveryFailure(
+            "the connection the notification came on is gone; the broker delivers it again".into(),
+        )),
+        Err(error) => Err(MessagingError::ConnectionFailure(format!(
+            "settling a notification: {error}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl Acknowledger for RabbitAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        settled(self.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    async fn requeue(self: Box<Self>) -> Result<()> {
+        settled(
+            self.acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await,
+        )
+    }
+}

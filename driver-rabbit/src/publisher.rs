@@ -1,0 +1,466 @@
+//! Confirmed publishing over a send connection that reconnects on demand.
+//!
+//! Every publish waits for its own publisher confirm, and many publishes are in flight on one
+//! channel at once (each caller awaits its own confirm; nothing is held across it).
+//!
+//! Mandatory publishes (replies) use a second channel whose confirms are all awaited by one
+//! collector task: lapin hands a `basic.return` to whichever pending confirm it completes
+//! first, which with pipelined publishes and the broker's multiple-acks is not necessarily the
+//! returned message's own. The collector gathers every confirm completed together and gives
+//! each returned message back to the publish with the same body (bodies are unique: each
+//! carries its own `_unique_id`).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use messaging_core::driver::SendOptions;
+use messaging_core::wire::{CONTENT_ENCODING, CONTENT_TYPE};
+use messaging_core::{MessagingError, Result};
+use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio::time::Instant;
+
+use crate::connection::{with_retry, Connector, Failure};
+use crate::topology::{self, Declaration};
+
+/// A message to publish.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) exchange: &'a str,
+    pub(crate) routing_key: &'a str,
+    pub(crate) body: &'a [u8],
+    /// The AMQP `expiration` (RPC calls only).
+    pub(crate) expiration: Option<Duration>,
+    /// Declared once per channel before the first publish that needs them.
+    pub(crate) declarations: &'a [Declaration],
+}
+
+/// What became of a mandatory publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// A queue took it.
+    Delivered,
+    /// No queue was bound: the broker returned it.
+    Returned,
+}
+
+/// oslo's properties, identical for every message kind; `expiration` only on calls.
+pub(crate) fn properties(expiration: Option<Duration>) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_content_type(CONTENT_TYPE.into())
+        .with_content_encoding(CONTENT_ENCODING.into())
+        .with_delivery_mode(2)
+        .with_priority(0)
+        .with_headers(FieldTable::default());
+    match expiration {
+        Some(ttl) => properties.with_expiration(ttl.as_millis().to_string().into()),
+        None => properties,
+    }
+}
+
+/// Publishes with confirms on one send connection, reconnected when it breaks.
+pub(crate) struct Publisher {
+    connector: Arc<Connector>,
+    role: &'static str,
+    current: tokio::sync::Mutex<Option<Arc<Session>>>,
+    closed: AtomicBool,
+}
+
+/// One live connection and its confirm-mode channels.
+struct Session {
+    connection: Arc<Connection>,
+    channel: Channel,
+    /// What was declared on `channel`.
+    declared: Mutex<HashSet<String>>,
+    mandatory: OnceCell<Mandatory>,
+}
+
+/// The channel of mandatory publishes and its confirm collector.
+struct Mandatory {
+    channel: Channel,
+    submit: mpsc::UnboundedSender<Submission>,
+}
+
+impl Session {
+    fn alive(&self) -> bool {
+        self.connection.status().connected()
+            && self.channel.status().connected()
+            && self
+                .mandatory
+                .get()
+                .is_none_or(|m| m.channel.status().connected())
+    }
+
+    async fn declare(&self, declarations: &[Declaration]) -> std::result::Result<(), Failure> {
+        for declaration in declarations {
+            let key = declaration.key();
+            if self
+                .declared
+                .lock()
+                .expect("declared poisoned")
+                .contains(&key)
+            {
+                continue;
+            }
+            topology::declare(&self.channel, declaration).await?;
+            self.declared.lock().expect("declared poisoned").insert(key);
+        }
+        Ok(())
+    }
+
+    async fn mandatory(&self) -> std::result::Result<&Mandatory, Failure> {
+        self.mandatory
+            .get_or_try_init(|| async {
+                let channel = confirm_channel(&self.connection).await?;
+                let (submit, submissions) = mpsc::unbounded_channel();
+                tokio::spawn(collect(submissions));
+                Ok(Mandatory { channel, submit })
+            })
+            .await
+    }
+}
+
+async fn confirm_channel(connection: &Connection) -> std::result::Result<Channel, Failure> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Failure::from_lapin("opening a channel", &e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Failure::from_lapin("enabling publisher confirms", &e))?;
+    Ok(channel)
+}
+
+impl Publisher {
+    /// A publisher that connects on first use; `role` names its connection.
+    pub(crate) fn new(connector: Arc<Connector>, role: &'static str) -> Self {
+        Self {
+            connector,
+            role,
+            current: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The live session, after (re)connecting if needed: one pass over the hosts.
+    async fn session(&self) -> std::result::Result<Arc<Session>, Failure> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Failure::Fatal(MessagingError::Closed("transport")));
+        }
+        let mut current = self.current.lock().await;
+        if let Some(session) = current.as_ref() {
+            if session.alive() {
+                return Ok(session.clone());
+            }
+            if session.connection.status().connected() {
+                // Only the channel is gone (the broker closes a channel that made a bad
+                // declaration): open another one on the same connection.
+                let connection = session.connection.clone();
+                *current = None;
+                if let Ok(channel) = confirm_channel(&connection).await {
+                    let session = Arc::new(Session::new(connection, channel));
+                    *current = Some(session.clone());
+                    return Ok(session);
+                }
+            } else {
+                tracing::info!(
+                    role = self.role,
+                    "the connection to RabbitMQ was lost; reconnecting"
+                );
+                *current = None;
+            }
+        }
+        let connection = Arc::new(
+            self.connector
+                .connect(self.role)
+                .await
+                .map_err(Failure::from_error)?,
+        );
+        let channel = confirm_channel(&connection).await?;
+        let session = Arc::new(Session::new(connection, channel));
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Publish and wait for the broker's confirm, retrying connection failures as `options`
+    /// allow. A nack is a [`MessagingError::DeliveryFailure`].
+    pub(crate) async fn publish(
+        &self,
+        what: &str,
+        message: Outgoing<'_>,
+        options: &SendOptions,
+    ) -> Result<()> {
+        with_retry(self.connector.config(), what, options, || {
+            self.publish_once(message)
+        })
+        .await
+    }
+
+    async fn publish_once(&self, message: Outgoing<'_>) -> std::result::Result<(), Failure> {
+        let session = self.session().await?;
+        session.declare(message.declarations).await?;
+        let confirm = session
+            .channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions::default(),
+                message.body,
+                properties(message.expiration),
+            )
+            .await
+            .map_err(|e| Failure::from_lapin("publishing", &e))?;
+        match confirm
+            .await
+            .map_err(|e| Failure::from_lapin("waiting for the publisher confirm", &e))?
+        {
+            Confirmation::Nack(_) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
+                "the broker refused (nacked) a message to exchange `{}` with routing key `{}`",
+                message.exchange, message.routing_key
+            )))),
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+        }
+    }
+
+    /// Publish with `mandatory=true` and report whether a queue took the message.
+    pub(crate) async fn publish_mandatory(
+        &self,
+        what: &str,
+        message: Outgoing<'_>,
+        options: &SendOptions,
+    ) -> Result<Routed> {
+        with_retry(self.connector.config(), what, options, || {
+            self.publish_mandatory_once(message)
+        })
+        .await
+    }
+
+    async fn publish_mandatory_once(
+        &self,
+        message: Outgoing<'_>,
+    ) -> std::result::Result<Routed, Failure> {
+        let session = self.session().await?;
+        let mandatory = session.mandatory().await?;
+        let channel = mandatory.channel.clone();
+        let body: Arc<[u8]> = message.body.into();
+        let (exchange, routing_key) = (message.exchange.to_owned(), message.routing_key.to_owned());
+        let expiration = message.expiration;
+        let payload = body.clone();
+        let publish = async move {
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties(expiration),
+                )
+                .await?
+                .await
+        };
+        let (done, outcome) = oneshot::channel();
+        let lost = || {
+            Failure::Retry(MessagingError::ConnectionFailure(
+                "the send channel closed".into(),
+            ))
+        };
+        mandatory
+            .submit
+            .send(Submission {
+                body,
+                publish: Box::pin(publish),
+                done,
+            })
+            .map_err(|_| lost())?;
+        match outcome.await.map_err(|_| lost())? {
+            Ok(Outcome::Delivered) => Ok(Routed::Delivered),
+            Ok(Outcome::Returned) => Ok(Routed::Returned),
+            Ok(Outcome::Nacked) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
+                "the broker refused (nacked) a message to `{}`",
+                message.routing_key
+            )))),
+            Err(error) => Err(Failure::from_lapin("publishing", &error)),
+        }
+    }
+
+    /// Close the connection. Later publishes fail with [`MessagingError::Closed`].
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(session) = self.current.lock().await.take() {
+            if session.connection.status().connected() {
+                let _ = session.connection.close(200, "OK".into()).await;
+            }
+        }
+    }
+}
+
+impl Session {
+    fn new(connection: Arc<Connection>, channel: Channel) -> Self {
+        Self {
+            connection,
+            channel,
+            declared: Mutex::new(HashSet::new()),
+            mandatory: OnceCell::new(),
+        }
+    }
+}
+
+type PublishFuture = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
+
+/// A mandatory publish handed to the collector before its first poll, so that the collector
+/// holds every confirm of the channel.
+struct Submission {
+    body: Arc<[u8]>,
+    publish: PublishFuture,
+    done: oneshot::Sender<lapin::Result<Outcome>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    Returned,
+    Nacked,
+}
+
+/// A completed publish: its body, whether it was acked, the returned message it carried.
+type Completed = (
+    Arc<[u8]>,
+    lapin::Result<bool>,
+    Option<Vec<u8>>,
+    oneshot::Sender<lapin::Result<Outcome>>,
+);
+
+/// How long a returned message whose publish was not found is kept, waiting for it.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(5);
+
+/// Drive the mandatory publishes of one channel and match returned messages to them.
+async fn collect(mut submissions: mpsc::UnboundedReceiver<Submission>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut unclaimed: Vec<(Vec<u8>, Instant)> = Vec::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            submission = submissions.recv(), if open => match submission {
+                Some(Submission { body, publish, done }) => in_flight.push(async move {
+                    let (acked, returned) = match publish.await {
+                        Ok(Confirmation::Ack(returned)) => (Ok(true), returned),
+                        Ok(Confirmation::Nack(returned)) => (Ok(false), returned),
+                        Ok(Confirmation::NotRequested) => (Ok(true), None),
+                        Err(error) => (Err(error), None),
+                    };
+                    (body, acked, returned.map(|r| r.delivery.data), done)
+                }),
+                None => open = false,
+            },
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                // Confirms completed by one (multiple) ack complete together: take them all.
+                tokio::task::yield_now().await;
+                let mut batch: Vec<Completed> = vec![first];
+                while let Some(Some(more)) = in_flight.next().now_or_never() {
+                    batch.push(more);
+                }
+                settle(batch, &mut unclaimed);
+            }
+        }
+    }
+}
+
+fn settle(batch: Vec<Completed>, unclaimed: &mut Vec<(Vec<u8>, Instant)>) {
+    let now = Instant::now();
+    let mut batch: Vec<_> = batch
+        .into_iter()
+        .map(|(body, acked, returned, done)| {
+            if let Some(returned) = returned {
+                if *returned != *body {
+                    tracing::trace!("a returned message came with another publish's confirm");
+                }
+                unclaimed.push((returned, now));
+            }
+            (body, acked, done)
+        })
+        .collect();
+    for (body, acked, done) in batch.drain(..) {
+        let outcome = match unclaimed
+            .iter()
+            .position(|(returned, _)| **returned == *body)
+        {
+            Some(index) => {
+                unclaimed.swap_remove(index);
+                Ok(Outcome::Returned)
+            }
+            None => acked.map(|acked| {
+                if acked {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Nacked
+                }
+            }),
+        };
+        let _ = done.send(outcome);
+    }
+    unclaimed.retain(|(body, at)| {
+        let keep = now.duration_since(*at) < UNCLAIMED_GRACE;
+        if !keep {
+            tracing::warn!(
+                body = %String::from_utf8_lossy(&body[..body.len().min(200)]),
+                "the broker returned a message whose publish was already reported delivered"
+            );
+        }
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_oslos() {
+        let p = properties(Some(Duration::from_secs(10)));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(
+            p.content_encoding().as_ref().map(|s| s.as_str()),
+            Some("utf-8")
+        );
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(*p.priority(), Some(0));
+        assert_eq!(p.headers().as_ref().map(|h| h.inner().len()), Some(0));
+        assert_eq!(p.expiration().as_ref().map(|s| s.as_str()), Some("10000"));
+        assert!(properties(None).expiration().is_none());
+    }
+
+    #[test]
+    fn returned_messages_go_to_the_publish_with_the_same_body() {
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let (b_tx, mut b_rx) = oneshot::channel();
+        let a: Arc<[u8]> = b"a".as_slice().into();
+        let b: Arc<[u8]> = b"b".as_slice().into();
+        let mut unclaimed = Vec::new();
+        // b's return was handed to a's confirm.
+        settle(
+            vec![
+                (a, Ok(true), Some(b"b".to_vec()), a_tx),
+                (b, Ok(true), None, b_tx),
+            ],
+            &mut unclaimed,
+        );
+        assert_eq!(a_rx.try_recv().unwrap().unwrap(), Outcome::Delivered);
+        assert_eq!(b_rx.try_recv().unwrap().unwrap(), Outcome::Returned);
+        assert!(unclaimed.is_empty());
+    }
+}

@@ -1,0 +1,360 @@
+//! Consuming: a listen connection that declares its topology, consumes its queues and, when
+//! the connection breaks, reconnects with back-off, declares everything again and resumes,
+//! without its user noticing.
+//!
+//! One task owns the connection. It forwards deliveries to the user through a channel (so
+//! that receiving is cancel-safe) and performs the acks and rejects the user asks for, in
+//! order, so that on close every settlement asked for reaches the broker before the
+//! connection closes.
+//!
+//! Closing is graceful: consumers are cancelled, deliveries not handed out are requeued at
+//! once (for other consumers), and the connection stays open until every delivery handed
+//! out with a [`Guard`] has been settled, so that handlers still running can acknowledge
+//! what they took.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::FutureExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel, Connection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+
+use crate::connection::{Backoff, Connector, Failure};
+use crate::topology::{declare_all, Declaration};
+
+/// What a subscriber declares and consumes.
+pub(crate) struct Plan {
+    pub(crate) connector: Arc<Connector>,
+    /// Names the connection (`rpc-server`, `notify-listener`, `rpc-replies`).
+    pub(crate) role: &'static str,
+    pub(crate) declarations: Vec<Declaration>,
+    pub(crate) queues: Vec<String>,
+    /// Queues of this subscriber alone, deleted when it closes (fanout queues).
+    pub(crate) delete_on_close: Vec<String>,
+}
+
+/// A settlement asked for by the user.
+enum Settle {
+    Ack(Acker),
+    Reject { acker: Acker, requeue: bool },
+}
+
+/// What the user tells the task, beyond settlements.
+enum Control {
+    /// Cancel the consumers (and requeue what they had buffered); answer when done.
+    Stop(oneshot::Sender<()>),
+    /// The user gave back what it had not handed out: finish and close.
+    Finish,
+}
+
+/// Counts deliveries handed out and not settled yet.
+#[derive(Clone, Default)]
+struct Outstanding(Arc<AtomicUsize>);
+
+/// Held with a delivery handed out until it is settled: the connection stays open meanwhile.
+pub(crate) struct Guard(Arc<AtomicUsize>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A running subscription.
+pub(crate) struct Subscriber {
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    settle: mpsc::UnboundedSender<Settle>,
+    control: Option<mpsc::UnboundedSender<Control>>,
+    outstanding: Outstanding,
+    task: Option<JoinHandle<()>>,
+}
+
+/// One connection's channel and its merged consumers; `None` items mark a consumer's end.
+struct Live {
+    connection: Connection,
+    channel: Channel,
+    deliveries: BoxStream<'static, Option<lapin::Result<Delivery>>>,
+}
+
+impl Plan {
+    async fn setup(&self) -> Result<Live, Failure> {
+        let connection = self
+            .connector
+            .connect(self.role)
+            .await
+            .map_err(Failure::from_error)?;
+        let lapin_failure = |what: &str| {
+            let what = what.to_owned();
+            move |e: lapin::Error| Failure::from_lapin(&what, &e)
+        };
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(lapin_failure("opening a channel"))?;
+        let prefetch = self.connector.config().rabbit_qos_prefetch_count;
+        if prefetch > 0 {
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(lapin_failure("setting the prefetch count"))?;
+        }
+        declare_all(&channel, &self.declarations).await?;
+        let mut consumers = Vec::with_capacity(self.queues.len());
+        for (index, queue) in self.queues.iter().enumerate() {
+            // Consumer tags are per-connection counters, as oslo's.
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    (index + 1).to_string().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(lapin_failure(&format!("consuming `{queue}`")))?;
+            consumers.push(
+                consumer
+                    .map(Some)
+                    .chain(stream::once(async { None }))
+                    .boxed(),
+            );
+        }
+        Ok(Live {
+            connection,
+            channel,
+            deliveries: stream::select_all(consumers).boxed(),
+        })
+    }
+}
+
+impl Subscriber {
+    /// Connect, declare and consume (one pass over the hosts), then keep consuming in the
+    /// background.
+    pub(crate) async fn start(plan: Plan) -> Result<Self, Failure> {
+        let live = plan.setup().await?;
+        let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+        let (settle, settle_rx) = mpsc::unbounded_channel();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let outstanding = Outstanding::default();
+        let task = tokio::spawn(run(
+            plan,
+            live,
+            deliveries_tx,
+            settle_rx,
+            control_rx,
+            outstanding.clone(),
+        ));
+        Ok(Self {
+            deliveries,
+            settle,
+            control: Some(control),
+            outstanding,
+            task: Some(task),
+        })
+    }
+
+    /// The next delivery; `None` once closed. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> Option<Delivery> {
+        self.control.as_ref()?;
+        self.deliveries.recv().await
+    }
+
+    /// Keep the connection open until the returned guard is dropped (after settling).
+    pub(crate) fn guard(&self) -> Guard {
+        self.outstanding.0.fetch_add(1, Ordering::AcqRel);
+        Guard(self.outstanding.0.clone())
+    }
+
+    /// Acknowledge a delivery (sent in order, before the connection closes).
+    pub(crate) fn ack(&self, acker: Acker) {
+        let _ = self.settle.send(Settle::Ack(acker));
+    }
+
+    /// Reject a delivery: dropped, or requeued.
+    pub(crate) fn reject(&self, acker: Acker, requeue: bool) {
+        let _ = self.settle.send(Settle::Reject { acker, requeue });
+    }
+
+    /// Stop consuming: deliveries not handed out go back to the broker at once, pending
+    /// settlements are sent, guarded deliveries are waited for, this subscriber's own queues
+    /// deleted and the connection closed.
+    pub(crate) async fn close(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        let (stopped, stopped_rx) = oneshot::channel();
+        if control.send(Control::Stop(stopped)).is_ok() {
+            let _ = stopped_rx.await;
+        }
+        self.deliveries.close();
+        while let Ok(delivery) = self.deliveries.try_recv() {
+            self.reject(delivery.acker, true);
+        }
+        let _ = control.send(Control::Finish);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn apply(settle: Settle) {
+    let result = match settle {
+        Settle::Ack(acker) => acker.ack(BasicAckOptions::default()).await,
+        Settle::Reject { acker, requeue } => acker.reject(BasicRejectOptions { requeue }).await,
+    };
+    match result {
+        Ok(true) => {}
+        // The delivery's channel is gone: the broker redelivers it.
+        Ok(false) => tracing::debug!("settling a delivery of a closed channel"),
+        Err(error) => tracing::debug!(%error, "settling a delivery failed"),
+    }
+}
+
+async fn run(
+    plan: Plan,
+    live: Live,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    mut settle: mpsc::UnboundedReceiver<Settle>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    outstanding: Outstanding,
+) {
+    let mut live = Some(live);
+    let mut backoff = Backoff::new(plan.connector.config());
+    // Why the loop ended: a stop to answer, or `None` when the user went away.
+    let stopped: Option<oneshot::Sender<()>> = loop {
+        let Some(current) = live.as_mut() else {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                command = control.recv() => match command {
+                    Some(Control::Stop(stopped)) => break Some(stopped),
+                    Some(Control::Finish) | None => break None,
+                },
+                _ = sleep(delay) => {}
+            }
+            // Settlements of deliveries from the lost connection cannot be sent any more.
+            while settle.try_recv().is_ok() {}
+            match plan.setup().await {
+                Ok(new) => {
+                    tracing::info!(role = plan.role, queues = ?plan.queues, "reconnected to RabbitMQ and resumed consuming");
+                    backoff.reset();
+                    live = Some(new);
+                }
+                Err(Failure::Retry(error) | Failure::Fatal(error)) => {
+                    tracing::warn!(role = plan.role, %error, "cannot resume consuming yet; retrying");
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            biased;
+            command = settle.recv() => match command {
+                Some(command) => apply(command).await,
+                None => break None,
+            },
+            command = control.recv() => match command {
+                Some(Control::Stop(stopped)) => break Some(stopped),
+                Some(Control::Finish) | None => break None,
+            },
+            item = current.deliveries.next() => match item {
+                Some(Some(Ok(delivery))) => {
+                    if deliveries.send(delivery).is_err() {
+                        break None;
+                    }
+                }
+                other => {
+                    let why = match other {
+                        Some(Some(Err(error))) => error.to_string(),
+                        _ => "the broker cancelled a consumer".into(),
+                    };
+                    tracing::warn!(role = plan.role, %why, "lost the RabbitMQ subscription; reconnecting");
+                    if let Some(lost) = live.take() {
+                        close_connection(&lost.connection).await;
+                    }
+                }
+            },
+        }
+    };
+    drop(deliveries);
+    if let Some(live) = live.as_mut() {
+        // No more deliveries; what the consumers had buffered goes back to the broker now.
+        for tag in 1..=plan.queues.len() {
+            let _ = live
+                .channel
+                .basic_cancel(
+                    tag.to_string().as_str().into(),
+                    BasicCancelOptions::default(),
+                )
+                .await;
+        }
+        loop {
+            match live.deliveries.next().now_or_never() {
+                Some(Some(Some(Ok(delivery)))) => {
+                    apply(Settle::Reject {
+                        acker: delivery.acker,
+                        requeue: true,
+                    })
+                    .await
+                }
+                Some(Some(_)) => continue,
+                Some(None) | None => break,
+            }
+        }
+    }
+    if let Some(stopped) = stopped {
+        let _ = stopped.send(());
+        // Wait for the user to give back what it had not handed out.
+        loop {
+            tokio::select! {
+                command = settle.recv() => match command {
+                    Some(command) => apply(command).await,
+                    None => break,
+                },
+                command = control.recv() => match command {
+                    Some(Control::Stop(_)) => continue,
+                    Some(Control::Finish) | None => break,
+                },
+            }
+        }
+    }
+    // Every settlement asked for goes out, and handlers still running may settle what they
+    // took, before the connection closes.
+    loop {
+        while let Ok(command) = settle.try_recv() {
+            apply(command).await;
+        }
+        let connected = live
+            .as_ref()
+            .is_some_and(|l| l.connection.status().connected());
+        if !connected || outstanding.0.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(live) = live {
+        for queue in &plan.delete_on_close {
+            if let Err(error) = live
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                tracing::debug!(%error, queue, "could not delete the queue");
+            }
+        }
+        close_connection(&live.connection).await;
+    }
+}
+
+async fn close_connection(connection: &Connection) {
+    if connection.status().connected() {
+        let _ = connection.close(200, "OK".into()).await;
+    }
+}

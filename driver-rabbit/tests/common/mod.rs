@@ -1,0 +1,242 @@
+//! Helpers shared by the integration tests: the broker URL (and the skip rule), unique names,
+//! raw AMQP access and `rabbitmqctl`.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use messaging_core::TransportUrl;
+use serde_json::Value;
+
+/// The broker URL from `RABBIT_URL`, after installing the driver. `None` (with a visible
+/// `skipped:` line) when it is unset, unless `MESSAGING_REQUIRE_BROKERS=1`: then the test fails.
+pub fn rabbit_url(test: &str) -> Option<String> {
+    match std::env::var("RABBIT_URL") {
+        Ok(url) if !url.is_empty() => {
+            init_logs();
+            messaging_core::install_driver(Arc::new(driver_rabbit::RabbitDriver));
+            Some(url)
+        }
+        _ => {
+            if std::env::var("MESSAGING_REQUIRE_BROKERS").as_deref() == Ok("1") {
+                panic!("{test}: RABBIT_URL is not set but MESSAGING_REQUIRE_BROKERS=1");
+            }
+            println!("skipped: {test}: RABBIT_URL not set");
+            None
+        }
+    }
+}
+
+/// Logs on the test output, filtered by `RUST_LOG` (e.g. `RUST_LOG=driver_rabbit=debug`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// `url` with query options added.
+pub fn with_options(url: &str, options: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{options}")
+}
+
+/// A name no other test or run uses: `<prefix>_<8 hex digits>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &messaging_core::wire::new_id()[..8])
+}
+
+/// A raw AMQP connection and channel to the broker of `url`, for checks behind the driver's back.
+pub async fn raw(url: &str) -> (Connection, Channel) {
+    let url = TransportUrl::parse(url).unwrap();
+    let host = &url.hosts[0];
+    let vhost = url
+        .virtual_host
+        .as_deref()
+        .unwrap_or("/")
+        .replace('/', "%2f");
+    let uri = format!(
+        "amqp://{}:{}@{}:{}/{vhost}",
+        host.username.as_deref().unwrap_or("guest"),
+        host.password.as_deref().unwrap_or("guest"),
+        host.hostname,
+        host.port_or(5672)
+    );
+    let connection = Connection::connect(&uri, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    (connection, channel)
+}
+
+/// Declare a plain queue (no arguments) and bind it.
+pub async fn raw_queue(channel: &Channel, queue: &str, exchange: &str, key: &str) {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    if !exchange.is_empty() {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Publish raw bytes.
+pub async fn raw_publish(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// The properties oslo sets.
+pub fn json_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_delivery_mode(2)
+        .with_priority(0)
+        .with_headers(FieldTable::default())
+}
+
+/// Wait up to `within` for a message in `queue` (basic.get, acknowledged).
+pub async fn raw_get(
+    channel: &Channel,
+    queue: &str,
+    within: Duration,
+) -> Option<lapin::message::BasicGetMessage> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if got.is_some() || tokio::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Decode an oslo envelope body: (outer JSON, inner message dict).
+pub fn envelope(body: &[u8]) -> (Value, serde_json::Map<String, Value>) {
+    let outer: Value = serde_json::from_slice(body).unwrap();
+    let inner = outer["oslo.message"]
+        .as_str()
+        .expect("an oslo.message string");
+    let Value::Object(inner) = serde_json::from_str(inner).unwrap() else {
+        panic!("inner message is not an object")
+    };
+    (outer, inner)
+}
+
+/// `rabbitmqctl <args> --formatter json -q`, parsed (a list of objects).
+pub fn rabbitmqctl(args: &[&str]) -> Vec<Value> {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("running rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match serde_json::from_slice(&output.stdout) {
+        Ok(Value::Array(rows)) => rows,
+        other => panic!("rabbitmqctl {args:?}: unexpected output {other:?}"),
+    }
+}
+
+/// Queues whose name starts with `prefix`: name → row (name, durable, auto_delete,
+/// exclusive, arguments, messages, consumers).
+pub fn queues(prefix: &str) -> Vec<Value> {
+    rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "durable",
+        "auto_delete",
+        "exclusive",
+        "arguments",
+        "messages",
+        "consumers",
+    ])
+    .into_iter()
+    .filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+    .collect()
+}
+
+/// The row of one queue, if it exists.
+pub fn queue(name: &str) -> Option<Value> {
+    queues(name).into_iter().find(|q| q["name"] == name)
+}
+
+/// Exchanges whose name starts with `prefix`.
+pub fn exchanges(prefix: &str) -> Vec<Value> {
+    rabbitmqctl(&["list_exchanges", "name", "type", "durable", "auto_delete"])
+        .into_iter()
+        .filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .collect()
+}
+
+/// Bindings `(source, destination, routing key)` whose destination starts with `prefix`.
+pub fn bindings(prefix: &str) -> Vec<(String, String, String)> {
+    rabbitmqctl(&[
+        "list_bindings",
+        "source_name",
+        "destination_name",
+        "routing_key",
+    ])
+    .into_iter()
+    .filter(|b| {
+        b["destination_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with(prefix))
+    })
+    .map(|b| {
+        let s = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+        (s("source_name"), s("destination_name"), s("routing_key"))
+    })
+    .collect()
+}
+
+/// Delete the queues a test leaves behind on purpose (oslo keeps topic queues).
+pub async fn delete_queues(url: &str, names: &[String]) {
+    let (connection, channel) = raw(url).await;
+    for name in names {
+        let _ = channel
+            .queue_delete(name.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = connection.close(200, "OK".into()).await;
+}

@@ -1,0 +1,760 @@
+//! Interoperability with the real Python oslo.messaging through RabbitMQ, using
+//! `tests/interop/oslo_peer.py` (python: `$OSLO_PYTHON`, default `target/oslo-venv/bin/python`
+//! in the workspace). Skipped when `RABBIT_URL` or the python is missing, unless
+//! `MESSAGING_REQUIRE_BROKERS=1`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use messaging_core::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// How long a Python peer may take to answer.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `(RABBIT_URL, python)`, or `None` (with a `skipped:` line) when either is missing.
+fn setup(test: &str) -> Option<(String, PathBuf)> {
+    let url = rabbit_url(test)?;
+    let python = std::env::var_os("OSLO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/oslo-venv/bin/python"));
+    if python.exists() {
+        return Some((url, python));
+    }
+    if std::env::var("MESSAGING_REQUIRE_BROKERS").as_deref() == Ok("1") {
+        panic!("{test}: no oslo.messaging python at {}", python.display());
+    }
+    println!(
+        "skipped: {test}: no oslo.messaging python at {} (set OSLO_PYTHON)",
+        python.display()
+    );
+    None
+}
+
+fn peer_command(python: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(python);
+    command
+        .arg(workspace().join("tests/interop/oslo_peer.py"))
+        .args(args)
+        .env("PYTHONWARNINGS", "ignore");
+    command
+}
+
+/// A long-running Python peer (`server`, `listen`): its JSON lines, killed on drop.
+struct Peer {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Peer {
+    fn spawn(python: &Path, name: &str, args: &[&str]) -> Self {
+        let mut child = peer_command(python, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting oslo_peer.py");
+        let (tx, lines) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(value) => {
+                        let _ = tx.send(value);
+                    }
+                    Err(_) => eprintln!("oslo_peer.py printed a non-JSON line: {line}"),
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Peer {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next JSON line, failing (with the peer's stderr) after `WAIT`.
+    async fn next(&mut self) -> Value {
+        match tokio::time::timeout(WAIT, self.lines.recv()).await {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "{}: no output within {WAIT:?}; stderr:\n{}",
+                self.name,
+                self.stderr.lock().unwrap()
+            ),
+        }
+    }
+
+    /// Wait for `{"event": "ready"}`.
+    async fn ready(mut self) -> Self {
+        let line = self.next().await;
+        assert_eq!(line["event"], "ready", "{}: {line}", self.name);
+        self
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // A server stops cleanly when its stdin closes (deleting its fanout queue); kill it
+        // if it takes too long.
+        self.stdin.take();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `oslo_peer.py call …` and return its one JSON line.
+async fn py_call(python: &Path, args: Vec<String>) -> Value {
+    let python = python.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = peer_command(&python, &args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running oslo_peer.py");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .rfind(|l| l.starts_with('{'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "oslo_peer.py {args:?} printed nothing; stderr:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        serde_json::from_str(line).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn ctx() -> Context {
+    Context::new()
+        .with("user_id", "u-1")
+        .with("project_id", "p-1")
+        .with("request_id", "req-123")
+}
+
+fn nested() -> Value {
+    json!({"a": 1, "b": [1, 2, 3], "c": {"nested": "\u{fc}\u{1F600}"}, "d": null, "e": 1.5, "f": true})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_python_server() {
+    let Some((url, python)) = setup("rust_client_python_server") else {
+        return;
+    };
+    let topic = unique("interop_rc");
+    let mut server = Peer::spawn(
+        &python,
+        "python server",
+        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
+    )
+    .ready()
+    .await;
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let client =
+        RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
+
+    // Echo a nested value with non-ASCII text.
+    let echoed: Value = client
+        .call(&ctx(), "echo", &json!({"value": nested()}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, nested());
+
+    // Cast: the server records it, with our context.
+    client
+        .cast(&ctx(), "record", &json!({"value": "cast-value"}))
+        .await
+        .unwrap();
+    let line = server.next().await;
+    assert_eq!(line["event"], "cast");
+    assert_eq!(line["value"], "cast-value");
+    assert_eq!(line["ctxt"]["user_id"], "u-1");
+    assert_eq!(line["ctxt"]["request_id"], "req-123");
+
+    // Server-directed call; the endpoint sees our context plus oslo's client_timeout.
+    let who: Value = client
+        .prepare()
+        .server("s1")
+        .call(&ctx(), "whoami", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(who["server"], "s1");
+    assert_eq!(who["ctxt"]["project_id"], "p-1");
+    assert!(
+        who["ctxt"]
+            .as_object()
+            .unwrap()
+            .contains_key("client_timeout"),
+        "{who}"
+    );
+
+    // Namespace and version.
+    let other: Value = client
+        .prepare()
+        .namespace("otherns")
+        .version("2.1")
+        .call(&ctx(), "whoami", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(other, json!({"server": "s1", "namespace": "otherns"}));
+
+    // A remote ValueError.
+    match client.call::<Value>(&ctx(), "fail", &json!({})).await {
+        Err(MessagingError::Remote(remote)) => {
+            assert_eq!(
+                (remote.class.as_str(), remote.module.as_str()),
+                ("ValueError", "builtins")
+            );
+            assert_eq!(
+                remote.message,
+                "fail() was called: this is the remote ValueError"
+            );
+            assert!(remote.traceback.len() > 1, "{remote:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Unknown method, unsupported version.
+    match client
+        .call::<Value>(&ctx(), "no_such_method", &json!({}))
+        .await
+    {
+        Err(MessagingError::NoSuchMethod { method, .. }) => assert_eq!(method, "no_such_method"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match client
+        .prepare()
+        .version("1.9")
+        .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
+        .await
+    {
+        Err(MessagingError::UnsupportedVersion { version, .. }) => assert_eq!(version, "1.9"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A server that does not exist: the call times out.
+    let started = std::time::Instant::now();
+    match client
+        .prepare()
+        .server("nosuchserver")
+        .timeout(Duration::from_secs(2))
+        .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
+        .await
+    {
+        Err(MessagingError::Timeout { .. }) => assert!(started.elapsed() >= Duration::from_secs(2)),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A long call kept alive by call-monitor heartbeats.
+    let slept: f64 = client
+        .prepare()
+        .timeout(Duration::from_secs(10))
+        .call_monitor_timeout(Duration::from_secs(2))
+        .call(&ctx(), "sleep", &json!({"seconds": 3.5}))
+        .await
+        .unwrap();
+    assert_eq!(slept, 3.5);
+
+    transport.close().await;
+    drop(server);
+    delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_fanout_reaches_every_python_server() {
+    let Some((url, python)) = setup("rust_fanout_reaches_every_python_server") else {
+        return;
+    };
+    let topic = unique("interop_rf");
+    let servers = [
+        Peer::spawn(
+            &python,
+            "python server 1",
+            &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
+        ),
+        Peer::spawn(
+            &python,
+            "python server 2",
+            &["server", "--url", &url, "--topic", &topic, "--server", "s2"],
+        ),
+    ];
+    let mut ready = Vec::new();
+    for server in servers {
+        ready.push(server.ready().await);
+    }
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let client = RpcClient::new(transport.clone(), Target::topic(&topic));
+    client
+        .prepare()
+        .fanout(true)
+        .cast(&ctx(), "record", &json!({"value": "fanout"}))
+        .await
+        .unwrap();
+    for server in &mut ready {
+        let line = server.next().await;
+        assert_eq!(
+            (line["event"].clone(), line["value"].clone()),
+            (json!("cast"), json!("fanout"))
+        );
+    }
+    transport.close().await;
+    drop(ready);
+    delete_queues(
+        &url,
+        &[topic.clone(), format!("{topic}.s1"), format!("{topic}.s2")],
+    )
+    .await;
+}
+
+/// A Rust server with the same endpoints as the Python peer's.
+async fn rust_server(
+    url: &str,
+    topic: &str,
+    server: &str,
+    casts: mpsc::UnboundedSender<(Value, Value)>,
+) -> ServiceHandle {
+    let transport = get_rpc_transport(url).await.unwrap();
+    let name = server.to_owned();
+    let other_name = server.to_owned();
+    let default = Endpoint::new()
+        .version("1.3")
+        .method("echo", |_ctx: Context, args: Value| async move {
+            Ok::<_, RemoteError>(args["value"].clone())
+        })
+        .method("fail", |_ctx: Context, _args: Value| async move {
+            Err::<Value, _>(RemoteError::value_error(
+                "fail() was called: this is the remote ValueError",
+            ))
+        })
+        .method("sleep", |_ctx: Context, args: Value| async move {
+            let seconds = args["seconds"].as_f64().unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            Ok::<_, RemoteError>(seconds)
+        })
+        .method("whoami", move |ctx: Context, _args: Value| {
+            let name = name.clone();
+            async move { Ok::<_, RemoteError>(json!({"server": name, "ctxt": ctx.0})) }
+        })
+        .method("record", move |ctx: Context, args: Value| {
+            let casts = casts.clone();
+            async move {
+                casts
+                    .send((args["value"].clone(), Value::Object(ctx.0)))
+                    .unwrap();
+                Ok::<_, RemoteError>(Value::Null)
+            }
+        });
+    let other = Endpoint::new().namespace("otherns").version("2.1").method(
+        "whoami",
+        move |_ctx: Context, _args: Value| {
+            let name = other_name.clone();
+            async move { Ok::<_, RemoteError>(json!({"server": name, "namespace": "otherns"})) }
+        },
+    );
+    RpcServer::new(transport, Target::topic(topic).server(server))
+        .endpoint(default)
+        .endpoint(other)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_rust_server() {
+    let Some((url, python)) = setup("python_client_rust_server") else {
+        return;
+    };
+    let topic = unique("interop_pc");
+    let (casts_tx, mut casts) = mpsc::unbounded_channel();
+    let (fanout_tx, mut fanout_casts) = mpsc::unbounded_channel();
+    let s1 = rust_server(&url, &topic, "s1", casts_tx).await;
+    let s2 = rust_server(&url, &topic, "s2", fanout_tx).await;
+    let base = |extra: &[&str]| {
+        let mut args = strings(&["call", "--url", &url, "--topic", &topic, "--timeout", "20"]);
+        args.extend(strings(extra));
+        args
+    };
+    let ctxt = r#"{"user_id": "u-1", "request_id": "req-py"}"#;
+    let echo_args = format!(r#"{{"value": {}}}"#, nested());
+    // Every call at once: each Python process takes a second to start.
+    let calls = vec![
+        base(&["--server", "s1", "--method", "echo", "--args", &echo_args]),
+        base(&["--server", "s1", "--method", "whoami", "--ctxt", ctxt]),
+        base(&[
+            "--method",
+            "whoami",
+            "--namespace",
+            "otherns",
+            "--version",
+            "2.1",
+        ]),
+        base(&["--method", "fail"]),
+        base(&["--method", "no_such_method"]),
+        base(&[
+            "--method",
+            "echo",
+            "--version",
+            "1.9",
+            "--args",
+            r#"{"value": 1}"#,
+        ]),
+        {
+            let mut args = strings(&[
+                "call",
+                "--url",
+                &url,
+                "--topic",
+                &topic,
+                "--server",
+                "nosuchserver",
+            ]);
+            args.extend(strings(&[
+                "--timeout",
+                "2",
+                "--method",
+                "echo",
+                "--args",
+                r#"{"value": 1}"#,
+            ]));
+            args
+        },
+        base(&[
+            "--method",
+            "sleep",
+            "--args",
+            r#"{"seconds": 3.5}"#,
+            "--call-monitor-timeout",
+            "2",
+            "--timeout",
+            "10",
+        ]),
+        base(&[
+            "--server",
+            "s1",
+            "--method",
+            "record",
+            "--args",
+            r#"{"value": "cast-value"}"#,
+            "--cast",
+            "--ctxt",
+            ctxt,
+        ]),
+        base(&[
+            "--method",
+            "record",
+            "--args",
+            r#"{"value": "fanout-value"}"#,
+            "--fanout",
+        ]),
+    ];
+    let results =
+        futures_util::future::join_all(calls.into_iter().map(|args| py_call(&python, args))).await;
+    let [echo, whoami, otherns, fail, no_such, bad_version, missing, monitored, cast, fanout]: [Value; 10] =
+        results.try_into().unwrap();
+
+    assert_eq!(echo["result"], nested(), "{echo}");
+    assert_eq!(whoami["result"]["server"], "s1", "{whoami}");
+    let seen_ctxt = &whoami["result"]["ctxt"];
+    assert_eq!(
+        (
+            seen_ctxt["user_id"].clone(),
+            seen_ctxt["request_id"].clone()
+        ),
+        (json!("u-1"), json!("req-py"))
+    );
+    assert!(
+        ["s1", "s2"].contains(&otherns["result"]["server"].as_str().unwrap()),
+        "{otherns}"
+    );
+    assert_eq!(otherns["result"]["namespace"], "otherns");
+    // builtins come back as the same class, with the remote traceback appended.
+    assert_eq!(fail["error"]["class"], "ValueError", "{fail}");
+    assert!(
+        fail["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("fail() was called"),
+        "{fail}"
+    );
+    // oslo_messaging.rpc.dispatcher is not an allowed module: RemoteError(exc_type=...).
+    assert_eq!(
+        (
+            no_such["error"]["class"].clone(),
+            no_such["error"]["exc_type"].clone()
+        ),
+        (json!("RemoteError"), json!("NoSuchMethod")),
+        "{no_such}"
+    );
+    assert_eq!(
+        (
+            bad_version["error"]["class"].clone(),
+            bad_version["error"]["exc_type"].clone()
+        ),
+        (json!("RemoteError"), json!("UnsupportedVersion")),
+        "{bad_version}"
+    );
+    assert_eq!(missing["error"]["class"], "MessagingTimeout", "{missing}");
+    assert_eq!(monitored["result"], 3.5, "{monitored}");
+    assert_eq!(cast, json!({"result": null}));
+    assert_eq!(fanout, json!({"result": null}));
+    // s1 got the directed cast and the fanout cast (in either order), s2 the fanout cast.
+    let mut at_s1 = Vec::new();
+    for _ in 0..2 {
+        at_s1.push(
+            tokio::time::timeout(WAIT, casts.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    at_s1.sort_by_key(|(value, _)| value.to_string());
+    assert_eq!(
+        (at_s1[0].0.clone(), at_s1[1].0.clone()),
+        (json!("cast-value"), json!("fanout-value"))
+    );
+    assert_eq!(at_s1[0].1["user_id"], "u-1");
+    let (value, _) = tokio::time::timeout(WAIT, fanout_casts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(value, "fanout-value");
+
+    s1.shutdown().await;
+    s2.shutdown().await;
+    delete_queues(
+        &url,
+        &[topic.clone(), format!("{topic}.s1"), format!("{topic}.s2")],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_notifier_python_listener() {
+    let Some((url, python)) = setup("rust_notifier_python_listener") else {
+        return;
+    };
+    let topic = unique("interop_rn");
+    let pool_topic = unique("interop_rnp");
+    let pool = unique("interop_pool");
+    let count = Priority::ALL.len().to_string();
+    let listeners = [
+        Peer::spawn(
+            &python,
+            "python listener",
+            &[
+                "listen", "--url", &url, "--topic", &topic, "--count", &count,
+            ],
+        ),
+        Peer::spawn(
+            &python,
+            "python pool listener",
+            &[
+                "listen",
+                "--url",
+                &url,
+                "--topic",
+                &pool_topic,
+                "--pool",
+                &pool,
+                "--count",
+                "2",
+            ],
+        ),
+    ];
+    let mut ready = Vec::new();
+    for listener in listeners {
+        ready.push(listener.ready().await);
+    }
+    let [mut listener, mut pooled]: [Peer; 2] = ready.try_into().ok().unwrap();
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "compute.host1").topics([topic.clone()]);
+    for priority in Priority::ALL {
+        notifier
+            .notify(
+                &ctx(),
+                priority,
+                &format!("test.{}", priority.as_str()),
+                &json!({"prio": priority.as_str(), "v": nested()}),
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in Priority::ALL {
+        let line = listener.next().await;
+        let priority = line["priority"].as_str().unwrap().to_owned();
+        assert_eq!(line["publisher_id"], "compute.host1");
+        assert_eq!(line["event_type"], format!("test.{priority}"));
+        assert_eq!(line["payload"], json!({"prio": priority, "v": nested()}));
+        assert_eq!(line["ctxt"]["user_id"], "u-1", "{line}");
+        assert_eq!(line["metadata"]["message_id"].as_str().unwrap().len(), 36);
+        seen.push(priority);
+    }
+    seen.sort();
+    let mut expected: Vec<String> = Priority::ALL
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let pool_notifier = Notifier::new(transport.clone(), "p").topics([pool_topic.clone()]);
+    pool_notifier.info(&ctx(), "pool.one", &1).await.unwrap();
+    pool_notifier.error(&ctx(), "pool.two", &2).await.unwrap();
+    let mut events = vec![
+        pooled.next().await["event_type"].clone(),
+        pooled.next().await["event_type"].clone(),
+    ];
+    events.sort_by_key(|e| e.to_string());
+    assert_eq!(events, [json!("pool.one"), json!("pool.two")]);
+
+    transport.close().await;
+    drop((listener, pooled));
+    let mut queues: Vec<String> = Priority::ALL
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("{topic}.{}", p.as_str()),
+                format!("{pool_topic}.{}", p.as_str()),
+            ]
+        })
+        .collect();
+    queues.push(pool);
+    delete_queues(&url, &queues).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_notifier_rust_listener() {
+    let Some((url, python)) = setup("python_notifier_rust_listener") else {
+        return;
+    };
+    let topic = unique("interop_pn");
+    let transport = get_notification_transport(&url).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let listener = NotificationListener::new(transport.clone())
+        .target(Target::topic(&topic))
+        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
+            let tx = tx.clone();
+            async move {
+                tx.send(n).unwrap();
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    let payload = nested().to_string();
+    let common_args = |driver: &str, priority: &str, event: &str| {
+        strings(&[
+            "notify",
+            "--url",
+            &url,
+            "--topic",
+            &topic,
+            "--publisher-id",
+            "compute.host1",
+            "--event-type",
+            event,
+            "--payload",
+            &payload,
+            "--priority",
+            priority,
+            "--driver",
+            driver,
+            "--ctxt-kind",
+            "object",
+            "--ctxt",
+            r#"{"user_id": "u-py", "request_id": "req-py"}"#,
+        ])
+    };
+    let sends = [
+        common_args("messagingv2", "info", "v2.info"),
+        common_args("messaging", "warning", "v1.warning"),
+        common_args("messagingv2", "sample", "v2.sample"),
+    ];
+    for result in
+        futures_util::future::join_all(sends.into_iter().map(|args| py_call(&python, args))).await
+    {
+        assert_eq!(result, json!({"sent": 1}));
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    got.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+    let summary: Vec<(&str, Priority)> = got
+        .iter()
+        .map(|n| (n.event_type.as_str(), n.priority))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("v1.warning", Priority::Warn),
+            ("v2.info", Priority::Info),
+            ("v2.sample", Priority::Sample)
+        ]
+    );
+    for n in &got {
+        assert_eq!(n.publisher_id, "compute.host1");
+        assert_eq!(n.payload, nested());
+        assert_eq!(n.context.get_str("user_id"), Some("u-py"), "{n:?}");
+        assert_eq!(n.metadata.message_id.len(), 36);
+        assert!(n.metadata.timestamp.len() >= 19);
+    }
+    listener.shutdown().await;
+    transport.close().await;
+    let queues: Vec<String> = Priority::ALL
+        .iter()
+        .map(|p| format!("{topic}.{}", p.as_str()))
+        .collect();
+    delete_queues(&url, &queues).await;
+}

@@ -1,0 +1,356 @@
+//! `omsg` as scripts use it: the real binary, its JSON output and its exit codes, on
+//! `memory://` (in-process bench) and on every broker whose URL variable is set.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn omsg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_omsg"))
+        .args(args)
+        .env_remove("OSLO_RPC_URL")
+        .env_remove("OSLO_NOTIFY_URL")
+        .output()
+        .expect("omsg runs")
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("`{line}` is not JSON: {e}"))
+        })
+        .collect()
+}
+
+/// Kills the child process when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `omsg` in the background and wait until it prints a line containing `ready` on
+/// stderr or stdout (serve prints to stderr; bench servers print `{"event":"ready"}`).
+fn spawn(args: &[&str], ready_on_stderr: bool) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omsg"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("omsg starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        line.clear();
+        let read = if ready_on_stderr {
+            stderr.read_line(&mut line)
+        } else {
+            stdout.read_line(&mut line)
+        };
+        assert!(
+            read.unwrap_or(0) > 0,
+            "omsg {args:?} exited before it was ready"
+        );
+        if line.contains("serving") || line.contains("ready") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "omsg {args:?} never got ready");
+    }
+    std::thread::spawn(move || {
+        // Keep draining the pipes so that the child never blocks on a full one.
+        let mut sink = String::new();
+        while stderr.read_line(&mut sink).unwrap_or(0) > 0
+            || stdout.read_line(&mut sink).unwrap_or(0) > 0
+        {
+            sink.clear();
+        }
+    });
+    Running(child)
+}
+
+#[test]
+fn help_works_for_every_command() {
+    for command in ["call", "cast", "ping", "serve", "notify", "listen", "bench"] {
+        let output = omsg(&[command, "--help"]);
+        assert!(output.status.success(), "{command} --help");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage: omsg"),
+            "{command} --help"
+        );
+    }
+    assert!(omsg(&["--help"]).status.success());
+}
+
+#[test]
+fn bad_input_exits_64_with_a_message() {
+    for args in [
+        &["call", "t", "m"][..],
+        &["--url", "memory://", "call", "t", "m", "{not json"],
+        &["--url", "memory://", "call", "t", "m", "[1]"],
+        &["--url", "nosuch://h", "call", "t", "m"],
+        &["--url", "memory://?bogus=1", "cast", "t", "m"],
+        &[
+            "--url",
+            "memory://",
+            "notify",
+            "t",
+            "e",
+            "{}",
+            "--priority",
+            "loud",
+        ],
+        &["--url", "memory://", "frobnicate"],
+    ] {
+        let output = omsg(args);
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.stderr.is_empty(), "{args:?} explains itself");
+    }
+}
+
+#[test]
+fn timeout_exits_2() {
+    let output = omsg(&[
+        "--url",
+        "memory://",
+        "call",
+        "nobody",
+        "echo",
+        "--timeout",
+        "0.2",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn bench_reports_json_for_every_mode_on_memory() {
+    for mode in ["rpc-call", "rpc-cast", "rpc-fanout", "notify"] {
+        let output = omsg(&[
+            "--url",
+            "memory://",
+            "bench",
+            mode,
+            "--count",
+            "200",
+            "--clients",
+            "4",
+            "--servers",
+            "2",
+            "--json",
+        ]);
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = &json_lines(&output)[0];
+        let expected = if mode == "rpc-fanout" { 400 } else { 200 };
+        assert_eq!(report["count"], expected, "{mode}: {report}");
+        for key in [
+            "mode",
+            "seconds",
+            "msgs_per_s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "cpu_ms_per_msg",
+        ] {
+            assert!(
+                !report[key].is_null(),
+                "{mode}: {key} missing from {report}"
+            );
+        }
+    }
+}
+
+/// Broker URLs to run the broker tests against, with whether they carry RPC.
+fn brokers() -> Vec<(String, bool)> {
+    let mut urls = Vec::new();
+    for (var, rpc) in [
+        ("RABBIT_URL", true),
+        ("AMQP1_URL", true),
+        ("KAFKA_URL", false),
+    ] {
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => urls.push((url, rpc)),
+            _ => println!("skipped: omsg against {var}: not set"),
+        }
+    }
+    urls
+}
+
+/// True if this build of omsg has a driver for `url`; says so when it has not.
+fn has_driver(url: &str) -> bool {
+    let schemes = json_lines(&omsg(&["schemes"]));
+    let scheme = url.split("://").next().unwrap_or_default();
+    let known = schemes[0]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s == scheme));
+    if !known {
+        println!("skipped: omsg against {scheme}://: no such driver in this build");
+    }
+    known
+}
+
+#[test]
+fn rpc_commands_against_brokers() {
+    for (url, rpc) in brokers() {
+        if !rpc || !has_driver(&url) {
+            continue;
+        }
+        let topic = format!("test_omsg_{}", std::process::id());
+        let _server = spawn(&["--url", &url, "serve", &topic, "--server", "s1"], true);
+        let call = omsg(&[
+            "--url",
+            &url,
+            "call",
+            &topic,
+            "echo",
+            r#"{"value": {"k": "ü"}}"#,
+        ]);
+        assert!(
+            call.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&call.stderr)
+        );
+        assert_eq!(json_lines(&call)[0], serde_json::json!({"k": "ü"}), "{url}");
+
+        let fail = omsg(&["--url", &url, "call", &topic, "fail"]);
+        assert_eq!(fail.status.code(), Some(1), "{url}");
+        assert!(
+            String::from_utf8_lossy(&fail.stderr).contains("ValueError"),
+            "{url}"
+        );
+
+        let missing = omsg(&[
+            "--url",
+            &url,
+            "call",
+            &topic,
+            "echo",
+            "--server",
+            "ghost",
+            "--timeout",
+            "1",
+        ]);
+        assert_eq!(missing.status.code(), Some(2), "{url}");
+
+        let ping = omsg(&["--url", &url, "ping", &topic, "--count", "2"]);
+        assert!(ping.status.success(), "{url}");
+        assert!(
+            json_lines(&ping).iter().all(|p| p["answer"] == "pong"),
+            "{url}"
+        );
+
+        let cast = omsg(&[
+            "--url",
+            &url,
+            "cast",
+            &topic,
+            "echo",
+            r#"{"value": 1}"#,
+            "--fanout",
+        ]);
+        assert!(cast.status.success(), "{url}");
+    }
+}
+
+#[test]
+fn notify_and_listen_against_brokers() {
+    for (url, _) in brokers() {
+        if !has_driver(&url) {
+            continue;
+        }
+        let topic = format!("test_omsgn_{}", std::process::id());
+        let kafka = url.starts_with("kafka");
+        let mut listen_args = vec![
+            "--url",
+            url.as_str(),
+            "listen",
+            topic.as_str(),
+            "--count",
+            "2",
+            "--idle-timeout",
+            "60",
+        ];
+        if kafka {
+            // Make the topics exist before the listener subscribes.
+            omsg(&["--url", &url, "notify", &topic, "warm.up", "{}"]);
+            omsg(&[
+                "--url",
+                &url,
+                "notify",
+                &topic,
+                "warm.up",
+                "{}",
+                "--priority",
+                "error",
+            ]);
+        }
+        listen_args.extend(["--pool", "test_omsg_pool"]);
+        let mut listener = Command::new(env!("CARGO_BIN_EXE_omsg"))
+            .args(&listen_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("listen starts");
+        std::thread::sleep(Duration::from_secs(if kafka { 8 } else { 2 }));
+        let sent = omsg(&["--url", &url, "notify", &topic, "compute.x", r#"{"n": 1}"#]);
+        assert!(
+            sent.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        omsg(&[
+            "--url",
+            &url,
+            "notify",
+            &topic,
+            "compute.y",
+            r#"{"n": 2}"#,
+            "--priority",
+            "error",
+            "--context",
+            r#"{"user_id": "u"}"#,
+        ]);
+        let output = {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while listener.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = listener.kill();
+            listener.wait_with_output().expect("listen output")
+        };
+        let lines = json_lines(&output);
+        let events: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l["event_type"].as_str())
+            .collect();
+        assert!(
+            events.contains(&"compute.x") && events.contains(&"compute.y"),
+            "{url}: {lines:?}"
+        );
+        let y = lines
+            .iter()
+            .find(|l| l["event_type"] == "compute.y")
+            .expect("compute.y");
+        assert_eq!(
+            (y["priority"].as_str(), y["context"]["user_id"].as_str()),
+            (Some("error"), Some("u")),
+            "{url}"
+        );
+    }
+}
