@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: this library (omsg bench), Python oslo.messaging and raw lapin,
+the same workloads on the same local RabbitMQ, each server and client in its own process.
+
+    bench/compare.py [--quick] [--json FILE]
+
+Builds the release binaries, makes sure RabbitMQ and the Python venv are up (.ci/brokers),
+runs every workload for every implementation and prints a Markdown table (and the raw
+results as JSON with --json). Figures are what this machine measured in this run; ratios
+come from one run so that machine noise mostly cancels.
+"""
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+# name, mode, concurrent senders, count per implementation
+WORKLOADS = [
+    ("sequential calls", "rpc-call", 1, {"python": 1000, "rust": 5000, "raw-lapin": 5000}),
+    ("concurrent calls (16 in flight)", "rpc-call", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
+    ("casts (16 senders)", "rpc-cast", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
+    ("notifications (16 senders)", "notify", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
+]
+IMPLEMENTATIONS = ["python", "rust", "raw-lapin"]
+
+
+def command(impl, role, mode, topic, count, clients):
+    if impl == "rust":
+        return [os.path.join(ROOT, "target/release/omsg"), "--url", RABBIT, "bench", mode, "--role", role,
+                "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"]
+    if impl == "python":
+        python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
+        return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", RABBIT, "--mode", mode,
+                "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)]
+    mode = "rpc-cast" if mode == "notify" else mode  # raw lapin: a notification is a confirmed publish
+    return [os.path.join(ROOT, "target/release/examples/raw_lapin_bench"), "--url", AMQP, "--role", role,
+            "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)]
+
+
+def json_line(stream, want, timeout):
+    """Read lines until one is a JSON object accepted by `want`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError("the process ended early")
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if want(obj):
+            return obj
+    raise RuntimeError("timed out")
+
+
+def run_one(impl, mode, clients, count):
+    topic = "bench_%s_%s" % (impl.replace("-", "_"), uuid.uuid4().hex[:8])
+    server = subprocess.Popen(command(impl, "server", mode, topic, count, clients), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        json_line(server.stdout, lambda o: o.get("event") == "ready", 120)
+        done = subprocess.run(command(impl, "client", mode, topic, count, clients), capture_output=True,
+                              text=True, timeout=900)
+        client = json.loads([l for l in done.stdout.splitlines() if l.startswith("{")][-1])
+        if mode == "rpc-call":
+            server.send_signal(signal.SIGINT)
+        summary = json_line(server.stdout, lambda o: o.get("role") == "server", 300)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    if mode == "rpc-call":
+        rate, p50, p99 = client["msgs_per_s"], client["p50_ms"], client["p99_ms"]
+    else:
+        seconds = (summary["last_receipt_unix_ns"] - client["start_unix_ns"]) / 1e9
+        rate, p50, p99 = summary["received"] / seconds, summary["p50_ms"], summary["p99_ms"]
+        if summary["received"] < count:
+            raise RuntimeError("%s %s: only %s of %s arrived" % (impl, mode, summary["received"], count))
+    return {"rate": rate, "p50_ms": p50, "p99_ms": p99, "client": client, "server": summary}
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "omsg"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-rabbit", "--example", "raw_lapin_bench"],
+                   cwd=ROOT, check=True)
+    subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python"], cwd=ROOT, check=True)
+
+
+def fmt(value, digits=0):
+    return "%.*f" % (digits, value)
+
+
+def table(results):
+    rows = ["| workload | metric | Python oslo.messaging | Rust (this library) | raw lapin | Rust ÷ Python | Rust ÷ raw lapin |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, mode, _, _ in WORKLOADS:
+        r = results[name]
+        py, rs, raw = r["python"], r["rust"], r["raw-lapin"]
+        metrics = [("msgs/s" + (" (end to end)" if mode != "rpc-call" else ""), "rate", 0, True)]
+        metrics += [("p50 ms", "p50_ms", 2, False), ("p99 ms", "p99_ms", 2, False)]
+        for label, key, digits, ratio in metrics:
+            rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                name, label, fmt(py[key], digits), fmt(rs[key], digits), fmt(raw[key], digits),
+                fmt(rs[key] / py[key], 1) + "×" if ratio else "", fmt(100 * rs[key] / raw[key]) + " %" if ratio else ""))
+        for side in ("client", "server"):
+            rows.append("| %s | CPU ms/msg, %s | %s | %s | %s | | |" % (
+                name, side, fmt(py[side]["cpu_ms_per_msg"], 3), fmt(rs[side]["cpu_ms_per_msg"], 3),
+                fmt(raw[side]["cpu_ms_per_msg"], 3)))
+            rows.append("| %s | peak RSS MiB, %s | %s | %s | %s | | |" % (
+                name, side, fmt(py[side]["peak_rss_mib"], 1), fmt(rs[side]["peak_rss_mib"], 1),
+                fmt(raw[side]["peak_rss_mib"], 1)))
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args()
+    build()
+    load_before = os.getloadavg()
+    started = time.time()
+    results = {}
+    for name, mode, clients, counts in WORKLOADS:
+        results[name] = {}
+        for impl in IMPLEMENTATIONS:
+            count = max(counts[impl] // (10 if args.quick else 1), 100)
+            print("… %s: %s, %d messages" % (name, impl, count), file=sys.stderr, flush=True)
+            results[name][impl] = run_one(impl, mode, clients, count)
+    print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s in all.\n" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
+        platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

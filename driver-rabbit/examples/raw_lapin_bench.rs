@@ -1,0 +1,341 @@
+//! The benchmark workloads of `omsg bench` written directly on lapin, without this library: the
+//! baseline that shows the library's own overhead (`bench/compare.py` runs both).
+//!
+//! ```text
+//! raw_lapin_bench --url amqp://guest:guest@127.0.0.1:5672/%2f --role server --mode rpc-call --topic T
+//! raw_lapin_bench --url … --role client --mode rpc-call --topic T --count 10000 --clients 16 --size 100
+//! ```
+//!
+//! Same semantics as the library's rabbit driver: every publish waits for its publisher
+//! confirm (many in flight with several clients), consumers acknowledge each message, calls
+//! are correlated through one reply queue per client process. Output: the JSON lines of
+//! `omsg bench --role …`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+struct Args {
+    url: String,
+    role: String,
+    mode: String,
+    topic: String,
+    count: u64,
+    clients: u64,
+    size: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        role: "server".into(),
+        mode: "rpc-call".into(),
+        topic: "raw_bench".into(),
+        count: 10_000,
+        clients: 1,
+        size: 100,
+    };
+    let mut it = std::env::args().skip(1);
+    while let (Some(flag), Some(value)) = (it.next(), it.next()) {
+        match flag.as_str() {
+            "--url" => args.url = value,
+            "--role" => args.role = value,
+            "--mode" => args.mode = value,
+            "--topic" => args.topic = value,
+            "--count" => args.count = value.parse().expect("--count N"),
+            "--clients" => args.clients = value.parse().expect("--clients N"),
+            "--size" => args.size = value.parse().expect("--size BYTES"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+fn properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+}
+
+/// Peak RSS in MiB and CPU seconds of this process, from /proc.
+fn usage() -> (f64, f64) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (rss, (ticks(11) + ticks(12)) / 100.0)
+}
+
+async fn channel(url: &str) -> (Connection, Channel) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    (connection, channel)
+}
+
+/// Publish and wait for the broker's confirm.
+async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    match args.role.as_str() {
+        "server" => server(&args).await,
+        "client" => client(&args).await,
+        other => panic!("unknown role {other}"),
+    }
+}
+
+async fn server(args: &Args) {
+    let (_connection, channel) = channel(&args.url).await;
+    channel
+        .queue_declare(
+            args.topic.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let mut consumer = channel
+        .basic_consume(
+            args.topic.as_str().into(),
+            "1".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    println!("{}", json!({"event": "ready", "topic": args.topic}));
+    let (_, cpu_before) = usage();
+    let started = Instant::now();
+    let served = Arc::new(AtomicU64::new(0));
+    let mut latencies = Vec::new();
+    let expected = if args.mode == "rpc-call" {
+        u64::MAX
+    } else {
+        args.count
+    };
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    while (latencies.len() as u64) < expected {
+        let delivery = tokio::select! {
+            _ = &mut stop => break,
+            delivery = consumer.next() => match delivery { Some(Ok(d)) => d, _ => break },
+        };
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        if args.mode == "rpc-call" {
+            let (Some(reply_to), Some(id)) = (
+                delivery.properties.reply_to().clone(),
+                delivery.properties.correlation_id().clone(),
+            ) else {
+                continue;
+            };
+            let request: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+            let body = serde_json::to_vec(&request["value"]).expect("JSON");
+            let (channel, served) = (channel.clone(), served.clone());
+            // Replies pipeline their confirms.
+            tokio::spawn(async move {
+                publish(
+                    &channel,
+                    "",
+                    reply_to.as_str(),
+                    &body,
+                    properties().with_correlation_id(id),
+                )
+                .await;
+                served.fetch_add(1, Ordering::Relaxed);
+            });
+        } else {
+            let body: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+            let sent = body["sent_ns"].as_u64().unwrap_or(0);
+            latencies.push(Duration::from_nanos(unix_ns().saturating_sub(sent)));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (rss, cpu) = usage();
+    latencies.sort_unstable();
+    let count = if args.mode == "rpc-call" {
+        served.load(Ordering::Relaxed)
+    } else {
+        latencies.len() as u64
+    };
+    println!(
+        "{}",
+        json!({
+            "role": "server", "received": latencies.len(), "served": served.load(Ordering::Relaxed),
+            "seconds": seconds, "last_receipt_unix_ns": unix_ns(),
+            "p50_ms": percentile_ms(&latencies, 50.0), "p99_ms": percentile_ms(&latencies, 99.0),
+            "max_ms": percentile_ms(&latencies, 100.0),
+            "cpu_ms_per_msg": (cpu - cpu_before) * 1e3 / count.max(1) as f64, "peak_rss_mib": rss,
+        })
+    );
+}
+
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+async fn client(args: &Args) {
+    let (_connection, channel) = channel(&args.url).await;
+    let waiting: Waiting = Arc::default();
+    let mut reply_queue = String::new();
+    if args.mode == "rpc-call" {
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("reply queue");
+        reply_queue = queue.name().as_str().to_owned();
+        let mut replies = channel
+            .basic_consume(
+                queue.name().clone(),
+                "replies".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        let waiting = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                delivery.ack(BasicAckOptions::default()).await.ok();
+                let id = delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned());
+                if let Some(tx) = id.and_then(|id| waiting.lock().expect("lock").remove(&id)) {
+                    tx.send(delivery.data).ok();
+                }
+            }
+        });
+    }
+    let (_, cpu_before) = usage();
+    let (started, start_unix_ns) = (Instant::now(), unix_ns());
+    let clients = args.clients.max(1);
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let share = args.count / clients + u64::from(i < args.count % clients);
+            let (channel, waiting, reply_queue) =
+                (channel.clone(), waiting.clone(), reply_queue.clone());
+            let (mode, topic, size) = (args.mode.clone(), args.topic.clone(), args.size);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for n in 0..share {
+                    let body = serde_json::to_vec(
+                        &json!({"value": "x".repeat(size), "sent_ns": unix_ns()}),
+                    )
+                    .expect("JSON");
+                    if mode == "rpc-call" {
+                        let id = format!("{i}-{n}");
+                        let (tx, rx) = oneshot::channel();
+                        waiting.lock().expect("lock").insert(id.clone(), tx);
+                        let sent = Instant::now();
+                        let props = properties()
+                            .with_reply_to(reply_queue.as_str().into())
+                            .with_correlation_id(id.into());
+                        publish(&channel, "", &topic, &body, props).await;
+                        rx.await.expect("reply");
+                        latencies.push(sent.elapsed());
+                    } else {
+                        publish(&channel, "", &topic, &body, properties()).await;
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client task"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (rss, cpu) = usage();
+    latencies.sort_unstable();
+    println!(
+        "{}",
+        json!({
+            "mode": args.mode, "role": "client", "clients": clients, "size": args.size,
+            "count": args.count, "seconds": seconds, "msgs_per_s": args.count as f64 / seconds,
+            "start_unix_ns": start_unix_ns,
+            "p50_ms": percentile_ms(&latencies, 50.0), "p99_ms": percentile_ms(&latencies, 99.0),
+            "max_ms": percentile_ms(&latencies, 100.0),
+            "cpu_ms_per_msg": (cpu - cpu_before) * 1e3 / args.count.max(1) as f64, "peak_rss_mib": rss,
+        })
+    );
+}
