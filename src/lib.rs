@@ -33,6 +33,8 @@ pub fn install_default_drivers() {
     INSTALL.call_once(|| {
         #[cfg(feature = "rabbit")]
         install_driver(std::sync::Arc::new(driver_rabbit::RabbitDriver));
+        #[cfg(feature = "amqp1")]
+        install_driver(std::sync::Arc::new(driver_amqp1::Amqp1Driver));
     });
 }
 

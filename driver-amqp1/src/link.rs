@@ -1,0 +1,925 @@
+//! One AMQP 1.0 connection per transport, and the links on it.
+//!
+//! * The connection is opened on first use and re-opened (failover, backoff) when it died.
+//! * Every link gets its own session: on RabbitMQ an attach error ends the whole session, so a
+//!   refused link never takes others down with it.
+//! * Sender links are cached per address, re-attached after a reconnect and detached once idle
+//!   for `default_sender_link_timeout`. Sends are pipelined: the link is held only while the
+//!   transfer is queued (which waits for credit); the outcome is awaited without it.
+//! * Receiver links run in tasks that re-attach them after any failure and feed a channel.
+//! * Every detach and close runs under `close_timeout`; sessions are never awaited on `end()`
+//!   (RabbitMQ 3.10 sometimes never answers it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::link::{RecvError, SendError};
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::SenderSettleMode;
+use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
+use fe2o3_amqp::types::primitives::Value;
+use fe2o3_amqp::{Delivery, Receiver, ReceiverDisposer, Sendable, Sender, Session};
+use messaging_core::{MessagingError, Result, Retry, TransportUrl};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::config::{AddressingMode, Amqp1Config};
+use crate::connection::{Connector, PeerInfo};
+use crate::message::AmqpMessage;
+use crate::mode::{Endpoints, PeerMode};
+
+/// A received message and what settles it.
+pub(crate) struct Received {
+    pub info: DeliveryInfo,
+    pub message: AmqpMessage,
+    pub disposer: ReceiverDisposer,
+}
+
+impl Received {
+    /// Accept (settle) the delivery; false if the link is gone (the peer will redeliver it).
+    pub async fn accept(&self) -> bool {
+        self.disposer.accept(self.info.clone()).await.is_ok()
+    }
+
+    /// Release the delivery: the peer may deliver it again. (Never `modified`: it ends the
+    /// session on RabbitMQ 3.x.)
+    pub async fn release(&self) -> bool {
+        self.disposer.release(self.info.clone()).await.is_ok()
+    }
+}
+
+/// Counts deliveries handed out and not yet settled, so that a receiver link stays attached
+/// until they are.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    settled: Notify,
+}
+
+impl InFlight {
+    pub fn take(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    async fn all_done(&self) {
+        loop {
+            let settled = self.settled.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+}
+
+/// Told the source address after every attach.
+pub(crate) type OnAttach = Box<dyn Fn(&str) + Send + Sync>;
+
+/// What a receiver link consumes.
+pub(crate) struct ReceiverSpec {
+    /// The source address; `None` asks the peer for a dynamic node.
+    pub source: Option<String>,
+    /// Link credit (refilled as deliveries are settled).
+    pub credit: u32,
+    /// Ask the peer to send pre-settled (for replies: nothing to acknowledge).
+    pub presettled: bool,
+    /// Told the source address after every attach (a dynamic one changes on reconnect).
+    pub on_attach: Option<OnAttach>,
+    /// Deliveries still to be settled before the link may detach.
+    pub in_flight: Option<Arc<InFlight>>,
+}
+
+/// How a message is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct SendSpec {
+    /// Pre-settled (fire and forget once transferred) or wait for the outcome.
+    pub settled: bool,
+    /// Give up then.
+    pub deadline: Instant,
+    /// How often to try again after a connection failure or a `released`/`modified` outcome.
+    pub retry: Retry,
+    /// For calls: the message id (a send that times out is a call timeout).
+    pub call_id: Option<String>,
+    /// What is sent, for errors (`cast`, `notification`, …).
+    pub what: &'static str,
+}
+
+enum Failure {
+    /// Worth another try (connection lost, link detached, released by the peer).
+    Retry(MessagingError),
+    /// Final (refused, rejected, timed out).
+    Final(MessagingError),
+}
+
+struct LiveSender {
+    id: u64,
+    generation: u64,
+    sender: Sender,
+    session: SessionHandle<()>,
+}
+
+#[derive(Default)]
+struct SenderSlot {
+    link: tokio::sync::Mutex<Option<LiveSender>>,
+    last_used: Mutex<Option<std::time::Instant>>,
+}
+
+struct Live {
+    handle: fe2o3_amqp::connection::ConnectionHandle<()>,
+}
+
+/// One connection, its sessions and links.
+pub(crate) struct LinkManager {
+    config: Arc<Amqp1Config>,
+    connector: Connector,
+    vhost: Option<String>,
+    conn: tokio::sync::Mutex<Option<Live>>,
+    generation: AtomicU64,
+    endpoints: OnceLock<Arc<Endpoints>>,
+    peer: Mutex<Option<PeerInfo>>,
+    senders: Mutex<HashMap<String, Arc<SenderSlot>>>,
+    next_link: AtomicU64,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for LinkManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkManager")
+            .field("connector", &self.connector)
+            .field("generation", &self.generation)
+            .field("peer", &self.peer)
+            .field("mode", &self.endpoints.get().map(|e| e.mode()))
+            .finish()
+    }
+}
+
+fn attach_name(kind: &str, address: &str) -> String {
+    format!(
+        "openstack.org/om/{kind}/[{address}]/{}",
+        messaging_core::wire::new_id()
+    )
+}
+
+impl LinkManager {
+    /// A manager for `url`; nothing is connected yet.
+    pub fn new(url: &TransportUrl, config: Arc<Amqp1Config>) -> Result<Arc<Self>> {
+        let connector = Connector::new(url, config.clone())?;
+        let manager = Arc::new(Self {
+            vhost: url.virtual_host.clone(),
+            connector,
+            conn: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            endpoints: OnceLock::new(),
+            peer: Mutex::new(None),
+            senders: Mutex::new(HashMap::new()),
+            next_link: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            config,
+        });
+        let explicit = match manager.config.addressing_mode {
+            AddressingMode::Dynamic => None,
+            mode => Some(PeerMode::decide(mode, None)),
+        };
+        if let Some(mode) = explicit {
+            let _ = manager.endpoints.set(Arc::new(Endpoints::new(
+                mode,
+                &manager.config,
+                manager.vhost.as_deref(),
+            )));
+        }
+        tokio::spawn(purge_idle_senders(Arc::downgrade(&manager)));
+        Ok(manager)
+    }
+
+    /// The options.
+    pub fn config(&self) -> &Amqp1Config {
+        &self.config
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(MessagingError::Closed("transport"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The endpoints of the peer's mode; connects first when the mode must be detected.
+    pub async fn endpoints(
+        &self,
+        retry: Retry,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Endpoints>> {
+        if let Some(endpoints) = self.endpoints.get() {
+            return Ok(endpoints.clone());
+        }
+        drop(self.connected(retry, deadline).await?);
+        Ok(self
+            .endpoints
+            .get()
+            .expect("the mode is decided on connecting")
+            .clone())
+    }
+
+    /// The live connection (opened or re-opened as needed), locked.
+    async fn connected(
+        &self,
+        retry: Retry,
+        deadline: Option<Instant>,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Live>>> {
+        self.check_open()?;
+        let mut guard = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.conn.lock())
+                .await
+                .map_err(|_| {
+                    MessagingError::ConnectionFailure("timed out waiting for the connection".into())
+                })?,
+            None => self.conn.lock().await,
+        };
+        self.check_open()?;
+        if guard.as_ref().is_some_and(|live| !live.handle.is_closed()) {
+            return Ok(guard);
+        }
+        if guard.take().is_some() {
+            tracing::warn!("AMQP 1.0 connection lost; reconnecting");
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        let opened = tokio::select! {
+            opened = self.connector.connect(retry, deadline) => opened?,
+            _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Closed("transport")),
+        };
+        let mode = PeerMode::decide(self.config.addressing_mode, opened.peer.product.as_deref());
+        let endpoints = self
+            .endpoints
+            .get_or_init(|| Arc::new(Endpoints::new(mode, &self.config, self.vhost.as_deref())));
+        if endpoints.mode() != mode {
+            tracing::warn!(
+                host = %opened.host,
+                decided = ?endpoints.mode(),
+                peer = ?mode,
+                "this peer would need another mode than the first one; keeping the first"
+            );
+        }
+        tracing::info!(host = %opened.host, product = ?opened.peer.product, mode = ?endpoints.mode(), "connected");
+        *self.peer.lock().expect("peer poisoned") = Some(opened.peer);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *guard = Some(Live {
+            handle: opened.handle,
+        });
+        Ok(guard)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A new session on the live connection, and the connection's generation.
+    async fn session(
+        &self,
+        retry: Retry,
+        deadline: Option<Instant>,
+    ) -> Result<(SessionHandle<()>, u64)> {
+        let mut guard = self.connected(retry, deadline).await?;
+        let live = guard.as_mut().expect("connected");
+        let limit = self.config.connect_timeout();
+        let session = tokio::time::timeout(limit, Session::begin(&mut live.handle))
+            .await
+            .map_err(|_| MessagingError::ConnectionFailure("no answer to Begin".into()))?
+            .map_err(|e| {
+                MessagingError::ConnectionFailure(format!("cannot begin a session: {e}"))
+            })?;
+        Ok((session, self.generation()))
+    }
+
+    /// True if the connection of `generation` is still the live one.
+    async fn connection_alive(&self, generation: u64) -> bool {
+        if self.generation() != generation {
+            return false;
+        }
+        match self.conn.try_lock() {
+            Ok(guard) => guard.as_ref().is_some_and(|live| !live.handle.is_closed()),
+            Err(_) => true,
+        }
+    }
+
+    fn slot(&self, address: &str) -> Arc<SenderSlot> {
+        self.senders
+            .lock()
+            .expect("senders poisoned")
+            .entry(address.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Send `message` to `address` as `spec` says: pre-settled, or awaiting `accepted`
+    /// (`released`/`modified` are retried within the budget, `rejected` fails).
+    pub async fn send(&self, address: &str, message: AmqpMessage, spec: &SendSpec) -> Result<()> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            self.check_open()?;
+            match self.try_send(address, &message, spec, started).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Retry(error)) => {
+                    attempt += 1;
+                    let wake = Instant::now() + pause;
+                    if !spec.retry.allows(attempt) || wake >= spec.deadline {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, address, attempt, "retrying a send");
+                    tokio::time::sleep_until(wake).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn timed_out(
+        &self,
+        address: &str,
+        spec: &SendSpec,
+        started: Instant,
+        waiting: &str,
+    ) -> MessagingError {
+        match &spec.call_id {
+            Some(msg_id) => MessagingError::Timeout {
+                msg_id: msg_id.clone(),
+                after: started.elapsed(),
+            },
+            None => MessagingError::DeliveryFailure(format!(
+                "{} to `{address}` not delivered within {:?}: {waiting}",
+                spec.what,
+                started.elapsed()
+            )),
+        }
+    }
+
+    async fn try_send(
+        &self,
+        address: &str,
+        message: &AmqpMessage,
+        spec: &SendSpec,
+        started: Instant,
+    ) -> std::result::Result<(), Failure> {
+        let slot = self.slot(address);
+        let (outcome, link_id) = {
+            let mut guard = tokio::time::timeout_at(spec.deadline, slot.link.lock())
+                .await
+                .map_err(|_| {
+                    Failure::Final(self.timed_out(
+                        address,
+                        spec,
+                        started,
+                        "no credit from the peer (no consumer?)",
+                    ))
+                })?;
+            let current = self.generation();
+            if guard
+                .as_ref()
+                .is_some_and(|l| l.generation != current || l.session.is_ended())
+            {
+                if let Some(stale) = guard.take() {
+                    self.detach_sender_later(stale);
+                }
+            }
+            if guard.is_none() {
+                *guard = Some(self.attach_sender(address, spec).await?);
+            }
+            let live = guard.as_mut().expect("attached");
+            let sendable = Sendable::builder()
+                .message(message.clone())
+                .settled(spec.settled)
+                .build();
+            let queued =
+                tokio::time::timeout_at(spec.deadline, live.sender.send_batchable(sendable)).await;
+            *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
+            match queued {
+                Err(_) => {
+                    return Err(Failure::Final(self.timed_out(
+                        address,
+                        spec,
+                        started,
+                        "no credit from the peer (no consumer attached?)",
+                    )))
+                }
+                Ok(Err(error)) => {
+                    let broken = guard.take().expect("attached");
+                    self.detach_sender_later(broken);
+                    return Err(Failure::Retry(send_error(address, &error)));
+                }
+                Ok(Ok(outcome)) => (outcome, live.id),
+            }
+        };
+        // fe2o3 keeps the outcome's sender in the link's unsettled map, which outlives a dead
+        // connection: watch the link's session while waiting, or the wait would last until the
+        // deadline.
+        let mut outcome = std::pin::pin!(outcome);
+        let mut watch = tokio::time::interval(Duration::from_millis(250));
+        watch.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut outcome => break outcome,
+                _ = tokio::time::sleep_until(spec.deadline) => {
+                    return Err(Failure::Final(self.timed_out(address, spec, started, "no outcome from the peer")));
+                }
+                _ = watch.tick() => {
+                    if self.link_lost(&slot, link_id) {
+                        return Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                            "the connection was lost before the outcome of a {} to `{address}`",
+                            spec.what
+                        ))));
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Outcome::Accepted(_)) => Ok(()),
+            Ok(Outcome::Released(_)) => Err(Failure::Retry(MessagingError::DeliveryFailure(
+                format!("{} to `{address}` was released by the peer", spec.what),
+            ))),
+            Ok(Outcome::Modified(m)) => {
+                Err(Failure::Retry(MessagingError::DeliveryFailure(format!(
+                    "{} to `{address}` was not delivered (modified, delivery-failed: {:?})",
+                    spec.what, m.delivery_failed
+                ))))
+            }
+            Ok(Outcome::Rejected(r)) => {
+                Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                    "{} to `{address}` was rejected: {}",
+                    spec.what,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(
+                            "{:?} {}",
+                            e.condition,
+                            e.description.clone().unwrap_or_default()
+                        ))
+                        .unwrap_or_else(|| "no reason given".into())
+                ))))
+            }
+            #[allow(unreachable_patterns)]
+            Ok(other) => Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                "{} to `{address}`: unexpected outcome {other:?}",
+                spec.what
+            )))),
+            Err(error) => {
+                let mut guard = slot.link.lock().await;
+                if guard.as_ref().is_some_and(|l| l.id == link_id) {
+                    if let Some(broken) = guard.take() {
+                        self.detach_sender_later(broken);
+                    }
+                }
+                Err(Failure::Retry(send_error(address, &error)))
+            }
+        }
+    }
+
+    /// True if the sender link `link_id` of `slot` is gone or its session ended (then it is
+    /// dropped, so the next send attaches a new one).
+    fn link_lost(&self, slot: &SenderSlot, link_id: u64) -> bool {
+        let Ok(mut guard) = slot.link.try_lock() else {
+            return false;
+        };
+        match guard.as_ref() {
+            Some(live) if live.id == link_id => {
+                if live.session.is_ended() {
+                    if let Some(dead) = guard.take() {
+                        self.detach_sender_later(dead);
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => true,
+        }
+    }
+
+    async fn attach_sender(
+        &self,
+        address: &str,
+        spec: &SendSpec,
+    ) -> std::result::Result<LiveSender, Failure> {
+        let (mut session, generation) = self
+            .session(spec.retry, Some(spec.deadline))
+            .await
+            .map_err(|e| match e {
+                MessagingError::Closed(_) | MessagingError::AuthenticationFailure(_) => {
+                    Failure::Final(e)
+                }
+                e => Failure::Retry(e),
+            })?;
+        let attach = Sender::builder()
+            .name(attach_name("sender", address))
+            .target(address)
+            .sender_settle_mode(SenderSettleMode::Mixed)
+            .attach(&mut session);
+        match tokio::time::timeout_at(spec.deadline, attach).await {
+            Err(_) => Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                "no answer to the attach of a sender to `{address}`"
+            )))),
+            Ok(Ok(sender)) => Ok(LiveSender {
+                id: self.next_link.fetch_add(1, Ordering::Relaxed),
+                generation,
+                sender,
+                session,
+            }),
+            Ok(Err(error)) => {
+                if self.connection_alive(generation).await {
+                    Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                        "the peer refused a sender to `{address}`: {error}"
+                    ))))
+                } else {
+                    Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                        "connection lost attaching a sender to `{address}`: {error}"
+                    ))))
+                }
+            }
+        }
+    }
+
+    fn detach_sender_later(&self, live: LiveSender) {
+        let limit = self.config.close_timeout();
+        tokio::spawn(async move {
+            let LiveSender {
+                sender, session, ..
+            } = live;
+            let _ = tokio::time::timeout(limit, sender.detach()).await;
+            drop(session);
+        });
+    }
+
+    /// Attach one receiver link: a session of its own, the link, its source address.
+    async fn attach_receiver(
+        &self,
+        spec: &ReceiverSpec,
+        retry: Retry,
+        deadline: Option<Instant>,
+    ) -> Result<(Receiver, SessionHandle<()>, String)> {
+        let (mut session, generation) = self.session(retry, deadline).await?;
+        let source = match &spec.source {
+            Some(address) => Source::builder().address(address.clone()).build(),
+            None => Source::builder().dynamic(true).build(),
+        };
+        let shown = spec.source.clone().unwrap_or_else(|| "rpc-response".into());
+        let builder = Receiver::builder()
+            .name(attach_name("receiver", &shown))
+            .source(source)
+            // Credit is granted again only once the window is used up: RabbitMQ 3.x computes
+            // the new credit without the transfers it has in flight internally, so a top-up
+            // while deliveries are under way lets it overshoot, which fe2o3 treats as fatal.
+            .credit_mode(CreditMode::Manual)
+            .auto_accept(false);
+        let builder = if spec.presettled {
+            builder.sender_settle_mode(SenderSettleMode::Settled)
+        } else {
+            builder.sender_settle_mode(SenderSettleMode::Unsettled)
+        };
+        let attach = builder.attach(&mut session);
+        let mut receiver = tokio::time::timeout(self.config.connect_timeout(), attach)
+            .await
+            .map_err(|_| {
+                MessagingError::ConnectionFailure(format!("no answer to the attach of `{shown}`"))
+            })?
+            .map_err(|e| {
+                let reason = format!("cannot attach a receiver to `{shown}`: {e}");
+                if self.generation() == generation {
+                    MessagingError::DeliveryFailure(reason)
+                } else {
+                    MessagingError::ConnectionFailure(reason)
+                }
+            })?;
+        receiver.set_credit(spec.credit).await.map_err(|e| {
+            MessagingError::ConnectionFailure(format!("cannot grant credit on `{shown}`: {e}"))
+        })?;
+        let address = receiver
+            .source()
+            .as_ref()
+            .and_then(|s| s.address.clone())
+            .or_else(|| spec.source.clone())
+            .ok_or_else(|| {
+                MessagingError::DeliveryFailure(
+                    "the peer assigned no address to a dynamic receiver".into(),
+                )
+            })?;
+        Ok((receiver, session, address))
+    }
+
+    /// Keep a receiver link attached (re-attaching after failures) and feed `sink` until
+    /// `stop` turns true, the sink closes, or the transport closes. The first attach's
+    /// result (the source address) is returned; a failure there ends the task.
+    pub async fn spawn_receiver(
+        self: &Arc<Self>,
+        spec: ReceiverSpec,
+        sink: mpsc::Sender<Received>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<String> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(receiver_task(self.clone(), spec, sink, stop, ready_tx));
+        ready_rx
+            .await
+            .unwrap_or(Err(MessagingError::Closed("transport")))
+    }
+
+    /// Close every link and the connection, each under `close_timeout`.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shutdown.send_replace(true);
+        let limit = self.config.close_timeout();
+        let slots: Vec<Arc<SenderSlot>> = self
+            .senders
+            .lock()
+            .expect("senders poisoned")
+            .drain()
+            .map(|(_, slot)| slot)
+            .collect();
+        let detaches = slots.into_iter().map(|slot| async move {
+            if let Ok(mut guard) = tokio::time::timeout(limit, slot.link.lock()).await {
+                if let Some(live) = guard.take() {
+                    let LiveSender {
+                        sender, session, ..
+                    } = live;
+                    let _ = tokio::time::timeout(limit, sender.detach()).await;
+                    drop(session);
+                }
+            }
+        });
+        futures_util::future::join_all(detaches).await;
+        if let Ok(mut guard) = tokio::time::timeout(limit, self.conn.lock()).await {
+            if let Some(mut live) = guard.take() {
+                let _ = tokio::time::timeout(limit, live.handle.close()).await;
+            }
+        }
+    }
+
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+impl Drop for LinkManager {
+    /// Dropped without `close()` (e.g. an RPC server's transport once its last reply went
+    /// out): close gracefully in the background. Detaching each sender link first makes sure
+    /// its pre-settled transfers (replies) reached the peer: the detach travels behind them
+    /// and the peer answers it only after them. Dropping the connection handle at once could
+    /// let its Close overtake them.
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let senders: Vec<LiveSender> = self
+            .senders
+            .get_mut()
+            .map(|senders| senders.drain().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, slot)| slot.link.try_lock().ok().and_then(|mut l| l.take()))
+            .collect();
+        let conn = self.conn.get_mut().take();
+        let limit = self.config.close_timeout();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let detaches = senders.into_iter().map(|live| async move {
+                let LiveSender {
+                    sender, session, ..
+                } = live;
+                let _ = tokio::time::timeout(limit, sender.detach()).await;
+                drop(session);
+            });
+            futures_util::future::join_all(detaches).await;
+            if let Some(mut live) = conn {
+                let _ = tokio::time::timeout(limit, live.handle.close()).await;
+            }
+        });
+    }
+}
+
+fn send_error(address: &str, error: &SendError) -> MessagingError {
+    MessagingError::ConnectionFailure(format!("sending to `{address}`: {error}"))
+}
+
+/// Detach sender links unused for `default_sender_link_timeout`.
+async fn purge_idle_senders(manager: Weak<LinkManager>) {
+    let (idle, mut shutdown) = match manager.upgrade() {
+        Some(m) => (
+            Amqp1Config::secs(m.config.default_sender_link_timeout),
+            m.shutdown_signal(),
+        ),
+        None => return,
+    };
+    if idle.is_zero() {
+        return;
+    }
+    let tick = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let idle_slots: Vec<(String, Arc<SenderSlot>)> = manager
+            .senders
+            .lock()
+            .expect("senders poisoned")
+            .iter()
+            .filter(|(_, slot)| {
+                slot.last_used
+                    .lock()
+                    .expect("slot poisoned")
+                    .is_some_and(|t| now.duration_since(t) >= idle)
+            })
+            .map(|(a, s)| (a.clone(), s.clone()))
+            .collect();
+        for (address, slot) in idle_slots {
+            let Ok(mut guard) = slot.link.try_lock() else {
+                continue;
+            };
+            let still_idle = slot
+                .last_used
+                .lock()
+                .expect("slot poisoned")
+                .is_some_and(|t| now.duration_since(t) >= idle);
+            if !still_idle {
+                continue;
+            }
+            if let Some(live) = guard.take() {
+                tracing::debug!(address, "detaching an idle sender link");
+                manager.detach_sender_later(live);
+            }
+            drop(guard);
+            let mut senders = manager.senders.lock().expect("senders poisoned");
+            if senders.get(&address).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                senders.remove(&address);
+            }
+        }
+    }
+}
+
+async fn pump(
+    receiver: &mut Receiver,
+    credit: u32,
+    sink: &mpsc::Sender<Received>,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::result::Result<(), Option<RecvError>> {
+    let disposer = receiver.disposer();
+    loop {
+        let delivery: Delivery<Body<Value>> = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Err(None),
+            _ = shutdown.wait_for(|s| *s) => return Err(None),
+            received = receiver.recv::<Body<Value>>() => match received {
+                Ok(delivery) => delivery,
+                Err(RecvError::MessageDecode(error)) => {
+                    tracing::warn!(%error, "dropping an undecodable AMQP message");
+                    continue;
+                }
+                Err(error) => return Err(Some(error)),
+            },
+        };
+        if receiver.credit() == 0 {
+            if let Err(error) = receiver.set_credit(credit).await {
+                return Err(Some(RecvError::LinkStateError(error.into())));
+            }
+        }
+        let (info, message) = delivery.into_parts();
+        let item = Received {
+            info,
+            message,
+            disposer: disposer.clone(),
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            _ = shutdown.wait_for(|s| *s) => return Err(None),
+            permit = sink.reserve() => permit.ok(),
+        };
+        match permit {
+            Some(permit) => permit.send(item),
+            None => {
+                item.release().await;
+                return Err(None);
+            }
+        }
+    }
+}
+
+async fn receiver_task(
+    manager: Arc<LinkManager>,
+    spec: ReceiverSpec,
+    sink: mpsc::Sender<Received>,
+    mut stop: watch::Receiver<bool>,
+    ready: oneshot::Sender<Result<String>>,
+) {
+    let mut ready = Some(ready);
+    let mut shutdown = manager.shutdown_signal();
+    let first_delay = Amqp1Config::secs(manager.config.connection_retry_interval);
+    let backoff = Amqp1Config::secs(manager.config.connection_retry_backoff);
+    let max_delay = Amqp1Config::secs(manager.config.link_retry_delay)
+        .max(Amqp1Config::secs(
+            manager.config.connection_retry_interval_max,
+        ))
+        .max(Duration::from_millis(10));
+    let mut delay = first_delay;
+    loop {
+        if *stop.borrow() || *shutdown.borrow() || sink.is_closed() {
+            return;
+        }
+        let (retry, deadline) = if ready.is_some() {
+            (
+                Retry::Never,
+                Some(Instant::now() + manager.config.connect_timeout() * 2),
+            )
+        } else {
+            (Retry::Forever, None)
+        };
+        let attached = tokio::select! {
+            attached = manager.attach_receiver(&spec, retry, deadline) => attached,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match attached {
+            Ok((mut receiver, session, address)) => {
+                delay = first_delay;
+                if let Some(on_attach) = &spec.on_attach {
+                    on_attach(&address);
+                }
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(address.clone()));
+                }
+                match pump(&mut receiver, spec.credit, &sink, &mut stop, &mut shutdown).await {
+                    Err(None) | Ok(()) => {
+                        teardown(receiver, session, &spec, &manager).await;
+                        return;
+                    }
+                    Err(Some(error)) => {
+                        tracing::warn!(%error, source = %address, "receiver link failed; re-attaching");
+                        drop(receiver);
+                        drop(session);
+                    }
+                }
+            }
+            Err(error) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+                tracing::warn!(%error, retry_in = ?delay, "cannot attach a receiver link");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        delay = (delay + backoff).min(max_delay);
+    }
+}
+
+/// Stop the flow, wait (bounded) for deliveries still being handled, then detach.
+async fn teardown(
+    mut receiver: Receiver,
+    session: SessionHandle<()>,
+    spec: &ReceiverSpec,
+    manager: &LinkManager,
+) {
+    let limit = manager.config.close_timeout();
+    if let Some(in_flight) = &spec.in_flight {
+        let _ = tokio::time::timeout(limit, receiver.set_credit(0)).await;
+        let mut shutdown = manager.shutdown_signal();
+        // Handlers of taken deliveries finish and settle them on this link.
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.all_done()) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+    let _ = tokio::time::timeout(limit, receiver.detach()).await;
+    drop(session);
+}

@@ -1,0 +1,514 @@
+//! AMQP 1.0 messages ⇄ the oslo wire formats, laid out as oslo's AMQP 1.0 driver does
+//! (oslo-wire.md §9.2):
+//!
+//! * request: header `ttl` (calls), properties `message-id`, `to`, `reply-to` (calls),
+//!   amqp-value string body `{"request": <request dict>, "context": <ctxt>[,
+//!   "call_monitor_timeout": N]}`;
+//! * reply: properties `to`, `correlation-id`, body `{"response": r}` or
+//!   `{"failure": "<failure JSON string>"}`;
+//! * heartbeat: header `ttl` = call-monitor timeout, `correlation-id`, **no body section**;
+//! * notification: properties `to`, body `{"request": <envelope object>, "context": <ctxt>}`.
+//!
+//! The JSON content comes from [`messaging_core::wire`]; this module only frames it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fe2o3_amqp::types::messaging::{AmqpValue, Body, Header, Message, MessageId, Properties};
+use fe2o3_amqp::types::primitives::{Timestamp, Value};
+use messaging_core::wire::{
+    self, json, ContextStyle, NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest,
+};
+use messaging_core::{MessagingError, Result};
+use serde_json::{Map, Value as Json};
+
+/// The one message type the driver sends and receives.
+pub type AmqpMessage = Message<Body<Value>>;
+
+/// Reply information of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallInfo {
+    /// `message-id`: the replies' `correlation-id`.
+    pub msg_id: String,
+    /// `reply-to`: where the replies go.
+    pub reply_to: String,
+    /// The call's timeout: the message's `ttl`.
+    pub timeout: Option<Duration>,
+}
+
+/// A request as a server receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingRequest {
+    /// The request.
+    pub request: RpcRequest,
+    /// For calls: where and how to answer.
+    pub call: Option<(String, String)>,
+    /// The caller's call-monitor timeout.
+    pub call_monitor_timeout: Option<Duration>,
+}
+
+fn string_body(text: String) -> Body<Value> {
+    Body::Value(AmqpValue(Value::String(text)))
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn seconds_json(duration: Duration) -> Json {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 {
+        Json::from(duration.as_secs())
+    } else {
+        Json::from(secs)
+    }
+}
+
+fn now_plus(duration: Duration) -> Timestamp {
+    let at = SystemTime::now()
+        .checked_add(duration)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    Timestamp::from_milliseconds(i64::try_from(at.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A call, cast or fanout cast to `to`.
+pub fn request(
+    to: &str,
+    request: &RpcRequest,
+    call: Option<&CallInfo>,
+    call_monitor_timeout: Option<Duration>,
+) -> Result<AmqpMessage> {
+    let mut body = Map::with_capacity(3);
+    body.insert("request".into(), Json::Object(request.to_request_dict()));
+    body.insert("context".into(), Json::Object(request.context.clone()));
+    if let (Some(_), Some(monitor)) = (call, call_monitor_timeout) {
+        body.insert("call_monitor_timeout".into(), seconds_json(monitor));
+    }
+    let text = json::to_string(&body)?;
+    let mut properties = Properties::builder().to(to);
+    let mut header = None;
+    if let Some(call) = call {
+        properties = properties
+            .message_id(MessageId::String(call.msg_id.clone()))
+            .reply_to(call.reply_to.clone());
+        if let Some(timeout) = call.timeout {
+            header = Some(Header::builder().ttl(Some(millis(timeout))).build());
+            properties = properties.absolute_expiry_time(Some(now_plus(timeout)));
+        }
+    }
+    Ok(Message::builder()
+        .header(header)
+        .properties(properties.build())
+        .body(string_body(text))
+        .build())
+}
+
+/// A reply event to the call `correlation_id`, sent to `to`.
+pub fn reply(
+    to: &str,
+    correlation_id: &str,
+    event: &ReplyEvent,
+    call_monitor_timeout: Option<Duration>,
+) -> Result<AmqpMessage> {
+    let properties = Properties::builder()
+        .to(to)
+        .correlation_id(MessageId::String(correlation_id.to_owned()))
+        .build();
+    let builder = Message::builder().properties(properties);
+    let message = match event {
+        ReplyEvent::Heartbeat => builder
+            .header(call_monitor_timeout.map(|t| Header::builder().ttl(Some(millis(t))).build()))
+            .body(Body::Empty)
+            .build(),
+        ReplyEvent::Result { value, .. } => {
+            let mut body = Map::with_capacity(1);
+            body.insert("response".into(), value.clone());
+            builder.body(string_body(json::to_string(&body)?)).build()
+        }
+        ReplyEvent::Failure(failure) => {
+            let mut body = Map::with_capacity(1);
+            body.insert(
+                "failure".into(),
+                Json::String(wire::encode_failure(failure)?),
+            );
+            builder.body(string_body(json::to_string(&body)?)).build()
+        }
+    };
+    Ok(message)
+}
+
+/// A notification to `to`: `{"request": <envelope>, "context": <ctxt>}`.
+pub fn notification(
+    to: &str,
+    message: &NotificationMessage,
+    format: NotificationFormat,
+) -> Result<AmqpMessage> {
+    // The context travels beside the message, not inside it (and no `_unique_id`), as oslo's
+    // AMQP 1.0 driver sends it.
+    let mut inner = message.to_map(ContextStyle::Flattened, None);
+    inner.retain(|key, _| !key.starts_with(wire::CONTEXT_PREFIX));
+    let request = match format {
+        NotificationFormat::V2 => {
+            let mut envelope = Map::with_capacity(2);
+            envelope.insert(
+                wire::VERSION_KEY.into(),
+                Json::String(wire::ENVELOPE_VERSION.into()),
+            );
+            envelope.insert(
+                wire::MESSAGE_KEY.into(),
+                Json::String(json::to_string(&inner)?),
+            );
+            envelope
+        }
+        NotificationFormat::V1 => inner,
+    };
+    let mut body = Map::with_capacity(2);
+    body.insert("request".into(), Json::Object(request));
+    body.insert("context".into(), Json::Object(message.context.clone()));
+    Ok(Message::builder()
+        .properties(Properties::builder().to(to).build())
+        .body(string_body(json::to_string(&body)?))
+        .build())
+}
+
+/// The body as bytes, for decoding and for logging: an amqp-value string or binary, or the
+/// data sections; `None` when there is no body (or a null value).
+pub fn body_bytes(body: &Body<Value>) -> Result<Option<Vec<u8>>> {
+    match body {
+        Body::Empty => Ok(None),
+        Body::Value(AmqpValue(Value::Null)) => Ok(None),
+        Body::Value(AmqpValue(Value::String(s))) => Ok(Some(s.clone().into_bytes())),
+        Body::Value(AmqpValue(Value::Binary(b))) => Ok(Some(b.to_vec())),
+        Body::Data(sections) => Ok(Some(
+            sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
+        )),
+        Body::Value(AmqpValue(other)) => Err(MessagingError::MalformedMessage(format!(
+            "amqp-value body is not a string: {other:?}"
+        ))),
+        Body::Sequence(_) => Err(MessagingError::MalformedMessage(
+            "amqp-sequence bodies are not oslo messages".into(),
+        )),
+    }
+}
+
+fn message_id_string(id: &MessageId) -> String {
+    match id {
+        MessageId::String(s) => s.clone(),
+        MessageId::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        MessageId::Ulong(n) => n.to_string(),
+        MessageId::Uuid(u) => u.as_inner().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn json_object(bytes: &[u8]) -> Result<Map<String, Json>> {
+    match serde_json::from_slice(bytes) {
+        Ok(Json::Object(map)) => Ok(map),
+        Ok(_) => Err(MessagingError::MalformedMessage(
+            "body is not a JSON object".into(),
+        )),
+        Err(e) => Err(MessagingError::MalformedMessage(format!(
+            "body is not JSON: {e}"
+        ))),
+    }
+}
+
+fn take_object(map: &mut Map<String, Json>, key: &str) -> Result<Map<String, Json>> {
+    match map.shift_remove(key) {
+        Some(Json::Object(object)) => Ok(object),
+        None | Some(Json::Null) => Ok(Map::new()),
+        Some(other) => Err(MessagingError::MalformedMessage(format!(
+            "`{key}` should be an object, got {other}"
+        ))),
+    }
+}
+
+/// Decode a request received by a server.
+pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
+    let bytes = body_bytes(&message.body)?
+        .ok_or_else(|| MessagingError::MalformedMessage("request without a body".into()))?;
+    let mut body = json_object(&bytes)?;
+    let context = take_object(&mut body, "context")?;
+    let mut request_dict = match body.shift_remove("request") {
+        Some(Json::Object(request)) => request,
+        _ => {
+            return Err(MessagingError::MalformedMessage(
+                "body has no `request` object".into(),
+            ))
+        }
+    };
+    let request = RpcRequest::from_request_dict(&mut request_dict, context)?;
+    let call_monitor_timeout = body
+        .get("call_monitor_timeout")
+        .and_then(Json::as_f64)
+        .filter(|s| *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok());
+    let properties = message.properties.as_ref();
+    let msg_id = properties
+        .and_then(|p| p.message_id.as_ref())
+        .map(message_id_string);
+    let reply_to = properties.and_then(|p| p.reply_to.clone());
+    let call = match (msg_id, reply_to) {
+        (Some(msg_id), Some(reply_to)) => Some((msg_id, reply_to)),
+        _ => None,
+    };
+    Ok(IncomingRequest {
+        request,
+        call,
+        call_monitor_timeout,
+    })
+}
+
+/// Decode a reply: the call it answers and the event.
+pub fn decode_reply(message: &AmqpMessage) -> Result<(String, ReplyEvent)> {
+    let correlation_id = message
+        .properties
+        .as_ref()
+        .and_then(|p| p.correlation_id.as_ref())
+        .map(message_id_string)
+        .ok_or_else(|| MessagingError::MalformedMessage("reply without correlation-id".into()))?;
+    let Some(bytes) = body_bytes(&message.body)? else {
+        return Ok((correlation_id, ReplyEvent::Heartbeat));
+    };
+    let mut body = json_object(&bytes)?;
+    let event = match body.shift_remove("failure") {
+        Some(Json::String(failure)) => ReplyEvent::Failure(wire::decode_failure(&failure)?),
+        Some(Json::Null) | None => ReplyEvent::Result {
+            value: body.shift_remove("response").unwrap_or(Json::Null),
+            ending: true,
+        },
+        Some(other) => {
+            return Err(MessagingError::MalformedMessage(format!(
+                "`failure` should be a string, got {other}"
+            )))
+        }
+    };
+    Ok((correlation_id, event))
+}
+
+/// Decode a notification (either envelope format inside `request`).
+pub fn decode_notification(message: &AmqpMessage) -> Result<NotificationMessage> {
+    let bytes = body_bytes(&message.body)?
+        .ok_or_else(|| MessagingError::MalformedMessage("notification without a body".into()))?;
+    let mut body = json_object(&bytes)?;
+    let context = take_object(&mut body, "context")?;
+    let request = match body.shift_remove("request") {
+        Some(request @ Json::Object(_)) => request,
+        _ => {
+            return Err(MessagingError::MalformedMessage(
+                "body has no `request` object".into(),
+            ))
+        }
+    };
+    // The shared decoder reads both the `2.0` envelope and a bare (v1) dict.
+    let inner = wire::decode_body(&serde_json::to_vec(&request)?)?;
+    let (mut notification, _) = NotificationMessage::from_map(inner)?;
+    if notification.context.is_empty() {
+        notification.context = context;
+    }
+    Ok(notification)
+}
+
+#[cfg(test)]
+mod tests {
+    use messaging_core::{Priority, RemoteError};
+    use serde_json::json;
+
+    use super::*;
+
+    fn text(message: &AmqpMessage) -> String {
+        String::from_utf8(body_bytes(&message.body).unwrap().unwrap()).unwrap()
+    }
+
+    fn sample_request() -> RpcRequest {
+        let context = json!({"user_id": "u-1", "project_id": "p-1", "request_id": "req-123"});
+        let args = json!({"value": {"a": 1, "b": [1, 2, 3], "c": {"nested": "ü"}, "d": null, "e": 1.5, "f": true}});
+        RpcRequest {
+            method: "echo".into(),
+            args: args.as_object().unwrap().clone(),
+            namespace: None,
+            version: Some("1.0".into()),
+            context: context.as_object().unwrap().clone(),
+        }
+    }
+
+    /// The body of oslo's captured call (§9.4), byte for byte.
+    #[test]
+    fn call_layout_matches_oslo() {
+        let call = CallInfo {
+            msg_id: "d8bfea73187944318f7dbd6f6f6ec04c".into(),
+            reply_to: "dynamic-reply/ee98".into(),
+            timeout: Some(Duration::from_secs(10)),
+        };
+        let m = request(
+            "unicast.openstack.testtopic",
+            &sample_request(),
+            Some(&call),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            text(&m),
+            r#"{"request": {"method": "echo", "args": {"value": {"a": 1, "b": [1, 2, 3], "c": {"nested": "\u00fc"}, "d": null, "e": 1.5, "f": true}}, "version": "1.0"}, "context": {"user_id": "u-1", "project_id": "p-1", "request_id": "req-123"}}"#
+        );
+        assert_eq!(m.header.as_ref().unwrap().ttl, Some(10_000));
+        let p = m.properties.as_ref().unwrap();
+        assert_eq!(p.to.as_deref(), Some("unicast.openstack.testtopic"));
+        assert_eq!(p.reply_to.as_deref(), Some("dynamic-reply/ee98"));
+        assert_eq!(
+            p.message_id,
+            Some(MessageId::String("d8bfea73187944318f7dbd6f6f6ec04c".into()))
+        );
+        let back = decode_request(&m).unwrap();
+        assert_eq!(back.request, sample_request());
+        assert_eq!(
+            back.call,
+            Some((
+                "d8bfea73187944318f7dbd6f6f6ec04c".into(),
+                "dynamic-reply/ee98".into()
+            ))
+        );
+        assert_eq!(back.call_monitor_timeout, None);
+    }
+
+    #[test]
+    fn cast_has_no_ids_and_monitor_only_on_calls() {
+        let m = request("t", &sample_request(), None, Some(Duration::from_secs(2))).unwrap();
+        assert!(m.header.is_none());
+        let p = m.properties.as_ref().unwrap();
+        assert!(p.message_id.is_none() && p.reply_to.is_none());
+        assert!(!text(&m).contains("call_monitor_timeout"));
+        let call = CallInfo {
+            msg_id: "x".into(),
+            reply_to: "r".into(),
+            timeout: None,
+        };
+        let m = request(
+            "t",
+            &sample_request(),
+            Some(&call),
+            Some(Duration::from_secs(2)),
+        )
+        .unwrap();
+        assert!(
+            text(&m).ends_with(r#", "call_monitor_timeout": 2}"#),
+            "{}",
+            text(&m)
+        );
+        assert_eq!(
+            decode_request(&m).unwrap().call_monitor_timeout,
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn replies_and_heartbeats() {
+        let value = json!({"a": 1, "c": {"nested": "ü"}});
+        let m = reply(
+            "r",
+            "id1",
+            &ReplyEvent::Result {
+                value: value.clone(),
+                ending: true,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            text(&m),
+            r#"{"response": {"a": 1, "c": {"nested": "\u00fc"}}}"#
+        );
+        assert_eq!(
+            decode_reply(&m).unwrap(),
+            (
+                "id1".into(),
+                ReplyEvent::Result {
+                    value,
+                    ending: true
+                }
+            )
+        );
+
+        let failure = RemoteError::value_error("boom");
+        let m = reply("r", "id2", &ReplyEvent::Failure(failure.clone()), None).unwrap();
+        assert!(
+            text(&m).starts_with(r#"{"failure": "{\"class\": \"ValueError\""#),
+            "{}",
+            text(&m)
+        );
+        match decode_reply(&m).unwrap() {
+            (id, ReplyEvent::Failure(back)) => {
+                assert_eq!(id, "id2");
+                assert_eq!(back.class, "ValueError");
+                assert_eq!(back.message, "boom");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let m = reply(
+            "r",
+            "id3",
+            &ReplyEvent::Heartbeat,
+            Some(Duration::from_secs(2)),
+        )
+        .unwrap();
+        assert!(matches!(m.body, Body::Empty));
+        assert_eq!(m.header.as_ref().unwrap().ttl, Some(2000));
+        assert_eq!(
+            decode_reply(&m).unwrap(),
+            ("id3".into(), ReplyEvent::Heartbeat)
+        );
+    }
+
+    #[test]
+    fn notification_layout_matches_oslo() {
+        let n = NotificationMessage {
+            message_id: "4910a37d-ff34-4f9f-84b2-0b879acd0b15".into(),
+            publisher_id: "compute.host1".into(),
+            event_type: "compute.instance.create.end".into(),
+            priority: Priority::Info,
+            payload: json!({"instance_id": "inst-0", "seq": 0, "ok": true}),
+            timestamp: "2026-11-21 14:57:52.732854".into(),
+            context: Map::new(),
+        };
+        let m = notification(
+            "unicast.openstack.notifications.info",
+            &n,
+            NotificationFormat::V2,
+        )
+        .unwrap();
+        assert_eq!(
+            text(&m),
+            r#"{"request": {"oslo.version": "2.0", "oslo.message": "{\"message_id\": \"4910a37d-ff34-4f9f-84b2-0b879acd0b15\", \"publisher_id\": \"compute.host1\", \"event_type\": \"compute.instance.create.end\", \"priority\": \"INFO\", \"payload\": {\"instance_id\": \"inst-0\", \"seq\": 0, \"ok\": true}, \"timestamp\": \"2026-11-21 14:57:52.732854\"}"}, "context": {}}"#
+        );
+        assert_eq!(decode_notification(&m).unwrap(), n);
+
+        let with_ctx = NotificationMessage {
+            context: json!({"user_id": "u-1"}).as_object().unwrap().clone(),
+            ..n.clone()
+        };
+        for format in [NotificationFormat::V2, NotificationFormat::V1] {
+            let m = notification("x", &with_ctx, format).unwrap();
+            assert!(!text(&m).contains("_context_"), "{}", text(&m));
+            assert_eq!(decode_notification(&m).unwrap(), with_ctx);
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        let bad = |body: Body<Value>| Message::builder().body(body).build();
+        for m in [
+            bad(Body::Empty),
+            bad(string_body("not json".into())),
+            bad(string_body("[1]".into())),
+            bad(string_body(r#"{"context": {}}"#.into())),
+            bad(Body::Value(AmqpValue(Value::Int(5)))),
+        ] {
+            assert!(decode_request(&m).is_err());
+            assert!(decode_notification(&m).is_err());
+        }
+        assert!(
+            decode_reply(&bad(string_body("{}".into()))).is_err(),
+            "no correlation id"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The notification side: unsettled sends awaited for their outcome, one receiver link per
+//! subscribed address, acknowledged (`accepted`) or requeued (`released`) by the listener.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use messaging_core::driver::{
+    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
+    NotifyDriver, SendOptions,
+};
+use messaging_core::wire::{NotificationFormat, NotificationMessage};
+use messaging_core::{MessagingError, Result, Retry};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::Amqp1Config;
+use crate::link::{InFlight, LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::message;
+use crate::rpc::shown_body;
+
+const DRIVER: &str = "amqp1";
+
+/// The notification side of one transport.
+pub(crate) struct Amqp1Notify {
+    links: Arc<LinkManager>,
+}
+
+impl Amqp1Notify {
+    pub fn new(links: Arc<LinkManager>) -> Self {
+        Self { links }
+    }
+}
+
+#[async_trait]
+impl NotifyDriver for Amqp1Notify {
+    async fn notify(
+        &self,
+        to: &NotifyAddress,
+        message: &NotificationMessage,
+        format: NotificationFormat,
+        options: &SendOptions,
+    ) -> Result<()> {
+        let config = self.links.config();
+        let deadline = Instant::now()
+            + options
+                .timeout
+                .unwrap_or_else(|| Amqp1Config::secs(config.default_notify_timeout));
+        let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
+        let target = endpoints.notify_target(to);
+        let amqp = message::notification(&target, message, format)?;
+        let spec = SendSpec {
+            settled: config.pre_settled.notify,
+            deadline,
+            retry: options.retry,
+            call_id: None,
+            what: "notification",
+        };
+        self.links.send(&target, amqp, &spec).await
+    }
+
+    async fn listen(
+        &self,
+        subscriptions: &[NotifyAddress],
+        pool: Option<&str>,
+    ) -> Result<Box<dyn NotificationSource>> {
+        if pool.is_some() {
+            return Err(MessagingError::unsupported(DRIVER, "listener pools"));
+        }
+        let config = self.links.config();
+        let deadline = Instant::now() + config.connect_timeout() * 2;
+        let endpoints = self.links.endpoints(Retry::Never, Some(deadline)).await?;
+        let mut sources: Vec<String> = subscriptions
+            .iter()
+            .map(|s| endpoints.notify_source(s))
+            .collect();
+        sources.dedup();
+        let credit = config.notify_server_credit;
+        let (tx, rx) = mpsc::channel(credit as usize);
+        let (stop, _) = watch::channel(false);
+        let in_flight = Arc::new(InFlight::default());
+        for source in sources {
+            let spec = ReceiverSpec {
+                source: Some(source),
+                credit,
+                presettled: false,
+                on_attach: None,
+                in_flight: Some(in_flight.clone()),
+            };
+            if let Err(error) = self
+                .links
+                .spawn_receiver(spec, tx.clone(), stop.subscribe())
+                .await
+            {
+                stop.send_replace(true);
+                return Err(error);
+            }
+        }
+        Ok(Box::new(Amqp1NotificationSource {
+            rx,
+            stop,
+            in_flight,
+            closed: false,
+        }))
+    }
+
+    async fn close(&self) {
+        self.links.close().await;
+    }
+}
+
+struct Amqp1NotificationSource {
+    rx: mpsc::Receiver<Received>,
+    stop: watch::Sender<bool>,
+    in_flight: Arc<InFlight>,
+    closed: bool,
+}
+
+#[async_trait]
+impl NotificationSource for Amqp1NotificationSource {
+    async fn next(&mut self) -> Option<IncomingNotification> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            let received = self.rx.recv().await?;
+            match message::decode_notification(&received.message) {
+                Ok(notification) => {
+                    self.in_flight.take();
+                    return Some(IncomingNotification {
+                        message: notification,
+                        unique_id: None,
+                        acker: Box::new(Amqp1Acker {
+                            received: Some(received),
+                            in_flight: self.in_flight.clone(),
+                        }),
+                    });
+                }
+                Err(error) => {
+                    log_malformed(
+                        DRIVER,
+                        "notification listener",
+                        &error,
+                        &shown_body(&received),
+                    );
+                    received.accept().await;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop.send_replace(true);
+        while let Ok(received) = self.rx.try_recv() {
+            received.release().await;
+        }
+        self.rx.close();
+    }
+}
+
+impl Drop for Amqp1NotificationSource {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Settles one notification; dropping it unsettled counts as done (the peer redelivers it
+/// when the link goes).
+struct Amqp1Acker {
+    received: Option<Received>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Amqp1Acker {
+    fn failed(what: &str) -> MessagingError {
+        MessagingError::DeliveryFailure(format!(
+            "cannot {what} a notification: its link is gone (it will be redelivered)"
+        ))
+    }
+}
+
+#[async_trait]
+impl Acknowledger for Amqp1Acker {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        let received = self.received.take().expect("settled once");
+        if received.accept().await {
+            Ok(())
+        } else {
+            Err(Self::failed("acknowledge"))
+        }
+    }
+
+    async fn requeue(mut self: Box<Self>) -> Result<()> {
+        let received = self.received.take().expect("settled once");
+        if received.release().await {
+            Ok(())
+        } else {
+            Err(Self::failed("requeue"))
+        }
+    }
+}
+
+impl Drop for Amqp1Acker {
+    fn drop(&mut self) {
+        self.in_flight.done();
+    }
+}

@@ -1,0 +1,323 @@
+//! The RPC side: calls, casts, replies (one reply link per transport, calls correlated by
+//! message id) and servers (a receiver link per address, requests accepted before dispatch).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use messaging_core::driver::{
+    log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
+    RpcListener, SendOptions, ServerAddress,
+};
+use messaging_core::wire::{self, ReplyEvent, RpcRequest};
+use messaging_core::{MessagingError, Result, Retry};
+use tokio::sync::{mpsc, watch, OnceCell};
+use tokio::time::Instant;
+
+use crate::config::Amqp1Config;
+use crate::link::{LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::message::{self, CallInfo};
+use crate::mode::Endpoints;
+
+const DRIVER: &str = "amqp1";
+
+/// The body of a message, for logs about bad input.
+pub(crate) fn shown_body(received: &Received) -> Vec<u8> {
+    message::body_bytes(&received.message.body)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Where replies arrive: the current `reply-to` (a dynamic address changes on reconnect).
+struct ReplyLink {
+    reply_to: Arc<RwLock<String>>,
+}
+
+/// The RPC side of one transport.
+pub(crate) struct Amqp1Rpc {
+    links: Arc<LinkManager>,
+    replies: ReplyRouter,
+    reply_link: OnceCell<ReplyLink>,
+    stop: watch::Sender<bool>,
+}
+
+impl Amqp1Rpc {
+    pub fn new(links: Arc<LinkManager>) -> Self {
+        Self {
+            links,
+            replies: ReplyRouter::new(),
+            reply_link: OnceCell::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    fn config(&self) -> &Amqp1Config {
+        self.links.config()
+    }
+
+    fn send_deadline(&self, options: &SendOptions) -> Instant {
+        Instant::now()
+            + options
+                .timeout
+                .unwrap_or_else(|| Amqp1Config::secs(self.config().default_send_timeout))
+    }
+
+    /// Start the reply link on first use and return the current reply address.
+    async fn reply_to(&self, retry: Retry, deadline: Instant) -> Result<String> {
+        let link = self
+            .reply_link
+            .get_or_try_init(|| async {
+                let endpoints = self.links.endpoints(retry, Some(deadline)).await?;
+                let broker = endpoints.mode().is_broker();
+                let (source, fixed) = if broker {
+                    let (source, reply_to) = Endpoints::reply_queue(&wire::new_reply_queue_name());
+                    (Some(source), Some(reply_to))
+                } else {
+                    (None, None)
+                };
+                let reply_to = Arc::new(RwLock::new(String::new()));
+                let current = reply_to.clone();
+                let on_attach = Box::new(move |address: &str| {
+                    let address = fixed.clone().unwrap_or_else(|| address.to_owned());
+                    tracing::debug!(reply_to = %address, "reply link attached");
+                    *current.write().expect("reply address poisoned") = address;
+                });
+                let credit = self.config().reply_link_credit;
+                let (tx, rx) = mpsc::channel(credit as usize);
+                tokio::spawn(route_replies(rx, self.replies.clone()));
+                let spec = ReceiverSpec {
+                    source,
+                    credit,
+                    presettled: broker,
+                    on_attach: Some(on_attach),
+                    in_flight: None,
+                };
+                self.links
+                    .spawn_receiver(spec, tx, self.stop.subscribe())
+                    .await?;
+                Ok::<_, MessagingError>(ReplyLink { reply_to })
+            })
+            .await?;
+        Ok(link
+            .reply_to
+            .read()
+            .expect("reply address poisoned")
+            .clone())
+    }
+}
+
+impl Drop for Amqp1Rpc {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Hand every reply to the call waiting for it.
+async fn route_replies(mut rx: mpsc::Receiver<Received>, replies: ReplyRouter) {
+    while let Some(received) = rx.recv().await {
+        received.accept().await;
+        match message::decode_reply(&received.message) {
+            Ok((msg_id, event)) => {
+                replies.deliver(&msg_id, event);
+            }
+            Err(error) => log_malformed(DRIVER, "reply link", &error, &shown_body(&received)),
+        }
+    }
+}
+
+#[async_trait]
+impl RpcDriver for Amqp1Rpc {
+    async fn cast(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        options: &SendOptions,
+    ) -> Result<()> {
+        let deadline = self.send_deadline(options);
+        let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
+        let target = endpoints.request_target(to);
+        let message = message::request(&target, request, None, None)?;
+        let spec = SendSpec {
+            settled: self.config().pre_settled.rpc_cast,
+            deadline,
+            retry: options.retry,
+            call_id: None,
+            what: if to.fanout { "fanout cast" } else { "cast" },
+        };
+        self.links.send(&target, message, &spec).await
+    }
+
+    async fn call(
+        &self,
+        to: &RpcAddress,
+        request: &RpcRequest,
+        options: &SendOptions,
+    ) -> Result<PendingReply> {
+        let deadline = self.send_deadline(options);
+        let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
+        let target = endpoints.request_target(to);
+        let reply_to = self.reply_to(options.retry, deadline).await?;
+        let msg_id = wire::new_id();
+        let pending = self.replies.register(msg_id.clone());
+        let call = CallInfo {
+            msg_id: msg_id.clone(),
+            reply_to,
+            timeout: options.timeout,
+        };
+        let message =
+            message::request(&target, request, Some(&call), options.call_monitor_timeout)?;
+        let spec = SendSpec {
+            settled: self.config().pre_settled.rpc_call,
+            deadline,
+            retry: options.retry,
+            call_id: Some(msg_id),
+            what: "call",
+        };
+        self.links.send(&target, message, &spec).await?;
+        Ok(pending)
+    }
+
+    async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {
+        let deadline = Instant::now() + self.config().connect_timeout() * 2;
+        let endpoints = self.links.endpoints(Retry::Never, Some(deadline)).await?;
+        let credit = self.config().rpc_server_credit;
+        let (tx, rx) = mpsc::channel(3 * credit as usize);
+        let (stop, _) = watch::channel(false);
+        for source in endpoints.server_sources(on) {
+            let spec = ReceiverSpec {
+                source: Some(source),
+                credit,
+                presettled: false,
+                on_attach: None,
+                in_flight: None,
+            };
+            if let Err(error) = self
+                .links
+                .spawn_receiver(spec, tx.clone(), stop.subscribe())
+                .await
+            {
+                stop.send_replace(true);
+                return Err(error);
+            }
+        }
+        Ok(Box::new(Amqp1RpcListener {
+            links: self.links.clone(),
+            rx,
+            stop,
+            pending: None,
+            closed: false,
+        }))
+    }
+
+    async fn close(&self) {
+        self.stop.send_replace(true);
+        self.replies.clear();
+        self.links.close().await;
+    }
+}
+
+/// A server's requests from its three links.
+struct Amqp1RpcListener {
+    links: Arc<LinkManager>,
+    rx: mpsc::Receiver<Received>,
+    stop: watch::Sender<bool>,
+    /// Taken from the channel but not yet returned (kept across a cancelled `next`).
+    pending: Option<Received>,
+    closed: bool,
+}
+
+#[async_trait]
+impl RpcListener for Amqp1RpcListener {
+    async fn next(&mut self) -> Option<IncomingRequest> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            if self.pending.is_none() {
+                self.pending = Some(self.rx.recv().await?);
+            }
+            let accepted = self.pending.as_ref()?.accept().await;
+            let received = self.pending.take()?;
+            if !accepted {
+                // The link went away before we could take it: the peer gives it to another
+                // consumer (RPC is at most once).
+                continue;
+            }
+            let decoded = match message::decode_request(&received.message) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    log_malformed(DRIVER, "rpc server", &error, &shown_body(&received));
+                    continue;
+                }
+            };
+            let reply = decoded.call.map(|(msg_id, reply_to)| {
+                Box::new(Amqp1Replier {
+                    links: self.links.clone(),
+                    reply_to,
+                    msg_id,
+                    call_monitor_timeout: decoded.call_monitor_timeout,
+                }) as Box<dyn Replier>
+            });
+            return Some(IncomingRequest {
+                request: decoded.request,
+                unique_id: None,
+                call_monitor_timeout: decoded.call_monitor_timeout,
+                reply,
+            });
+        }
+    }
+
+    async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop.send_replace(true);
+        if let Some(pending) = self.pending.take() {
+            pending.release().await;
+        }
+        while let Ok(received) = self.rx.try_recv() {
+            received.release().await;
+        }
+        self.rx.close();
+    }
+}
+
+impl Drop for Amqp1RpcListener {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Answers one call on its `reply-to`.
+struct Amqp1Replier {
+    links: Arc<LinkManager>,
+    reply_to: String,
+    msg_id: String,
+    call_monitor_timeout: Option<Duration>,
+}
+
+#[async_trait]
+impl Replier for Amqp1Replier {
+    async fn send(&self, event: ReplyEvent) -> Result<()> {
+        let config = self.links.config();
+        let message = message::reply(
+            &self.reply_to,
+            &self.msg_id,
+            &event,
+            self.call_monitor_timeout,
+        )?;
+        let spec = SendSpec {
+            settled: config.pre_settled.rpc_reply,
+            deadline: Instant::now() + Amqp1Config::secs(config.default_reply_timeout),
+            retry: match config.default_reply_retry {
+                0 => Retry::Never,
+                n => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
+            },
+            call_id: None,
+            what: "reply",
+        };
+        self.links.send(&self.reply_to, message, &spec).await
+    }
+}
