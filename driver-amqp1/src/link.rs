@@ -365,11 +365,10 @@ impl LinkManager {
                 msg_id: msg_id.clone(),
                 after: started.elapsed(),
             },
-            None => MessagingError::DeliveryFailure(format!(
-                "{} to `{address}` not delivered within {:?}: {waiting}",
-                spec.what,
-                started.elapsed()
-            )),
+            None => MessagingError::SendTimeout {
+                what: format!("{} to `{address}` ({waiting})", spec.what),
+                after: started.elapsed(),
+            },
         }
     }
 

@@ -90,6 +90,16 @@ pub enum MessagingError {
         after: Duration,
     },
 
+    /// A cast or notification could not be handed over within its send timeout (for example,
+    /// an AMQP 1.0 router grants no credit to an address nobody consumes).
+    #[error("could not send {what} within {after:?}")]
+    SendTimeout {
+        /// What was being sent, and to where.
+        what: String,
+        /// How long the sender tried.
+        after: Duration,
+    },
+
     /// The remote endpoint raised an error.
     #[error("remote error: {0}")]
     Remote(Box<RemoteError>),
@@ -166,7 +176,10 @@ impl MessagingError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::ConnectionFailure(_) | Self::DeliveryFailure(_) | Self::Timeout { .. }
+            Self::ConnectionFailure(_)
+                | Self::DeliveryFailure(_)
+                | Self::Timeout { .. }
+                | Self::SendTimeout { .. }
         )
     }
 }

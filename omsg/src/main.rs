@@ -99,7 +99,9 @@ impl Failure {
                 eprintln!("{error}");
                 ExitCode::from(1)
             }
-            Failure::Messaging(error @ MessagingError::Timeout { .. }) => {
+            Failure::Messaging(
+                error @ (MessagingError::Timeout { .. } | MessagingError::SendTimeout { .. }),
+            ) => {
                 eprintln!("omsg: {error}");
                 ExitCode::from(2)
             }
