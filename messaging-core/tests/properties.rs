@@ -1,0 +1,123 @@
+//! Property tests: encode/decode round trips of the wire codec and the URL grammar, and
+//! decoders that never panic on arbitrary input.
+
+use messaging_core::wire::{
+    CallInfo, ContextStyle, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage,
+    RpcRequest,
+};
+use messaging_core::{Priority, RemoteError, TransportHost, TransportUrl};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e12f64..1e12).prop_map(Value::from),
+        ".*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((".*", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn json_map() -> impl Strategy<Value = Map<String, Value>> {
+    prop::collection::vec(("[a-z_]{1,8}", json_value()), 0..4).prop_map(|kv| kv.into_iter().collect())
+}
+
+fn priority() -> impl Strategy<Value = Priority> {
+    prop::sample::select(Priority::ALL.to_vec())
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(
+        method in "[a-z_]{1,12}",
+        args in json_map(),
+        namespace in proptest::option::of("[a-z]{1,6}"),
+        version in proptest::option::of("[0-9]\\.[0-9]"),
+        context in json_map(),
+        call in proptest::option::of(("[0-9a-f]{32}", proptest::option::of(1u32..100))),
+    ) {
+        let message = RequestMessage {
+            request: RpcRequest { method, args, namespace, version, context },
+            call: call.map(|(id, t)| CallInfo { msg_id: id.clone(), reply_q: format!("reply_{id}"), monitor_timeout: t.map(f64::from) }),
+            unique_id: Some(messaging_core::wire::new_id()),
+        };
+        let decoded = RequestMessage::decode(&message.encode().unwrap()).unwrap();
+        prop_assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn replies_round_trip(value in json_value(), ending in any::<bool>(), class in "[A-Za-z]{1,10}", text in ".*") {
+        for event in [
+            ReplyEvent::Result { value: value.clone(), ending: ending || value.is_null() },
+            ReplyEvent::Failure(RemoteError::new(class.clone(), text.clone())),
+            ReplyEvent::Heartbeat,
+        ] {
+            let message = ReplyMessage { msg_id: "m".into(), event, unique_id: Some("u".into()) };
+            prop_assert_eq!(ReplyMessage::decode(&message.encode().unwrap()).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn notifications_round_trip(
+        payload in json_value(),
+        context in json_map(),
+        priority in priority(),
+        event_type in ".*",
+        nested in any::<bool>(),
+        v1 in any::<bool>(),
+    ) {
+        let message = NotificationMessage {
+            message_id: messaging_core::wire::new_message_id(),
+            publisher_id: "p".into(),
+            event_type,
+            priority,
+            payload,
+            timestamp: messaging_core::wire::timestamp_now(),
+            context,
+        };
+        let style = if nested { ContextStyle::Nested } else { ContextStyle::Flattened };
+        let format = if v1 { NotificationFormat::V1 } else { NotificationFormat::V2 };
+        let (decoded, _) = NotificationMessage::decode(&message.encode(format, style, None).unwrap()).unwrap();
+        prop_assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn decoders_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = RequestMessage::decode(&body);
+        let _ = ReplyMessage::decode(&body);
+        let _ = NotificationMessage::decode(&body);
+    }
+
+    #[test]
+    fn url_display_round_trips(
+        driver in "[a-z][a-z0-9]{0,7}",
+        hosts in prop::collection::vec(("[a-z0-9.-]{1,12}", proptest::option::of(1u16..), proptest::option::of("[^\u{0}]{1,8}")), 1..4),
+        vhost in proptest::option::of("[^\u{0}]{1,10}"),
+        query in prop::collection::vec(("[a-z_]{1,8}", "[^\u{0}]{0,8}"), 0..3),
+    ) {
+        let mut query: Vec<(String, String)> = query;
+        query.sort();
+        query.dedup_by(|a, b| a.0 == b.0);
+        let url = TransportUrl {
+            driver,
+            variant: None,
+            hosts: hosts.into_iter().map(|(hostname, port, username)| TransportHost { hostname, port, username, password: None }).collect(),
+            virtual_host: vhost,
+            query,
+        };
+        prop_assert_eq!(TransportUrl::parse(&url.to_string()).unwrap(), url);
+    }
+
+    #[test]
+    fn url_parser_never_panics(input in ".*") {
+        let _ = TransportUrl::parse(&input);
+        let _ = TransportUrl::parse(&format!("rabbit://{input}"));
+    }
+}
