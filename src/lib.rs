@@ -35,6 +35,8 @@ pub fn install_default_drivers() {
         install_driver(std::sync::Arc::new(driver_rabbit::RabbitDriver));
         #[cfg(feature = "amqp1")]
         install_driver(std::sync::Arc::new(driver_amqp1::Amqp1Driver));
+        #[cfg(feature = "kafka")]
+        install_driver(std::sync::Arc::new(driver_kafka::KafkaDriver));
     });
 }
 

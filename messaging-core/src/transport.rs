@@ -122,7 +122,7 @@ impl Info {
     fn new(url: TransportUrl, driver: &dyn Driver, options: &TransportOptions) -> Arc<Self> {
         Arc::new(Self {
             driver: driver.name(),
-            capabilities: driver.capabilities(),
+            capabilities: driver.capabilities_for(&url),
             url,
             options: options.clone(),
         })

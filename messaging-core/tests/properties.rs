@@ -2,8 +2,8 @@
 //! decoders that never panic on arbitrary input.
 
 use messaging_core::wire::{
-    CallInfo, ContextStyle, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage,
-    RpcRequest,
+    CallInfo, ContextStyle, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage,
+    RequestMessage, RpcRequest,
 };
 use messaging_core::{Priority, RemoteError, TransportHost, TransportUrl};
 use proptest::prelude::*;
@@ -20,13 +20,15 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((".*", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec((".*", inner), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
 
 fn json_map() -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::vec(("[a-z_]{1,8}", json_value()), 0..4).prop_map(|kv| kv.into_iter().collect())
+    prop::collection::vec(("[a-z_]{1,8}", json_value()), 0..4)
+        .prop_map(|kv| kv.into_iter().collect())
 }
 
 fn priority() -> impl Strategy<Value = Priority> {

@@ -51,8 +51,7 @@ impl Backend {
     /// declares (the driver must be installed).
     pub fn new(name: impl Into<String>, url: &str) -> Self {
         let capabilities = TransportUrl::parse(url)
-            .and_then(|u| driver_for_scheme(&u.driver))
-            .map(|d| d.capabilities())
+            .and_then(|u| Ok(driver_for_scheme(&u.driver)?.capabilities_for(&u)))
             .unwrap_or_else(|e| panic!("conformance backend `{url}`: {e}"));
         let rpc_url = capabilities.supports(Feature::Rpc).then(|| url.to_owned());
         let notify_url = capabilities

@@ -90,6 +90,13 @@ pub trait Driver: Send + Sync + 'static {
     /// What this driver can and cannot do.
     fn capabilities(&self) -> Capabilities;
 
+    /// What this driver can do with the options of `url` (some features depend on them, e.g.
+    /// where a new Kafka consumer group starts reading). Defaults to [`capabilities`](Self::capabilities).
+    fn capabilities_for(&self, url: &TransportUrl) -> Capabilities {
+        let _ = url;
+        self.capabilities()
+    }
+
     /// Build the RPC side for `url` (options already validated).
     async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {
         let _ = url;

@@ -65,6 +65,7 @@ pub struct Notifier {
     topics: Vec<String>,
     drivers: Vec<NotifierDriver>,
     retry: Retry,
+    timeout: Option<std::time::Duration>,
     exchange: Option<String>,
     serializer: SharedSerializer,
 }
@@ -79,6 +80,7 @@ impl Notifier {
             topics: vec!["notifications".to_owned()],
             drivers: vec![NotifierDriver::MessagingV2],
             retry: Retry::Forever,
+            timeout: None,
             exchange: None,
             serializer: default_serializer(),
         }
@@ -112,6 +114,13 @@ impl Notifier {
     /// How often to retry when the broker is unreachable.
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Give up sending a notification after this long (with the retries allowed), instead of
+    /// waiting as long as the retry policy does.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -168,6 +177,7 @@ impl Notifier {
         };
         let options = SendOptions {
             retry: self.retry,
+            timeout: self.timeout,
             ..SendOptions::default()
         };
         let exchange = self

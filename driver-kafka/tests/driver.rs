@@ -1,0 +1,333 @@
+//! Behaviour of the Kafka driver beyond the conformance suite: errors and their bounds, record
+//! layout, malformed records, virtual hosts, flow control. Needs `KAFKA_URL` (except where
+//! noted); skipped when unset, unless `MESSAGING_REQUIRE_BROKERS=1`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use messaging_core::conformance::Recorder;
+use messaging_core::driver::{NotifyAddress, Retry, SendOptions};
+use messaging_core::wire::{self, NotificationFormat, NotificationMessage};
+use messaging_core::{
+    get_notification_transport, get_rpc_transport, Context, MessagingError, Notification,
+    NotificationEndpoint, NotificationListener, NotificationResult, Notifier, Priority, Target,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn message(payload: serde_json::Value) -> NotificationMessage {
+    NotificationMessage {
+        message_id: wire::new_message_id(),
+        publisher_id: "p".into(),
+        event_type: "e".into(),
+        priority: Priority::Info,
+        payload,
+        timestamp: wire::timestamp_now(),
+        context: serde_json::Map::new(),
+    }
+}
+
+fn address(topic: &str) -> NotifyAddress {
+    NotifyAddress {
+        exchange: "openstack".into(),
+        topic: topic.into(),
+        priority: Priority::Info,
+    }
+}
+
+async fn recording_listener(
+    url: &str,
+    topic: &str,
+    pool: &str,
+    delay: Duration,
+) -> (messaging_core::ServiceHandle, Arc<Recorder<Notification>>) {
+    let recorder = Recorder::new();
+    let record = recorder.clone();
+    let listener = NotificationListener::new(get_notification_transport(url).await.unwrap())
+        .target(Target::topic(topic))
+        .pool(pool)
+        .max_concurrency(2)
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+            let record = record.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                record.push(n);
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .expect("listener");
+    (listener, recorder)
+}
+
+/// No broker needed: RPC over Kafka is refused as oslo refuses it.
+#[tokio::test]
+async fn rpc_transport_is_unsupported() {
+    messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
+    match get_rpc_transport("kafka://127.0.0.1:9092/").await {
+        Err(MessagingError::Unsupported { driver, what }) => {
+            assert_eq!((driver.as_str(), what.as_str()), ("kafka", "RPC"));
+        }
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("RPC over kafka must be unsupported"),
+    }
+}
+
+/// No broker needed: an unreachable broker is a `ConnectionFailure` within the bound the
+/// caller gave (one attempt of `producer_delivery_timeout`, or the send's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_a_connection_failure_within_the_bound() {
+    messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
+    let transport = get_notification_transport("kafka://127.0.0.1:1/?producer_delivery_timeout=2")
+        .await
+        .expect("transport (the producer connects lazily)");
+
+    let started = Instant::now();
+    let result = Notifier::new(transport.clone(), "p")
+        .retry(Retry::Never)
+        .info(&Context::new(), "e", &1)
+        .await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(MessagingError::ConnectionFailure(_))),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+
+    let started = Instant::now();
+    let options = SendOptions {
+        timeout: Some(Duration::from_millis(1500)),
+        retry: Retry::Forever,
+        ..SendOptions::default()
+    };
+    let result = transport
+        .driver()
+        .notify(
+            &address("t"),
+            &message(json!(1)),
+            NotificationFormat::V2,
+            &options,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(MessagingError::ConnectionFailure(_))),
+        "{result:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "bounded by the send's timeout: {elapsed:?}"
+    );
+    println!(
+        "unreachable broker: gave up after {elapsed:?}: {}",
+        result.unwrap_err()
+    );
+}
+
+/// A record the broker (here: librdkafka's `message.max.bytes`) refuses is a
+/// `DeliveryFailure`, at once, and later sends still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_record_is_payload_too_large() {
+    let Some(url) = common::kafka_url("oversized_record_is_payload_too_large") else {
+        return;
+    };
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "p").topics([common::unique("big")]);
+    let started = Instant::now();
+    let result = notifier
+        .info(&Context::new(), "big", &"x".repeat(2_000_000))
+        .await;
+    assert!(
+        matches!(result, Err(MessagingError::PayloadTooLarge { size, limit }) if size > limit),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    notifier
+        .info(&Context::new(), "small", &1)
+        .await
+        .expect("the next send works");
+    transport.close().await;
+}
+
+/// Undecodable records are logged and skipped, and their offsets committed: the group's
+/// committed offsets cover every record, valid or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_skipped_and_committed() {
+    let Some(url) = common::kafka_url("malformed_records_are_skipped_and_committed") else {
+        return;
+    };
+    let url = common::with_options(&url, common::TEST_OPTIONS);
+    let topic = common::unique("malformed");
+    let pool = common::unique("pool");
+    let (listener, recorder) = recording_listener(&url, &topic, &pool, Duration::ZERO).await;
+    let garbage: [&[u8]; 4] = [
+        b"not json",
+        b"[1, 2]",
+        br#"{"oslo.version": "2.0", "oslo.message": "{\"payload\": 1}"}"#,
+        br#"{"oslo.version": "9.0", "oslo.message": "{}"}"#,
+    ];
+    let kafka_topic = format!("{topic}.info");
+    tokio::task::spawn_blocking({
+        let (url, kafka_topic) = (url.clone(), kafka_topic.clone());
+        move || {
+            for value in garbage {
+                common::raw_produce(&url, &kafka_topic, value);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let transport = get_notification_transport(&url).await.unwrap();
+    Notifier::new(transport.clone(), "p")
+        .topics([&topic])
+        .info(&Context::new(), "valid", &1)
+        .await
+        .unwrap();
+    let got = recorder.wait_for(1, WAIT, "the valid notification").await;
+    assert_eq!(got[0].event_type, "valid");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    listener.shutdown().await;
+    transport.close().await;
+    assert_eq!(recorder.len(), 1, "only the valid one");
+    // Every record is committed, the undecodable ones too.
+    let committed = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", common::bootstrap(&url))
+            .set("group.id", &pool)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for partition in 0..4 {
+            tpl.add_partition(&kafka_topic, partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(n) => n,
+                _ => 0,
+            })
+            .sum::<i64>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        committed, 5,
+        "4 undecodable records and 1 valid one committed"
+    );
+}
+
+/// With a virtual host, notifier and listener both use `<topic>.<priority>.<vhost>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_host_is_part_of_both_topics() {
+    let Some(url) = common::kafka_url("virtual_host_is_part_of_both_topics") else {
+        return;
+    };
+    let vhost = common::unique("vh");
+    let url = format!(
+        "{}/{vhost}?{}",
+        url.trim_end_matches('/'),
+        common::TEST_OPTIONS
+    );
+    let topic = common::unique("vhost");
+    let (listener, recorder) =
+        recording_listener(&url, &topic, &common::unique("pool"), Duration::ZERO).await;
+    let transport = get_notification_transport(&url).await.unwrap();
+    Notifier::new(transport.clone(), "p")
+        .topics([&topic])
+        .info(&Context::new(), "with-vhost", &1)
+        .await
+        .unwrap();
+    recorder.wait_for(1, WAIT, "notification").await;
+    listener.shutdown().await;
+    transport.close().await;
+    let records = tokio::task::spawn_blocking({
+        let topic = format!("{topic}.info.{vhost}");
+        move || common::raw_records(&url, &topic, 1, WAIT)
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1, "the record is in <topic>.info.<vhost>");
+}
+
+/// A listener pauses fetching while `max_poll_records` notifications wait to be handled,
+/// and resumes: everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_pauses_and_resumes() {
+    let Some(url) = common::kafka_url("flow_control_pauses_and_resumes") else {
+        return;
+    };
+    let url = common::with_options(
+        &url,
+        &format!("{}&max_poll_records=20", common::TEST_OPTIONS),
+    );
+    let topic = common::unique("flow");
+    let (listener, recorder) = recording_listener(
+        &url,
+        &topic,
+        &common::unique("pool"),
+        Duration::from_millis(5),
+    )
+    .await;
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "p").topics([&topic]);
+    let sends = (0..200).map(|i| {
+        let notifier = notifier.clone();
+        async move { notifier.info(&Context::new(), "flow", &i).await.unwrap() }
+    });
+    futures_util::future::join_all(sends).await;
+    let got = recorder.wait_for(200, WAIT, "every notification").await;
+    listener.shutdown().await;
+    transport.close().await;
+    let mut ids: Vec<i64> = got.iter().map(|n| n.payload.as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+}
+
+/// Sends from one transport are in flight together. With a 200 ms linger every produce
+/// request waits 200 ms: sends one after the other take 200 ms each, while 500 concurrent
+/// sends share a few requests (they would take 100 s if each waited for the one before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_are_in_flight_together() {
+    let Some(url) = common::kafka_url("concurrent_sends_are_in_flight_together") else {
+        return;
+    };
+    const LINGER: Duration = Duration::from_millis(200);
+    let url = common::with_options(&url, "producer_batch_timeout=0.2");
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "p").topics([common::unique("pipe")]);
+    notifier.info(&Context::new(), "warmup", &0).await.unwrap();
+    let started = Instant::now();
+    for i in 0..5 {
+        notifier.info(&Context::new(), "seq", &i).await.unwrap();
+    }
+    let sequential = started.elapsed();
+    const N: usize = 500;
+    let started = Instant::now();
+    let sends = (0..N).map(|i| {
+        let notifier = notifier.clone();
+        async move { notifier.info(&Context::new(), "par", &i).await.unwrap() }
+    });
+    futures_util::future::join_all(sends).await;
+    let concurrent = started.elapsed();
+    transport.close().await;
+    println!("5 sends one at a time: {sequential:?}; {N} concurrent sends: {concurrent:?}");
+    assert!(
+        sequential >= LINGER * 5,
+        "each send waits for its delivery report"
+    );
+    assert!(concurrent < LINGER * 10, "{N} sends took {concurrent:?}");
+}
