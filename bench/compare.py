@@ -25,10 +25,10 @@ AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"
 
 # name, mode, concurrent senders, count per implementation
 WORKLOADS = [
-    ("sequential calls", "rpc-call", 1, {"python": 1000, "rust": 5000, "raw-lapin": 5000}),
-    ("concurrent calls (16 in flight)", "rpc-call", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
-    ("casts (16 senders)", "rpc-cast", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
-    ("notifications (16 senders)", "notify", 16, {"python": 2000, "rust": 20000, "raw-lapin": 20000}),
+    ("sequential calls", "rpc-call", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
+    ("concurrent calls (16 in flight)", "rpc-call", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
+    ("casts (16 senders)", "rpc-cast", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
+    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
 ]
 IMPLEMENTATIONS = ["python", "rust", "raw-lapin"]
 
@@ -136,7 +136,7 @@ def main():
             count = max(counts[impl] // (10 if args.quick else 1), 100)
             print("… %s: %s, %d messages" % (name, impl, count), file=sys.stderr, flush=True)
             results[name][impl] = run_one(impl, mode, clients, count)
-    print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s in all.\n" % (
+    print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))
     print(table(results))

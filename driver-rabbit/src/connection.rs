@@ -90,6 +90,7 @@ impl Connector {
                         vhost: vhost.clone(),
                         query: AMQPQueryString {
                             heartbeat: Some(config.heartbeat_timeout_threshold as u16),
+                            frame_max: Some(config.frame_max),
                             auth_mechanism: Some(mechanism),
                             ..AMQPQueryString::default()
                         },

@@ -1033,3 +1033,57 @@ async fn queue_and_consumer_options_are_applied() {
     // The fanout exchange is durable and auto-delete: it went away with its last queue.
     assert!(exchanges(&topic).is_empty());
 }
+
+/// Messages much larger than a frame (`frame_max`, 32 KiB by default) travel in many frames,
+/// both ways, for calls and for notifications; a smaller `frame_max` is honoured too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_span_many_frames() {
+    let Some(url) = rabbit_url("large_messages_span_many_frames") else {
+        return;
+    };
+    for url in [
+        url.clone(),
+        format!("{}/?frame_max=4096", url.trim_end_matches('/')),
+    ] {
+        let topic = unique("drv_large");
+        let server = start_server(&url, &topic, "s1").await;
+        let client = RpcClient::new(
+            get_rpc_transport(&url).await.unwrap(),
+            Target::topic(&topic),
+        )
+        .timeout(Duration::from_secs(30));
+        let big = "é".repeat(512 * 1024); // 1 MiB of UTF-8, 2 MiB once JSON-escaped twice
+        let echoed: String = client
+            .call(&ctx(), "echo", &json!({"value": big}))
+            .await
+            .unwrap();
+        assert_eq!(echoed, big, "{url}");
+        server.shutdown().await;
+
+        let transport = get_notification_transport(&url).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = NotificationListener::new(transport.clone())
+            .target(Target::topic(&topic))
+            .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(n.payload).ok();
+                    NotificationResult::Handled
+                }
+            }))
+            .start()
+            .await
+            .unwrap();
+        Notifier::new(transport, "p")
+            .topics([&topic])
+            .info(&ctx(), "big", &big)
+            .await
+            .unwrap();
+        let payload = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(payload, json!(big), "{url}");
+        listener.shutdown().await;
+    }
+}
