@@ -21,7 +21,9 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"
+RAW_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"  # lapin's URI for the same broker
+KAFKA = "kafka://127.0.0.1:9092/"
+AMQP1 = "amqp://guest:guest@127.0.0.1:5672/"
 
 # name, mode, concurrent senders, count per implementation
 WORKLOADS = [
@@ -30,19 +32,31 @@ WORKLOADS = [
     ("casts (16 senders)", "rpc-cast", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
     ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
 ]
-IMPLEMENTATIONS = ["python", "rust", "raw-lapin"]
+KAFKA_WORKLOADS = [
+    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000}),
+]
+AMQP1_WORKLOADS = [(name, mode, clients, {"rust": counts["rust"]}) for name, mode, clients, counts in WORKLOADS]
+
+# title, transport URL, workloads, implementations compared
+SECTIONS = [
+    ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin"]),
+    ("Kafka (nisshi 0.8.1)", KAFKA, KAFKA_WORKLOADS, ["python", "rust"]),
+    ("AMQP 1.0 (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
+     AMQP1, AMQP1_WORKLOADS, ["rust"]),
+]
+NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin"}
 
 
-def command(impl, role, mode, topic, count, clients):
+def command(impl, url, role, mode, topic, count, clients):
     if impl == "rust":
-        return [os.path.join(ROOT, "target/release/omsg"), "--url", RABBIT, "bench", mode, "--role", role,
+        return [os.path.join(ROOT, "target/release/omsg"), "--url", url, "bench", mode, "--role", role,
                 "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"]
     if impl == "python":
         python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
-        return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", RABBIT, "--mode", mode,
+        return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", url, "--mode", mode,
                 "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)]
     mode = "rpc-cast" if mode == "notify" else mode  # raw lapin: a notification is a confirmed publish
-    return [os.path.join(ROOT, "target/release/examples/raw_lapin_bench"), "--url", AMQP, "--role", role,
+    return [os.path.join(ROOT, "target/release/examples/raw_lapin_bench"), "--url", RAW_AMQP, "--role", role,
             "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)]
 
 
@@ -62,13 +76,13 @@ def json_line(stream, want, timeout):
     raise RuntimeError("timed out")
 
 
-def run_one(impl, mode, clients, count):
+def run_one(impl, url, mode, clients, count):
     topic = "bench_%s_%s" % (impl.replace("-", "_"), uuid.uuid4().hex[:8])
-    server = subprocess.Popen(command(impl, "server", mode, topic, count, clients), stdout=subprocess.PIPE,
+    server = subprocess.Popen(command(impl, url, "server", mode, topic, count, clients), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         json_line(server.stdout, lambda o: o.get("event") == "ready", 120)
-        done = subprocess.run(command(impl, "client", mode, topic, count, clients), capture_output=True,
+        done = subprocess.run(command(impl, url, "client", mode, topic, count, clients), capture_output=True,
                               text=True, timeout=900)
         client = json.loads([l for l in done.stdout.splitlines() if l.startswith("{")][-1])
         if mode == "rpc-call":
@@ -92,32 +106,32 @@ def build():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "omsg"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-rabbit", "--example", "raw_lapin_bench"],
                    cwd=ROOT, check=True)
-    subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python"], cwd=ROOT, check=True)
+    subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python", "kafka"], cwd=ROOT, check=True)
 
 
 def fmt(value, digits=0):
     return "%.*f" % (digits, value)
 
 
-def table(results):
-    rows = ["| workload | metric | Python oslo.messaging | Rust (this library) | raw lapin | Rust ÷ Python | Rust ÷ raw lapin |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, mode, _, _ in WORKLOADS:
+def table(workloads, impls, results):
+    """One Markdown table: a column per implementation, ratios to Python and raw lapin."""
+    ratios = [other for other in ("python", "raw-lapin") if other in impls and "rust" in impls]
+    head = ["workload", "metric"] + [NAMES[i] for i in impls] + ["Rust ÷ " + NAMES[o].split(" ")[0]
+                                                                 if o == "python" else "Rust ÷ raw lapin" for o in ratios]
+    rows = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(impls) + len(ratios))]
+    for name, mode, _, _ in workloads:
         r = results[name]
-        py, rs, raw = r["python"], r["rust"], r["raw-lapin"]
-        metrics = [("msgs/s" + (" (end to end)" if mode != "rpc-call" else ""), "rate", 0, True)]
-        metrics += [("p50 ms", "p50_ms", 2, False), ("p99 ms", "p99_ms", 2, False)]
+        metrics = [("msgs/s" + (" (end to end)" if mode != "rpc-call" else ""), "rate", 0, True),
+                   ("p50 ms", "p50_ms", 2, False), ("p99 ms", "p99_ms", 2, False)]
         for label, key, digits, ratio in metrics:
-            rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                name, label, fmt(py[key], digits), fmt(rs[key], digits), fmt(raw[key], digits),
-                fmt(rs[key] / py[key], 1) + "×" if ratio else "", fmt(100 * rs[key] / raw[key]) + " %" if ratio else ""))
+            cells = [fmt(r[i][key], digits) for i in impls]
+            cells += [(fmt(r["rust"][key] / r["python"][key], 1) + "×" if o == "python"
+                       else fmt(100 * r["rust"][key] / r["raw-lapin"][key]) + " %") if ratio else "" for o in ratios]
+            rows.append("| %s | %s | %s |" % (name, label, " | ".join(cells)))
         for side in ("client", "server"):
-            rows.append("| %s | CPU ms/msg, %s | %s | %s | %s | | |" % (
-                name, side, fmt(py[side]["cpu_ms_per_msg"], 3), fmt(rs[side]["cpu_ms_per_msg"], 3),
-                fmt(raw[side]["cpu_ms_per_msg"], 3)))
-            rows.append("| %s | peak RSS MiB, %s | %s | %s | %s | | |" % (
-                name, side, fmt(py[side]["peak_rss_mib"], 1), fmt(rs[side]["peak_rss_mib"], 1),
-                fmt(raw[side]["peak_rss_mib"], 1)))
+            for label, key, digits in (("CPU ms/msg", "cpu_ms_per_msg", 3), ("peak RSS MiB", "peak_rss_mib", 1)):
+                cells = [fmt(r[i][side][key], digits) for i in impls] + [""] * len(ratios)
+                rows.append("| %s | %s, %s | %s |" % (name, label, side, " | ".join(cells)))
     return "\n".join(rows)
 
 
@@ -130,16 +144,19 @@ def main():
     load_before = os.getloadavg()
     started = time.time()
     results = {}
-    for name, mode, clients, counts in WORKLOADS:
-        results[name] = {}
-        for impl in IMPLEMENTATIONS:
-            count = max(counts[impl] // (10 if args.quick else 1), 100)
-            print("… %s: %s, %d messages" % (name, impl, count), file=sys.stderr, flush=True)
-            results[name][impl] = run_one(impl, mode, clients, count)
+    for title, url, workloads, impls in SECTIONS:
+        results[title] = {}
+        for name, mode, clients, counts in workloads:
+            results[title][name] = {}
+            for impl in impls:
+                count = max(counts[impl] // (10 if args.quick else 1), 100)
+                print("… %s, %s: %s, %d messages" % (title, name, impl, count), file=sys.stderr, flush=True)
+                results[title][name][impl] = run_one(impl, url, mode, clients, count)
     print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))
-    print(table(results))
+    for title, _, workloads, impls in SECTIONS:
+        print("### %s\n\n%s\n" % (title, table(workloads, impls, results[title])))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=1)

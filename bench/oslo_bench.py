@@ -93,6 +93,11 @@ class NotifyEndpoint:
 def server(args, transport):
     receipts = Receipts(args.count)
     if args.mode == "notify":
+        # Kafka consumers do not notice a topic created after they subscribed (metadata is
+        # refreshed every few minutes): create it with one notification first.
+        first = Sender(args, transport)
+        first.send(0)
+        first.close()
         notify_transport = oslo_messaging.get_notification_transport(cfg.CONF, url=args.url)
         endpoint = NotifyEndpoint(receipts)
         service = oslo_messaging.get_notification_listener(
@@ -107,7 +112,13 @@ def server(args, transport):
         deadline = time.time() + 60
         while not receipts.warm.is_set() and time.time() < deadline:
             sender.send(0)
+            if args.mode == "notify":
+                sender.close()  # flush: the kafka driver only sends on cleanup or poll
+                sender = Sender(args, transport)
             receipts.warm.wait(1.0)
+        if not receipts.warm.is_set():
+            emit({"event": "failed", "reason": "no warm-up message arrived within 60 s"})
+            return
     emit({"event": "ready", "topic": args.topic})
     cpu_before, started = cpu_seconds(), time.time()
     if args.mode == "rpc-call":
@@ -142,14 +153,20 @@ def server(args, transport):
 class Sender:
     def __init__(self, args, transport):
         self.args = args
+        self.notify_transport = None
         if args.mode == "notify":
-            notify_transport = oslo_messaging.get_notification_transport(cfg.CONF, url=args.url)
+            self.notify_transport = oslo_messaging.get_notification_transport(cfg.CONF, url=args.url)
             self.notifier = oslo_messaging.Notifier(
-                notify_transport, publisher_id="oslo.bench", driver="messagingv2", topics=[args.topic])
+                self.notify_transport, publisher_id="oslo.bench", driver="messagingv2", topics=[args.topic])
         else:
             self.client = oslo_messaging.get_rpc_client(
                 transport, oslo_messaging.Target(topic=args.topic), timeout=60)
         self.value = "x" * args.size
+
+    def close(self):
+        # The kafka driver only flushes its producer here: without it, queued records are lost.
+        if self.notify_transport is not None:
+            self.notify_transport.cleanup()
 
     def send(self, sent_ns):
         mode = self.args.mode
@@ -185,6 +202,7 @@ def client(args, transport):
         thread.start()
     for thread in threads:
         thread.join()
+    sender.close()
     seconds = time.perf_counter() - started
     report = {
         "mode": args.mode, "role": "client", "clients": clients, "size": args.size,

@@ -397,6 +397,30 @@ fn credit(value: u64, name: &str) -> Result<u32> {
 }
 
 impl Amqp1Config {
+    /// The reconnection back-off of the oslo options `connection_retry_interval`,
+    /// `connection_retry_backoff` and `connection_retry_interval_max` (exponential with
+    /// jitter, the same for every driver; oslo's AMQP 1.0 driver grew it linearly).
+    pub fn backoff(&self) -> messaging_core::driver::retry::Backoff {
+        messaging_core::driver::retry::Backoff::new(
+            Self::secs(self.connection_retry_interval),
+            Self::secs(self.connection_retry_backoff),
+            Self::secs(self.connection_retry_interval_max),
+        )
+    }
+
+    /// The back-off of a receiver link re-attaching after a recoverable failure: as
+    /// [`backoff`](Self::backoff), up to `link_retry_delay` when that is longer.
+    pub fn link_backoff(&self) -> messaging_core::driver::retry::Backoff {
+        messaging_core::driver::retry::Backoff::new(
+            Self::secs(self.connection_retry_interval),
+            Self::secs(self.connection_retry_backoff),
+            Self::secs(
+                self.connection_retry_interval_max
+                    .max(self.link_retry_delay),
+            ),
+        )
+    }
+
     /// Read the options of `url` (already validated against [`OPTIONS`]).
     pub fn from_url(url: &TransportUrl) -> Result<Self> {
         let o = url.options();

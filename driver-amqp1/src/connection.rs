@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use fe2o3_amqp::connection::{ConnectionHandle, OpenError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -80,14 +79,7 @@ fn container_id(config: &Amqp1Config) -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    let program = std::env::args()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "rust".into());
+    let program = messaging_core::driver::program_name();
     format!(
         "openstack.org/om/container/{host}/{program}/{}/{}",
         std::process::id(),
@@ -221,9 +213,7 @@ impl Connector {
     /// Connect to the first host that answers, trying each in turn, again and again with a
     /// growing delay as `retry` allows, until `deadline`. Refused credentials fail at once.
     pub async fn connect(&self, retry: Retry, deadline: Option<Instant>) -> Result<Opened> {
-        let mut delay = Amqp1Config::secs(self.config.connection_retry_interval);
-        let backoff = Amqp1Config::secs(self.config.connection_retry_backoff);
-        let max = Amqp1Config::secs(self.config.connection_retry_interval_max);
+        let mut backoff = self.config.backoff();
         let mut round = 0u32;
         loop {
             let mut errors = Vec::new();
@@ -249,13 +239,13 @@ impl Connector {
             if !retry.allows(round) {
                 return Err(failure);
             }
+            let delay = backoff.next_delay();
             let wake = Instant::now() + delay;
             if deadline.is_some_and(|d| wake >= d) {
                 return Err(failure);
             }
             tracing::warn!(error = %failure, retry_in = ?delay, "AMQP 1.0 connection failed");
             tokio::time::sleep_until(wake).await;
-            delay = (delay + backoff).min(max.max(Duration::from_millis(1)));
         }
     }
 }

@@ -23,6 +23,7 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Delivery, Receiver, ReceiverDisposer, Sendable, Sender, Session};
+use messaging_core::driver::retry::Failure;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -112,13 +113,6 @@ pub(crate) struct SendSpec {
     pub call_id: Option<String>,
     /// What is sent, for errors (`cast`, `notification`, …).
     pub what: &'static str,
-}
-
-enum Failure {
-    /// Worth another try (connection lost, link detached, released by the peer).
-    Retry(MessagingError),
-    /// Final (refused, rejected, timed out).
-    Final(MessagingError),
 }
 
 struct LiveSender {
@@ -338,7 +332,7 @@ impl LinkManager {
             self.check_open()?;
             match self.try_send(address, &message, spec, started).await {
                 Ok(()) => return Ok(()),
-                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) => {
                     attempt += 1;
                     let wake = Instant::now() + pause;
@@ -384,7 +378,7 @@ impl LinkManager {
             let mut guard = tokio::time::timeout_at(spec.deadline, slot.link.lock())
                 .await
                 .map_err(|_| {
-                    Failure::Final(self.timed_out(
+                    Failure::Fatal(self.timed_out(
                         address,
                         spec,
                         started,
@@ -413,7 +407,7 @@ impl LinkManager {
             *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
             match queued {
                 Err(_) => {
-                    return Err(Failure::Final(self.timed_out(
+                    return Err(Failure::Fatal(self.timed_out(
                         address,
                         spec,
                         started,
@@ -438,7 +432,7 @@ impl LinkManager {
             tokio::select! {
                 outcome = &mut outcome => break outcome,
                 _ = tokio::time::sleep_until(spec.deadline) => {
-                    return Err(Failure::Final(self.timed_out(address, spec, started, "no outcome from the peer")));
+                    return Err(Failure::Fatal(self.timed_out(address, spec, started, "no outcome from the peer")));
                 }
                 _ = watch.tick() => {
                     if self.link_lost(&slot, link_id) {
@@ -462,7 +456,7 @@ impl LinkManager {
                 ))))
             }
             Ok(Outcome::Rejected(r)) => {
-                Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
                     "{} to `{address}` was rejected: {}",
                     spec.what,
                     r.error
@@ -476,7 +470,7 @@ impl LinkManager {
                 ))))
             }
             #[allow(unreachable_patterns)]
-            Ok(other) => Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+            Ok(other) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
                 "{} to `{address}`: unexpected outcome {other:?}",
                 spec.what
             )))),
@@ -523,7 +517,7 @@ impl LinkManager {
             .await
             .map_err(|e| match e {
                 MessagingError::Closed(_) | MessagingError::AuthenticationFailure(_) => {
-                    Failure::Final(e)
+                    Failure::Fatal(e)
                 }
                 e => Failure::Retry(e),
             })?;
@@ -533,7 +527,7 @@ impl LinkManager {
             .sender_settle_mode(SenderSettleMode::Mixed)
             .attach(&mut session);
         match tokio::time::timeout_at(spec.deadline, attach).await {
-            Err(_) => Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+            Err(_) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
                 "no answer to the attach of a sender to `{address}`"
             )))),
             Ok(Ok(sender)) => Ok(LiveSender {
@@ -544,7 +538,7 @@ impl LinkManager {
             }),
             Ok(Err(error)) => {
                 if self.connection_alive(generation).await {
-                    Err(Failure::Final(MessagingError::DeliveryFailure(format!(
+                    Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
                         "the peer refused a sender to `{address}`: {error}"
                     ))))
                 } else {
@@ -839,14 +833,7 @@ async fn receiver_task(
 ) {
     let mut ready = Some(ready);
     let mut shutdown = manager.shutdown_signal();
-    let first_delay = Amqp1Config::secs(manager.config.connection_retry_interval);
-    let backoff = Amqp1Config::secs(manager.config.connection_retry_backoff);
-    let max_delay = Amqp1Config::secs(manager.config.link_retry_delay)
-        .max(Amqp1Config::secs(
-            manager.config.connection_retry_interval_max,
-        ))
-        .max(Duration::from_millis(10));
-    let mut delay = first_delay;
+    let mut backoff = manager.config.link_backoff();
     loop {
         if *stop.borrow() || *shutdown.borrow() || sink.is_closed() {
             return;
@@ -866,7 +853,7 @@ async fn receiver_task(
         };
         match attached {
             Ok((mut receiver, session, address)) => {
-                delay = first_delay;
+                backoff.reset();
                 if let Some(on_attach) = &spec.on_attach {
                     on_attach(&address);
                 }
@@ -890,15 +877,14 @@ async fn receiver_task(
                     let _ = ready.send(Err(error));
                     return;
                 }
-                tracing::warn!(%error, retry_in = ?delay, "cannot attach a receiver link");
+                tracing::warn!(%error, "cannot attach a receiver link");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.wait_for(|s| *s) => return,
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        delay = (delay + backoff).min(max_delay);
     }
 }
 

@@ -3,23 +3,15 @@
 
 use std::time::Duration;
 
+use messaging_core::driver::retry::{with_retry, Backoff, Failure};
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::sleep;
 
 use crate::config::KafkaConfig;
 use crate::logging::TracingContext;
-
-/// Why one produce attempt failed.
-#[derive(Debug)]
-enum Failure {
-    /// Worth another attempt (broker unreachable, leader moving, …).
-    Retry(MessagingError),
-    /// Another attempt would fail the same way.
-    Fatal(MessagingError),
-}
 
 /// The transport's producer.
 pub(crate) struct Publisher {
@@ -44,37 +36,14 @@ impl Publisher {
     /// report. Failed attempts are retried as `options.retry` allows, the whole send bounded by
     /// `options.timeout`; each attempt is bounded by `producer_delivery_timeout`.
     pub async fn publish(&self, topic: &str, payload: &[u8], options: &SendOptions) -> Result<()> {
-        let started = Instant::now();
-        let deadline = options.timeout.map(|t| started + t);
-        let mut attempt = 0u32;
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let outcome = match deadline {
-                Some(deadline) => timeout_at(deadline, self.attempt(topic, payload))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
-                            "no delivery report for a record to `{topic}` within {:?} (it may \
-                             still be delivered)",
-                            options.timeout.unwrap_or_default()
-                        ))))
-                    }),
-                None => self.attempt(topic, payload).await,
-            };
-            let error = match outcome {
-                Ok(()) => return Ok(()),
-                Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Retry(error)) => error,
-            };
-            attempt += 1;
-            let out_of_time = deadline.is_some_and(|d| Instant::now() + backoff >= d);
-            if !options.retry.allows(attempt) || out_of_time {
-                return Err(give_up(error, attempt, started.elapsed()));
-            }
-            tracing::warn!(%error, attempt, ?backoff, topic, "kafka send failed; retrying");
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        // 0.25 s, 0.5 s, 1 s, 2 s, 4 s, then 5 s between attempts (with jitter).
+        let backoff = Backoff::new(
+            Duration::from_millis(250),
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+        );
+        let what = format!("delivery of a record to `{topic}`");
+        with_retry(&what, options, backoff, || self.attempt(topic, payload)).await
     }
 
     async fn attempt(&self, topic: &str, payload: &[u8]) -> Result<(), Failure> {
@@ -198,18 +167,5 @@ fn classify(topic: &str, size: usize, error: KafkaError) -> Failure {
             Failure::Fatal(MessagingError::AuthenticationFailure(text))
         }
         _ => Failure::Fatal(MessagingError::DeliveryFailure(text)),
-    }
-}
-
-fn give_up(error: MessagingError, attempts: u32, elapsed: Duration) -> MessagingError {
-    let why = format!("gave up after {attempts} attempt(s) in {elapsed:.1?}");
-    match error {
-        MessagingError::ConnectionFailure(reason) => {
-            MessagingError::ConnectionFailure(format!("{reason} ({why})"))
-        }
-        MessagingError::DeliveryFailure(reason) => {
-            MessagingError::DeliveryFailure(format!("{reason} ({why})"))
-        }
-        other => other,
     }
 }

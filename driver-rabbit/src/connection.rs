@@ -14,9 +14,11 @@ use lapin::uri::{
     AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism,
 };
 use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
+pub(crate) use messaging_core::driver::retry::Failure;
+use messaging_core::driver::retry::{self, Backoff};
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportHost, TransportUrl};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::timeout;
 
 use crate::config::{secs, FailoverStrategy, LoginMethod, RabbitConfig};
 
@@ -178,14 +180,7 @@ impl Connector {
 
 /// `<program>:<pid>:<uuid>`, as oslo names its connections (plus the role, for operators).
 fn connection_name(role: &str) -> String {
-    let program = std::env::args()
-        .next()
-        .and_then(|arg0| {
-            std::path::Path::new(&arg0)
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "rust".into());
+    let program = messaging_core::driver::program_name();
     format!(
         "{program}:{}:{}:{role}",
         std::process::id(),
@@ -282,133 +277,57 @@ pub(crate) fn is_permanent(error: &MessagingError) -> bool {
     }
 }
 
-/// What a failed operation on a channel means for the caller.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The connection (or its channel) went away: reconnect and try again, if allowed.
-    Retry(MessagingError),
-    /// Trying again would fail the same way.
-    Fatal(MessagingError),
-}
-
-impl Failure {
-    /// Classify a lapin error from an operation described by `what`.
-    pub(crate) fn from_lapin(what: &str, error: &lapin::Error) -> Self {
-        if let ErrorKind::ProtocolError(amqp) = error.kind() {
-            if let AMQPErrorKind::Soft(soft) = amqp.kind() {
-                let message = format!("{what}: broker refused: {amqp}");
-                return match soft {
-                    // The broker is short of resources or the queue is busy: transient.
-                    AMQPSoftError::RESOURCELOCKED => {
-                        Failure::Retry(MessagingError::DeliveryFailure(message))
-                    }
-                    _ => Failure::Fatal(MessagingError::DeliveryFailure(message)),
-                };
-            }
-        }
-        Failure::Retry(MessagingError::ConnectionFailure(format!(
-            "{what}: {error}"
-        )))
-    }
-
-    /// Classify an error of ours.
-    pub(crate) fn from_error(error: MessagingError) -> Self {
-        if is_permanent(&error) {
-            Failure::Fatal(error)
-        } else {
-            Failure::Retry(error)
+/// Classify a lapin error from an operation described by `what`.
+pub(crate) fn lapin_failure(what: &str, error: &lapin::Error) -> Failure {
+    if let ErrorKind::ProtocolError(amqp) = error.kind() {
+        if let AMQPErrorKind::Soft(soft) = amqp.kind() {
+            let message = format!("{what}: broker refused: {amqp}");
+            return match soft {
+                // The broker is short of resources or the queue is busy: transient.
+                AMQPSoftError::RESOURCELOCKED => {
+                    Failure::Retry(MessagingError::DeliveryFailure(message))
+                }
+                _ => Failure::Fatal(MessagingError::DeliveryFailure(message)),
+            };
         }
     }
+    Failure::Retry(MessagingError::ConnectionFailure(format!(
+        "{what}: {error}"
+    )))
 }
 
-/// Reconnection delays: `interval + step * (2^n - 1)`, capped at `max`, each with up to 50 %
-/// of jitter taken off (so that many clients do not reconnect in lockstep).
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    interval: f64,
-    step: f64,
-    max: f64,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: &RabbitConfig) -> Self {
-        Self {
-            interval: config.rabbit_retry_interval,
-            step: config.rabbit_retry_backoff,
-            max: config.rabbit_interval_max,
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let growth = 2f64.powi(self.attempt.min(30) as i32) - 1.0;
-        self.attempt = self.attempt.saturating_add(1);
-        let delay = (self.interval + self.step * growth).min(self.max.max(self.interval));
-        secs(delay * (0.5 + fastrand::f64() * 0.5))
-    }
-
-    /// Start over after a success.
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
+/// Classify an error of ours.
+pub(crate) fn classify(error: MessagingError) -> Failure {
+    if is_permanent(&error) {
+        Failure::Fatal(error)
+    } else {
+        Failure::Retry(error)
     }
 }
 
-/// Run `op` until it succeeds, retrying connection failures as `options` allow (with
-/// back-off, within `options.timeout`). Gives up with [`MessagingError::ConnectionFailure`].
+/// The reconnection back-off of the oslo options: `rabbit_retry_interval`,
+/// `rabbit_retry_backoff` (doubling), `rabbit_interval_max`.
+pub(crate) fn backoff(config: &RabbitConfig) -> Backoff {
+    Backoff::new(
+        secs(config.rabbit_retry_interval),
+        secs(config.rabbit_retry_backoff),
+        secs(config.rabbit_interval_max),
+    )
+}
+
+/// Run `op` until it succeeds, retrying connection failures as `options` allow, with the
+/// configured back-off, within `options.timeout`.
 pub(crate) async fn with_retry<T, F, Fut>(
     config: &RabbitConfig,
     what: &str,
     options: &SendOptions,
-    mut op: F,
+    op: F,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, Failure>>,
 {
-    let started = Instant::now();
-    let deadline = options.timeout.map(|t| started + t);
-    let mut backoff = Backoff::new(config);
-    let mut attempt = 0u32;
-    loop {
-        let outcome = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, op())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
-                        "{what}: not done within {:?}",
-                        options.timeout.unwrap_or_default()
-                    ))))
-                }),
-            None => op().await,
-        };
-        let error = match outcome {
-            Ok(value) => return Ok(value),
-            Err(Failure::Fatal(error)) => return Err(error),
-            Err(Failure::Retry(error)) => error,
-        };
-        attempt += 1;
-        let give_up = |why: String| {
-            let reason = match &error {
-                MessagingError::ConnectionFailure(reason) => reason.clone(),
-                other => other.to_string(),
-            };
-            MessagingError::ConnectionFailure(format!("{reason} ({why})"))
-        };
-        if !options.retry.allows(attempt) {
-            return Err(give_up(format!("gave up after {attempt} attempt(s)")));
-        }
-        let delay = backoff.next_delay();
-        if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-            return Err(give_up(format!(
-                "gave up after {attempt} attempt(s) in {:?}",
-                started.elapsed()
-            )));
-        }
-        tracing::warn!(%error, attempt, ?delay, "{what} failed; retrying");
-        sleep(delay).await;
-    }
+    retry::with_retry(what, options, backoff(config), op).await
 }
 
 #[cfg(test)]
@@ -449,7 +368,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_to_the_maximum() {
-        let mut b = Backoff::new(&RabbitConfig::default());
+        let mut b = backoff(&RabbitConfig::default());
         let delays: Vec<f64> = (0..7).map(|_| b.next_delay().as_secs_f64()).collect();
         let nominal = [1.0, 3.0, 7.0, 15.0, 30.0, 30.0, 30.0];
         for (delay, nominal) in delays.iter().zip(nominal) {

@@ -28,7 +28,7 @@ use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
-use crate::connection::{with_retry, Connector, Failure};
+use crate::connection::{classify, lapin_failure, with_retry, Connector, Failure};
 use crate::topology::{self, Declaration};
 
 /// A message to publish.
@@ -132,11 +132,11 @@ async fn confirm_channel(connection: &Connection) -> std::result::Result<Channel
     let channel = connection
         .create_channel()
         .await
-        .map_err(|e| Failure::from_lapin("opening a channel", &e))?;
+        .map_err(|e| lapin_failure("opening a channel", &e))?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(|e| Failure::from_lapin("enabling publisher confirms", &e))?;
+        .map_err(|e| lapin_failure("enabling publisher confirms", &e))?;
     Ok(channel)
 }
 
@@ -179,12 +179,7 @@ impl Publisher {
                 *current = None;
             }
         }
-        let connection = Arc::new(
-            self.connector
-                .connect(self.role)
-                .await
-                .map_err(Failure::from_error)?,
-        );
+        let connection = Arc::new(self.connector.connect(self.role).await.map_err(classify)?);
         let channel = confirm_channel(&connection).await?;
         let session = Arc::new(Session::new(connection, channel));
         *current = Some(session.clone());
@@ -218,10 +213,10 @@ impl Publisher {
                 properties(message.expiration),
             )
             .await
-            .map_err(|e| Failure::from_lapin("publishing", &e))?;
+            .map_err(|e| lapin_failure("publishing", &e))?;
         match confirm
             .await
-            .map_err(|e| Failure::from_lapin("waiting for the publisher confirm", &e))?
+            .map_err(|e| lapin_failure("waiting for the publisher confirm", &e))?
         {
             Confirmation::Nack(_) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
                 "the broker refused (nacked) a message to exchange `{}` with routing key `{}`",
@@ -291,7 +286,7 @@ impl Publisher {
                 "the broker refused (nacked) a message to `{}`",
                 message.routing_key
             )))),
-            Err(error) => Err(Failure::from_lapin("publishing", &error)),
+            Err(error) => Err(lapin_failure("publishing", &error)),
         }
     }
 

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
-use crate::connection::{Backoff, Connector, Failure};
+use crate::connection::{backoff, classify, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
 
 /// What a subscriber declares and consumes.
@@ -88,14 +88,10 @@ struct Live {
 
 impl Plan {
     async fn setup(&self) -> Result<Live, Failure> {
-        let connection = self
-            .connector
-            .connect(self.role)
-            .await
-            .map_err(Failure::from_error)?;
+        let connection = self.connector.connect(self.role).await.map_err(classify)?;
         let lapin_failure = |what: &str| {
             let what = what.to_owned();
-            move |e: lapin::Error| Failure::from_lapin(&what, &e)
+            move |e: lapin::Error| lapin_failure(&what, &e)
         };
         let channel = connection
             .create_channel()
@@ -228,7 +224,7 @@ async fn run(
     outstanding: Outstanding,
 ) {
     let mut live = Some(live);
-    let mut backoff = Backoff::new(plan.connector.config());
+    let mut backoff = backoff(plan.connector.config());
     // Why the loop ended: a stop to answer, or `None` when the user went away.
     let stopped: Option<oneshot::Sender<()>> = loop {
         let Some(current) = live.as_mut() else {

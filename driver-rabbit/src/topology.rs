@@ -9,7 +9,7 @@ use lapin::{Channel, ExchangeKind};
 use messaging_core::driver::{NotifyAddress, RpcAddress, ServerAddress};
 
 use crate::config::RabbitConfig;
-use crate::connection::Failure;
+use crate::connection::{lapin_failure, Failure};
 
 /// An exchange to declare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,7 +287,7 @@ pub(crate) async fn declare(channel: &Channel, declaration: &Declaration) -> Res
                 .await
         }
     };
-    result.map_err(|e| Failure::from_lapin(&format!("declaring {declaration:?}"), &e))
+    result.map_err(|e| lapin_failure(&format!("declaring {declaration:?}"), &e))
 }
 
 /// Declare every step, in order.

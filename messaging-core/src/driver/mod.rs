@@ -13,6 +13,7 @@
 mod address;
 mod capabilities;
 mod reply;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,6 +223,18 @@ pub trait Acknowledger: Send + 'static {
 
     /// Deliver the notification again (to this or another listener of the pool).
     async fn requeue(self: Box<Self>) -> Result<()>;
+}
+
+/// This program's name (`argv[0]` without its directory), as oslo puts it in connection names.
+pub fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "rust".into())
 }
 
 /// Log a message the driver could not decode. Every driver reports bad input the same way.
