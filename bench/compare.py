@@ -139,12 +139,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--only", help="run only the sections whose title contains this")
     args = parser.parse_args()
     build()
     load_before = os.getloadavg()
     started = time.time()
     results = {}
-    for title, url, workloads, impls in SECTIONS:
+    sections = [s for s in SECTIONS if not args.only or args.only in s[0]]
+    for title, url, workloads, impls in sections:
         results[title] = {}
         for name, mode, clients, counts in workloads:
             results[title][name] = {}
@@ -155,7 +157,7 @@ def main():
     print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))
-    for title, _, workloads, impls in SECTIONS:
+    for title, _, workloads, impls in sections:
         print("### %s\n\n%s\n" % (title, table(workloads, impls, results[title])))
     if args.json:
         with open(args.json, "w") as out:

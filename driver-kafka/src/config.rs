@@ -29,7 +29,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new(
         "producer_batch_timeout",
         OptionKind::Float,
-        "how long the producer waits to fill a batch, in s (linger); default 0",
+        "how long the producer waits to fill a batch, in s (linger); default 0.005",
     ),
     OptionSpec::new(
         "producer_delivery_timeout",
@@ -224,7 +224,9 @@ pub struct KafkaConfig {
     pub compression_codec: CompressionCodec,
     /// Most records per produce batch (`batch.num.messages`).
     pub producer_batch_size: u64,
-    /// How long the producer waits to fill a batch, in seconds (`linger.ms`).
+    /// How long the producer waits to fill a batch, in seconds (`linger.ms`). 5 ms by
+    /// default, as librdkafka and Kafka 4 (oslo sets 0): since every send waits for its
+    /// delivery report, concurrent sends only share produce requests with some linger.
     pub producer_batch_timeout: f64,
     /// Longest one produce attempt waits for its delivery report, in seconds
     /// (`message.timeout.ms`). A send's own timeout and retry policy bound the whole send.
@@ -265,7 +267,7 @@ impl Default for KafkaConfig {
         Self {
             compression_codec: CompressionCodec::None,
             producer_batch_size: 16384,
-            producer_batch_timeout: 0.0,
+            producer_batch_timeout: 0.005,
             producer_delivery_timeout: 30.0,
             acks: Acks::All,
             kafka_consumer_timeout: 1.0,
@@ -519,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_oslos() {
+    fn defaults_are_oslos_but_linger() {
         let url = TransportUrl::parse("kafka://h1,h2:9093/").unwrap();
         let config = KafkaConfig::default();
         let producer = config.producer_config(&url).unwrap();
@@ -527,7 +529,8 @@ mod tests {
             get(&producer, "bootstrap.servers").as_deref(),
             Some("h1:9092,h2:9093")
         );
-        assert_eq!(get(&producer, "linger.ms").as_deref(), Some("0"));
+        // Not oslo's 0: concurrent sends each awaiting delivery need some linger to batch.
+        assert_eq!(get(&producer, "linger.ms").as_deref(), Some("5"));
         assert_eq!(
             get(&producer, "batch.num.messages").as_deref(),
             Some("16384")
