@@ -12,7 +12,7 @@ use messaging_core::driver::{
     RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{
-    self, CallInfo, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE,
+    self, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE,
 };
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{oneshot, OnceCell};
@@ -149,11 +149,7 @@ impl RpcDriver for RabbitRpc {
         options: &SendOptions,
     ) -> Result<()> {
         self.check_open()?;
-        let message = RequestMessage {
-            request: request.clone(),
-            call: None,
-            unique_id: Some(wire::new_id()),
-        };
+        let message = RequestMessage::cast(request.clone());
         self.publish_request(to, &message, options).await
     }
 
@@ -165,17 +161,10 @@ impl RpcDriver for RabbitRpc {
     ) -> Result<PendingReply> {
         self.check_open()?;
         let reply_q = self.reply_queue(options).await?;
-        let msg_id = wire::new_id();
-        let pending = self.replies.register(msg_id.clone());
-        let message = RequestMessage {
-            request: request.clone(),
-            call: Some(CallInfo {
-                msg_id,
-                reply_q,
-                monitor_timeout: options.call_monitor_timeout.map(|t| t.as_secs_f64()),
-            }),
-            unique_id: Some(wire::new_id()),
-        };
+        let message = RequestMessage::call(request.clone(), reply_q, options.call_monitor_timeout);
+        let pending = self
+            .replies
+            .register(message.msg_id().expect("a call").to_owned());
         self.publish_request(to, &message, options).await?;
         Ok(pending)
     }

@@ -23,8 +23,8 @@ use crate::driver::{
 use crate::error::{MessagingError, Result};
 use crate::url::TransportUrl;
 use crate::wire::{
-    self, CallInfo, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage,
-    RequestMessage, RpcRequest,
+    self, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage,
+    RpcRequest,
 };
 
 use bus::{Bus, Delivery, QueueReceiver, QueueSender};
@@ -143,11 +143,7 @@ impl RpcDriver for MemoryRpc {
         _options: &SendOptions,
     ) -> Result<()> {
         self.check_open()?;
-        let message = RequestMessage {
-            request: request.clone(),
-            call: None,
-            unique_id: Some(wire::new_id()),
-        };
+        let message = RequestMessage::cast(request.clone());
         self.publish_request(
             to,
             Delivery::Request {
@@ -166,17 +162,10 @@ impl RpcDriver for MemoryRpc {
     ) -> Result<PendingReply> {
         self.check_open()?;
         let reply_q = self.reply_queue().await.to_owned();
-        let msg_id = wire::new_id();
-        let pending = self.replies.register(msg_id.clone());
-        let message = RequestMessage {
-            request: request.clone(),
-            call: Some(CallInfo {
-                msg_id,
-                reply_q,
-                monitor_timeout: options.call_monitor_timeout.map(|t| t.as_secs_f64()),
-            }),
-            unique_id: Some(wire::new_id()),
-        };
+        let message = RequestMessage::call(request.clone(), reply_q, options.call_monitor_timeout);
+        let pending = self
+            .replies
+            .register(message.msg_id().expect("a call").to_owned());
         let expires = options.timeout.map(|t| Instant::now() + t);
         self.publish_request(to, Delivery::Request { message, expires });
         Ok(pending)

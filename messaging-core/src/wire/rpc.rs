@@ -86,6 +86,38 @@ pub struct RequestMessage {
 }
 
 impl RequestMessage {
+    /// A cast of `request`, with a fresh `_unique_id`.
+    pub fn cast(request: RpcRequest) -> Self {
+        Self {
+            request,
+            call: None,
+            unique_id: Some(super::new_id()),
+        }
+    }
+
+    /// A call of `request` with fresh `_msg_id` and `_unique_id`, answered on `reply_q`; the
+    /// server heartbeats every half of `call_monitor_timeout`, if any.
+    pub fn call(
+        request: RpcRequest,
+        reply_q: String,
+        call_monitor_timeout: Option<std::time::Duration>,
+    ) -> Self {
+        Self {
+            request,
+            call: Some(CallInfo {
+                msg_id: super::new_id(),
+                reply_q,
+                monitor_timeout: call_monitor_timeout.map(|t| t.as_secs_f64()),
+            }),
+            unique_id: Some(super::new_id()),
+        }
+    }
+
+    /// The call's `_msg_id` (`None` for a cast).
+    pub fn msg_id(&self) -> Option<&str> {
+        self.call.as_ref().map(|call| call.msg_id.as_str())
+    }
+
     /// The inner message dict, keys in oslo's order:
     /// `method, args, [namespace], [version], [_msg_id, _reply_q, _timeout], _unique_id, _context_*`.
     pub fn to_map(&self) -> Map<String, Value> {
