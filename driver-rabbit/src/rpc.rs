@@ -322,11 +322,7 @@ impl RpcListener for RabbitRpcListener {
                 }
             };
             self.subscriber.ack(delivery.acker);
-            let call_monitor_timeout = message
-                .call
-                .as_ref()
-                .and_then(|call| call.monitor_timeout)
-                .and_then(|secs| Duration::try_from_secs_f64(secs).ok());
+            let call_monitor_timeout = message.call_monitor_timeout();
             let reply = message.call.map(|call| {
                 Box::new(RabbitReplier {
                     shared: self.shared.clone(),

@@ -239,11 +239,7 @@ impl RpcListener for MemoryRpcListener {
                     msg_id: call.msg_id.clone(),
                 }) as Box<dyn Replier>
             });
-            let call_monitor_timeout = message
-                .call
-                .as_ref()
-                .and_then(|call| call.monitor_timeout)
-                .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok());
+            let call_monitor_timeout = message.call_monitor_timeout();
             return Some(IncomingRequest {
                 request: message.request,
                 unique_id: message.unique_id,

@@ -113,6 +113,14 @@ impl RequestMessage {
         }
     }
 
+    /// The caller's call-monitor timeout (`_timeout`), if it asked for heartbeats.
+    pub fn call_monitor_timeout(&self) -> Option<std::time::Duration> {
+        self.call
+            .as_ref()
+            .and_then(|call| call.monitor_timeout)
+            .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+    }
+
     /// The call's `_msg_id` (`None` for a cast).
     pub fn msg_id(&self) -> Option<&str> {
         self.call.as_ref().map(|call| call.msg_id.as_str())
