@@ -322,20 +322,14 @@ impl RpcListener for RabbitRpcListener {
                 }
             };
             self.subscriber.ack(delivery.acker);
-            let call_monitor_timeout = message.call_monitor_timeout();
-            let reply = message.call.map(|call| {
+            let shared = self.shared.clone();
+            return Some(IncomingRequest::from_message(message, move |call| {
                 Box::new(RabbitReplier {
-                    shared: self.shared.clone(),
+                    shared,
                     reply_q: call.reply_q,
                     msg_id: call.msg_id,
-                }) as Box<dyn Replier>
-            });
-            return Some(IncomingRequest {
-                request: message.request,
-                unique_id: message.unique_id,
-                call_monitor_timeout,
-                reply,
-            });
+                })
+            }));
         }
     }
 

@@ -163,6 +163,22 @@ pub struct IncomingRequest {
     pub reply: Option<Box<dyn Replier>>,
 }
 
+impl IncomingRequest {
+    /// The request a driver decoded as `message` (rabbit and memory framing), answered by the
+    /// replier `replier` builds from the call's reply address and message id.
+    pub fn from_message(
+        message: crate::wire::RequestMessage,
+        replier: impl FnOnce(crate::wire::CallInfo) -> Box<dyn Replier>,
+    ) -> Self {
+        Self {
+            call_monitor_timeout: message.call_monitor_timeout(),
+            reply: message.call.map(replier),
+            request: message.request,
+            unique_id: message.unique_id,
+        }
+    }
+}
+
 /// Sends the answers to one call.
 #[async_trait]
 pub trait Replier: Send + Sync + 'static {

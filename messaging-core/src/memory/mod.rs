@@ -232,20 +232,14 @@ impl RpcListener for MemoryRpcListener {
                 tracing::debug!(method = %message.request.method, "dropping an expired call");
                 continue;
             }
-            let reply = message.call.as_ref().map(|call| {
+            let bus = self.bus.clone();
+            return Some(IncomingRequest::from_message(message, move |call| {
                 Box::new(MemoryReplier {
-                    bus: self.bus.clone(),
-                    reply_q: call.reply_q.clone(),
-                    msg_id: call.msg_id.clone(),
-                }) as Box<dyn Replier>
-            });
-            let call_monitor_timeout = message.call_monitor_timeout();
-            return Some(IncomingRequest {
-                request: message.request,
-                unique_id: message.unique_id,
-                call_monitor_timeout,
-                reply,
-            });
+                    bus,
+                    reply_q: call.reply_q,
+                    msg_id: call.msg_id,
+                })
+            }));
         }
     }
 

@@ -13,13 +13,15 @@ use tokio::time::{sleep_until, Instant};
 
 use super::filter::NotificationFilter;
 use crate::context::{default_serializer, Context, SharedSerializer};
-use crate::driver::{Feature, IncomingNotification, NotificationSource, NotifyAddress};
+use crate::driver::{
+    Acknowledger, Feature, IncomingNotification, NotificationSource, NotifyAddress,
+};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
 use crate::service::{self, Gate, ServiceHandle};
 use crate::target::Target;
 use crate::transport::NotificationTransport;
-use crate::wire::DuplicateFilter;
+use crate::wire::{DuplicateFilter, NotificationMessage};
 
 /// What an endpoint did with a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +364,9 @@ async fn consume(
             });
             if duplicate {
                 tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
-                settle(incoming, NotificationResult::Handled, &duplicates).await;
+                Settlement::of(incoming)
+                    .settle(NotificationResult::Handled, &duplicates)
+                    .await;
             } else {
                 fresh.push(incoming);
             }
@@ -379,26 +383,38 @@ async fn consume(
     source.close().await;
 }
 
-/// Acknowledge or requeue; an acknowledged id is remembered, so a redelivery of it is dropped.
-async fn settle(
-    incoming: IncomingNotification,
-    result: NotificationResult,
-    duplicates: &Mutex<DuplicateFilter>,
-) {
-    let outcome = match result {
-        NotificationResult::Handled => {
-            if let Some(id) = &incoming.unique_id {
-                duplicates
-                    .lock()
-                    .expect("duplicate filter poisoned")
-                    .remember(id);
-            }
-            incoming.acker.ack().await
+/// What settles one delivered notification once its message has been handed to endpoints.
+struct Settlement {
+    acker: Box<dyn Acknowledger>,
+    unique_id: Option<String>,
+}
+
+impl Settlement {
+    fn of(incoming: IncomingNotification) -> Self {
+        Self {
+            acker: incoming.acker,
+            unique_id: incoming.unique_id,
         }
-        NotificationResult::Requeue => incoming.acker.requeue().await,
-    };
-    if let Err(error) = outcome {
-        tracing::warn!(%error, "could not settle a notification");
+    }
+
+    /// Acknowledge or requeue; an acknowledged id is remembered, so a redelivery of it is
+    /// dropped.
+    async fn settle(self, result: NotificationResult, duplicates: &Mutex<DuplicateFilter>) {
+        let outcome = match result {
+            NotificationResult::Handled => {
+                if let Some(id) = &self.unique_id {
+                    duplicates
+                        .lock()
+                        .expect("duplicate filter poisoned")
+                        .remember(id);
+                }
+                self.acker.ack().await
+            }
+            NotificationResult::Requeue => self.acker.requeue().await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "could not settle a notification");
+        }
     }
 }
 
@@ -409,22 +425,22 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn convert(&self, incoming: &IncomingNotification) -> Result<Notification> {
-        let message = &incoming.message;
+    /// The notification endpoints see (moved out of the message, not copied).
+    fn convert(&self, message: NotificationMessage) -> Result<Notification> {
         let context = self
             .serializer
-            .deserialize_context(Context(message.context.clone()))?;
+            .deserialize_context(Context(message.context))?;
         Ok(Notification {
             priority: message.priority,
-            publisher_id: message.publisher_id.clone(),
-            event_type: message.event_type.clone(),
+            publisher_id: message.publisher_id,
+            event_type: message.event_type,
             payload: self
                 .serializer
-                .deserialize_entity(&context, message.payload.clone())?,
+                .deserialize_entity(&context, message.payload)?,
             context,
             metadata: NotificationMetadata {
-                message_id: message.message_id.clone(),
-                timestamp: message.timestamp.clone(),
+                message_id: message.message_id,
+                timestamp: message.timestamp,
             },
         })
     }
@@ -432,26 +448,32 @@ impl Dispatcher {
     /// Handle a batch: per priority, every endpoint gets what it accepts; the group is
     /// requeued if any endpoint asked for it, else acknowledged.
     async fn handle(&self, batch: Vec<IncomingNotification>, duplicates: &Mutex<DuplicateFilter>) {
-        let mut groups: Vec<(Priority, Vec<IncomingNotification>, Vec<Notification>)> = Vec::new();
+        let mut groups: Vec<(Priority, Vec<Settlement>, Vec<Notification>)> = Vec::new();
         for incoming in batch {
-            let notification = match self.convert(&incoming) {
+            let settlement = Settlement {
+                acker: incoming.acker,
+                unique_id: incoming.unique_id,
+            };
+            let notification = match self.convert(incoming.message) {
                 Ok(notification) => notification,
                 Err(error) => {
                     tracing::warn!(%error, "dropping a notification the serializer rejected");
-                    settle(incoming, NotificationResult::Handled, duplicates).await;
+                    settlement
+                        .settle(NotificationResult::Handled, duplicates)
+                        .await;
                     continue;
                 }
             };
             let priority = notification.priority;
             match groups.iter_mut().find(|(p, ..)| *p == priority) {
-                Some((_, incomings, notifications)) => {
-                    incomings.push(incoming);
+                Some((_, settlements, notifications)) => {
+                    settlements.push(settlement);
                     notifications.push(notification);
                 }
-                None => groups.push((priority, vec![incoming], vec![notification])),
+                None => groups.push((priority, vec![settlement], vec![notification])),
             }
         }
-        for (priority, incomings, notifications) in groups {
+        for (priority, settlements, notifications) in groups {
             let mut result = NotificationResult::Handled;
             for endpoint in &self.endpoints {
                 let handled = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
@@ -470,8 +492,8 @@ impl Dispatcher {
                 tracing::warn!(%priority, "an endpoint asked for requeue, which this listener does not allow");
                 result = NotificationResult::Handled;
             }
-            for incoming in incomings {
-                settle(incoming, result, duplicates).await;
+            for settlement in settlements {
+                settlement.settle(result, duplicates).await;
             }
         }
     }
