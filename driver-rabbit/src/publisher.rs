@@ -244,6 +244,8 @@ impl Publisher {
         message: Outgoing<'_>,
     ) -> std::result::Result<Routed, Failure> {
         let session = self.session().await?;
+        // Declared on the session's main channel: exchanges are per broker, not per channel.
+        session.declare(message.declarations).await?;
         let mandatory = session.mandatory().await?;
         let channel = mandatory.channel.clone();
         let body: Arc<[u8]> = message.body.into();

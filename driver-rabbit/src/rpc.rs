@@ -90,6 +90,12 @@ impl RabbitRpc {
         }
     }
 
+    /// Publish a request. A cast is published once (at most once, as oslo: with no server
+    /// bound it is dropped). A call is published `mandatory` and again every 0.25 s while the
+    /// broker returns it for want of a queue (servers restarting, or reconnecting after a
+    /// broker restart, have not declared their queues yet), until the call's timeout: a call
+    /// that no server could take ends as a timeout, and one made during an outage reaches the
+    /// servers as soon as they are back.
     async fn publish_request(
         &self,
         to: &RpcAddress,
@@ -99,26 +105,58 @@ impl RabbitRpc {
         let body = message.encode()?;
         let (exchange, routing_key, declarations) =
             topology::rpc_destination(self.shared.config(), to);
-        let expiration = if message.call.is_some() {
-            options.timeout
-        } else {
-            None
-        };
-        let outgoing = Outgoing {
-            exchange: &exchange,
-            routing_key: &routing_key,
-            body: &body,
-            expiration,
-            declarations: &declarations,
-        };
         let what = format!(
             "sending `{}` to {exchange}/{routing_key}",
             message.request.method
         );
-        self.shared
-            .publisher
-            .publish(&what, outgoing, options)
-            .await
+        let mut outgoing = Outgoing {
+            exchange: &exchange,
+            routing_key: &routing_key,
+            body: &body,
+            expiration: None,
+            declarations: &declarations,
+        };
+        let Some(msg_id) = message.msg_id() else {
+            return self
+                .shared
+                .publisher
+                .publish(&what, outgoing, options)
+                .await;
+        };
+        let began = Instant::now();
+        let deadline = options.timeout.map(|timeout| began + timeout);
+        loop {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            // oslo sets the call's timeout as the message's expiration.
+            outgoing.expiration = remaining;
+            let options = SendOptions {
+                timeout: remaining,
+                ..options.clone()
+            };
+            let publisher = &self.shared.publisher;
+            match publisher
+                .publish_mandatory(&what, outgoing, &options)
+                .await?
+            {
+                Routed::Delivered => return Ok(()),
+                Routed::Returned
+                    if deadline.is_none_or(|d| Instant::now() + REPLY_RETRY_INTERVAL <= d) =>
+                {
+                    tracing::debug!(%routing_key, %msg_id, "call returned (no queue bound yet); retrying");
+                    sleep(REPLY_RETRY_INTERVAL).await;
+                }
+                Routed::Returned => {
+                    // No server within the caller's whole timeout, like a call left unanswered.
+                    if let Some(deadline) = deadline {
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                    return Err(MessagingError::Timeout {
+                        msg_id: msg_id.to_owned(),
+                        after: began.elapsed(),
+                    });
+                }
+            }
+        }
     }
 
     /// The reply queue's name, declaring and consuming it on the first call.

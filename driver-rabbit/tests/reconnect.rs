@@ -4,55 +4,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use messaging_core::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-
-fn ctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .arg("-q")
-        .output()
-        .expect("running rabbitmqctl");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A virtual host of the test's own, deleted on drop.
-struct Vhost(String);
-
-impl Vhost {
-    fn new() -> Self {
-        let name = unique("drv_vhost");
-        ctl(&["add_vhost", &name]);
-        ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
-        Vhost(name)
-    }
-
-    fn close_connections(&self) {
-        ctl(&[
-            "close_all_connections",
-            "--vhost",
-            &self.0,
-            "test: connection loss",
-        ]);
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0, "-q"])
-            .output();
-    }
-}
 
 fn connections(vhost: &str) -> usize {
     rabbitmqctl(&["list_connections", "vhost"])
@@ -67,15 +24,10 @@ async fn everything_resumes_after_the_broker_closes_the_connections() {
         return;
     };
     let vhost = Vhost::new();
-    let parsed = TransportUrl::parse(&url).unwrap();
-    let host = &parsed.hosts[0];
-    let url = format!(
-        "rabbit://{}:{}@{}:{}/{}?rabbit_retry_interval=0.2&rabbit_retry_backoff=0.2&rabbit_interval_max=1",
-        host.username.as_deref().unwrap_or("guest"),
-        host.password.as_deref().unwrap_or("guest"),
-        host.hostname,
-        host.port_or(5672),
-        vhost.0
+    let url = in_vhost(
+        &url,
+        &vhost,
+        "rabbit_retry_interval=0.2&rabbit_retry_backoff=0.2&rabbit_interval_max=1",
     );
     let topic = unique("drv_reco");
     let rpc = get_rpc_transport(&url).await.unwrap();

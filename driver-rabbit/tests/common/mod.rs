@@ -240,3 +240,90 @@ pub async fn delete_queues(url: &str, names: &[String]) {
     }
     let _ = connection.close(200, "OK".into()).await;
 }
+
+/// `rabbitmqctl <args> -q`, which must succeed.
+pub fn ctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .arg("-q")
+        .output()
+        .expect("running rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A virtual host of the test's own, deleted on drop.
+pub struct Vhost(pub String);
+
+impl Vhost {
+    /// Create it, with all permissions for guest.
+    pub fn new() -> Self {
+        let name = unique("drv_vhost");
+        ctl(&["add_vhost", &name]);
+        ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Vhost(name)
+    }
+
+    /// Close every client connection of the virtual host.
+    pub fn close_connections(&self) {
+        ctl(&[
+            "close_all_connections",
+            "--vhost",
+            &self.0,
+            "test: connection loss",
+        ]);
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0, "-q"])
+            .output();
+    }
+}
+
+/// `url` moved to virtual host `vhost`, with `options` added to its query.
+pub fn in_vhost(url: &str, vhost: &Vhost, options: &str) -> String {
+    let parsed = TransportUrl::parse(url).unwrap();
+    let host = &parsed.hosts[0];
+    format!(
+        "rabbit://{}:{}@{}:{}/{}?{options}",
+        host.username.as_deref().unwrap_or("guest"),
+        host.password.as_deref().unwrap_or("guest"),
+        host.hostname,
+        host.port_or(5672),
+        vhost.0
+    )
+}
+
+/// `.ci/brokers <action> rabbit` (`stop` or `start`): the real broker process goes away or
+/// comes back. Blocking; panics if the script fails.
+pub fn rabbit_broker(action: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/brokers");
+    let output = Command::new(script)
+        .args([action, "rabbit"])
+        .output()
+        .expect("running .ci/brokers");
+    assert!(
+        output.status.success(),
+        ".ci/brokers {action} rabbit: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Queues of virtual host `vhost`: name → number of consumers.
+pub fn consumers(vhost: &Vhost) -> std::collections::HashMap<String, u64> {
+    rabbitmqctl(&["list_queues", "-p", &vhost.0, "name", "consumers"])
+        .into_iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap_or_default().to_owned(),
+                q["consumers"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}

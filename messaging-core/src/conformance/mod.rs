@@ -17,6 +17,7 @@
 //! the driver's reason. Cases use unique topic names (`conf_…`), so they run in parallel.
 
 pub mod cases;
+pub mod poison;
 mod support;
 
 use std::future::Future;
