@@ -193,7 +193,7 @@ impl Connector {
                 let stream = TlsConnector::from(tls.clone())
                     .connect(crate::tls::server_name(&name)?, tcp)
                     .await
-                    .map_err(|e| MessagingError::ConnectionFailure(format!("{label}: TLS: {e}")))?;
+                    .map_err(|e| crate::tls::handshake_error(&label, &name, &self.config, e))?;
                 builder
                     .open_with_stream(Sniff::new(stream, captured.clone()))
                     .await
@@ -211,7 +211,8 @@ impl Connector {
     }
 
     /// Connect to the first host that answers, trying each in turn, again and again with a
-    /// growing delay as `retry` allows, until `deadline`. Refused credentials fail at once.
+    /// growing delay as `retry` allows, until `deadline`. Refused credentials and rejected TLS
+    /// certificates fail at once.
     pub async fn connect(&self, retry: Retry, deadline: Option<Instant>) -> Result<Opened> {
         let mut backoff = self.config.backoff();
         let mut round = 0u32;
@@ -226,6 +227,7 @@ impl Connector {
                     Ok(Ok(opened)) => return Ok(opened),
                     Ok(Err(e @ MessagingError::AuthenticationFailure(_))) => return Err(e),
                     Ok(Err(e @ MessagingError::InvalidUrl { .. })) => return Err(e),
+                    Ok(Err(e)) if crate::tls::is_rejection(&e) => return Err(e),
                     Ok(Err(e)) => errors.push(e.to_string()),
                     Err(_) => errors.push(format!(
                         "{}: no answer within {:?}",

@@ -519,6 +519,7 @@ impl LinkManager {
                 MessagingError::Closed(_) | MessagingError::AuthenticationFailure(_) => {
                     Failure::Fatal(e)
                 }
+                e if crate::tls::is_rejection(&e) => Failure::Fatal(e),
                 e => Failure::Retry(e),
             })?;
         let attach = Sender::builder()

@@ -95,6 +95,86 @@ pub(crate) fn client_config(config: &Amqp1Config) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(client))
 }
 
+/// How every TLS failure that another attempt would not cure begins (see [`is_rejection`]).
+const REJECTED: &str = "TLS certificate rejected";
+
+/// A failed TLS handshake with `label` (`host:port`) that expected the certificate to name
+/// `name`, as the error users see: a rejected certificate says why (not trusted, host name
+/// mismatch, ...) and is [fatal](is_rejection); other failures are plain connection failures.
+pub(crate) fn handshake_error(
+    label: &str,
+    name: &str,
+    config: &Amqp1Config,
+    error: std::io::Error,
+) -> MessagingError {
+    let rejection = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| rejection(tls, name, config));
+    match rejection {
+        Some(reason) => MessagingError::ConnectionFailure(format!("{label}: {reason}")),
+        None => MessagingError::ConnectionFailure(format!("{label}: TLS: {error}")),
+    }
+}
+
+/// True for a [`handshake_error`] that another attempt would not cure.
+pub(crate) fn is_rejection(error: &MessagingError) -> bool {
+    matches!(error, MessagingError::ConnectionFailure(reason) if reason.contains(REJECTED))
+}
+
+/// What a rejected certificate means: the peer's certificate is not trusted, not for `name`,
+/// expired, ... or the peer refused ours. `None` for other TLS errors.
+fn rejection(error: &rustls::Error, name: &str, config: &Amqp1Config) -> Option<String> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let (cause, what) = match error {
+        Tls::InvalidCertificate(Cert::UnknownIssuer) => (
+            "not trusted",
+            if config.ssl_ca_file.is_empty() {
+                "the peer's certificate is not issued by a CA of the system's trust store (no \
+                 ssl_ca_file given)"
+                    .to_owned()
+            } else {
+                format!(
+                    "the peer's certificate is not issued by a CA in ssl_ca_file `{}`",
+                    config.ssl_ca_file
+                )
+            },
+        ),
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => (
+            "host name mismatch",
+            format!("the peer's certificate is not valid for `{name}`"),
+        ),
+        Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => (
+            "expired or not yet valid",
+            "check the peer's certificate and this host's clock".to_owned(),
+        ),
+        Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented => (
+            "invalid",
+            "the peer's certificate cannot be used".to_owned(),
+        ),
+        Tls::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied
+            | Alert::CertificateRequired,
+        ) => (
+            "by the peer",
+            "the peer refused the client certificate (ssl_cert_file)".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(format!("{REJECTED} ({cause}): {what}: {error}"))
+}
+
 /// The name the peer's certificate must carry.
 pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(name.to_owned()).map_err(|e| MessagingError::InvalidUrl {
@@ -152,5 +232,52 @@ impl ServerCertVerifier for AnyName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(error: rustls::Error, ca_file: &str) -> MessagingError {
+        let config = Amqp1Config {
+            ssl_ca_file: ca_file.into(),
+            ..Amqp1Config::default()
+        };
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+        handshake_error("h:5671", "h", &config, io)
+    }
+
+    #[test]
+    fn rejected_certificates_are_fatal_and_say_why() {
+        let untrusted = handshake(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            "ca.pem",
+        );
+        assert!(is_rejection(&untrusted));
+        assert_eq!(
+            untrusted.to_string(),
+            "connection failure: h:5671: TLS certificate rejected (not trusted): the peer's \
+             certificate is not issued by a CA in ssl_ca_file `ca.pem`: invalid peer \
+             certificate: UnknownIssuer"
+        );
+        let wrong_name = handshake(
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+            "",
+        );
+        assert!(is_rejection(&wrong_name));
+        assert!(
+            wrong_name.to_string().contains("(host name mismatch)"),
+            "{wrong_name}"
+        );
+        // Other TLS trouble (here: a peer that does not speak TLS) may pass: retried.
+        let other = handshake(rustls::Error::General("corrupt message".into()), "");
+        assert!(!is_rejection(&other), "{other}");
+        assert!(
+            other
+                .to_string()
+                .contains("TLS: unexpected error: corrupt message"),
+            "{other}"
+        );
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Connector {
     hosts: Vec<Host>,
     config: Arc<RabbitConfig>,
     tls: OwnedTLSConfig,
+    /// Where the trusted CAs come from, for error messages.
+    trust: String,
     /// Index of the next host to try (round-robin).
     next: AtomicUsize,
 }
@@ -100,10 +102,15 @@ impl Connector {
                 }
             })
             .collect();
+        let trust = match &config.ssl_ca_file {
+            Some(path) => format!("a CA in ssl_ca_file `{path}`"),
+            None => "a CA of the system's trust store (no ssl_ca_file given)".to_owned(),
+        };
         Ok(Self {
             hosts,
             config,
             tls,
+            trust,
             next: AtomicUsize::new(0),
         })
     }
@@ -114,9 +121,10 @@ impl Connector {
     }
 
     /// One pass over the hosts in failover order; the first that accepts us wins. When none
-    /// does, an authentication failure (or refused virtual host) is reported in preference to
-    /// unreachable hosts: the caller does not retry those.
-    pub(crate) async fn connect(&self, role: &str) -> Result<Connection> {
+    /// does, a failure another attempt would not cure (refused credentials or virtual host, a
+    /// rejected TLS certificate) is reported in preference to unreachable hosts, as
+    /// [`Failure::Fatal`]: the caller does not retry it.
+    pub(crate) async fn connect(&self, role: &str) -> std::result::Result<Connection, Failure> {
         let order: Vec<usize> = match self.config.kombu_failover_strategy {
             FailoverStrategy::RoundRobin => {
                 let start = self.next.load(Ordering::Relaxed);
@@ -144,8 +152,9 @@ impl Connector {
             let attempt = host.uri.clone().connect_with_config(
                 properties,
                 self.tls.clone(),
-                lapin::runtime::default_runtime()
-                    .map_err(|e| MessagingError::ConnectionFailure(e.to_string()))?,
+                lapin::runtime::default_runtime().map_err(|e| {
+                    Failure::Fatal(MessagingError::ConnectionFailure(e.to_string()))
+                })?,
             );
             match timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok(connection)) => {
@@ -157,24 +166,33 @@ impl Connector {
                     return Ok(connection);
                 }
                 Ok(Err(error)) => {
-                    let error =
-                        connect_error(&what, &authority.userinfo.username, &host.uri.vhost, &error);
-                    tracing::debug!(host = %what, role, %error, "cannot connect to RabbitMQ");
-                    // Another host may have other credentials: try it, but report a refusal
-                    // rather than an unreachable host.
-                    if is_permanent(&error) || !last.as_ref().is_some_and(is_permanent) {
-                        last = Some(error);
+                    let failure = connect_error(
+                        &what,
+                        &authority.host,
+                        &authority.userinfo.username,
+                        &host.uri.vhost,
+                        &self.trust,
+                        &error,
+                    );
+                    let (Failure::Retry(reason) | Failure::Fatal(reason)) = &failure;
+                    tracing::debug!(host = %what, role, error = %reason, "cannot connect to RabbitMQ");
+                    // Another host may have other credentials or certificates: try it, but
+                    // report a refusal rather than an unreachable host.
+                    if is_fatal(&failure) || !last.as_ref().is_some_and(is_fatal) {
+                        last = Some(failure);
                     }
                 }
-                Err(_) if last.as_ref().is_some_and(is_permanent) => {}
+                Err(_) if last.as_ref().is_some_and(is_fatal) => {}
                 Err(_) => {
-                    last = Some(MessagingError::ConnectionFailure(format!(
+                    last = Some(Failure::Retry(MessagingError::ConnectionFailure(format!(
                         "{what}: no answer within {CONNECT_TIMEOUT:?}"
-                    )));
+                    ))));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| MessagingError::ConnectionFailure("no broker host".into())))
+        Err(last.unwrap_or_else(|| {
+            Failure::Fatal(MessagingError::ConnectionFailure("no broker host".into()))
+        }))
     }
 }
 
@@ -240,41 +258,117 @@ fn tls_config(config: &RabbitConfig) -> Result<OwnedTLSConfig> {
     })
 }
 
-/// A failed connection attempt, as the error users see.
-fn connect_error(host: &str, user: &str, vhost: &str, error: &lapin::Error) -> MessagingError {
+/// A failed connection attempt to `host` (`hostname:port`), as the error users see, and whether
+/// another attempt may help. `trust` says where the trusted CAs come from.
+fn connect_error(
+    host: &str,
+    hostname: &str,
+    user: &str,
+    vhost: &str,
+    trust: &str,
+    error: &lapin::Error,
+) -> Failure {
     if let ErrorKind::ProtocolError(amqp) = error.kind() {
         match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
             | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
                 if amqp.get_message().as_str().contains("vhost") =>
             {
-                return MessagingError::ConnectionFailure(format!(
+                return Failure::Fatal(MessagingError::ConnectionFailure(format!(
                     "{host}: user `{user}` may not use virtual host `{vhost}`: {}",
                     amqp.get_message()
-                ));
+                )));
             }
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
-                return MessagingError::AuthenticationFailure(format!(
+                return Failure::Fatal(MessagingError::AuthenticationFailure(format!(
                     "{host}: login refused for user `{user}`: {}",
                     amqp.get_message()
-                ));
+                )));
             }
             _ => {}
         }
     }
     if let ErrorKind::AuthProviderError(reason) = error.kind() {
-        return MessagingError::AuthenticationFailure(format!("{host}: {reason}"));
+        return Failure::Fatal(MessagingError::AuthenticationFailure(format!(
+            "{host}: {reason}"
+        )));
     }
-    MessagingError::ConnectionFailure(format!("{host}: {error}"))
+    if let Some(reason) = find_tls_error(error).and_then(|e| tls_rejection(e, hostname, trust)) {
+        return Failure::Fatal(MessagingError::ConnectionFailure(format!(
+            "{host}: {reason}"
+        )));
+    }
+    Failure::Retry(MessagingError::ConnectionFailure(format!(
+        "{host}: {error}"
+    )))
 }
 
-/// Errors that another attempt would not cure.
-pub(crate) fn is_permanent(error: &MessagingError) -> bool {
-    match error {
-        MessagingError::ConnectionFailure(reason) => reason.contains("may not use virtual host"),
-        MessagingError::AuthenticationFailure(_) => true,
-        _ => !error.is_transient(),
+/// The rustls error behind a failed connection attempt, if any (lapin wraps it in I/O errors).
+fn find_tls_error(error: &lapin::Error) -> Option<&rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
+    None
+}
+
+/// What a rejected certificate means, for the TLS errors that another attempt would not cure:
+/// the broker's certificate is not trusted (by `trust`), not for `hostname`, expired, ... or the
+/// broker refused ours. `None` for other TLS errors.
+fn tls_rejection(error: &rustls::Error, hostname: &str, trust: &str) -> Option<String> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let (cause, what) = match error {
+        Tls::InvalidCertificate(Cert::UnknownIssuer) => (
+            "not trusted",
+            format!("the broker's certificate is not issued by {trust}"),
+        ),
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => (
+            "host name mismatch",
+            format!("the broker's certificate is not valid for `{hostname}`"),
+        ),
+        Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => (
+            "expired or not yet valid",
+            "check the broker's certificate and this host's clock".to_owned(),
+        ),
+        Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented => (
+            "invalid",
+            "the broker's certificate cannot be used".to_owned(),
+        ),
+        Tls::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied
+            | Alert::CertificateRequired,
+        ) => (
+            "by the broker",
+            "the broker refused the client certificate (ssl_cert_file)".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "TLS certificate rejected ({cause}): {what}: {error}"
+    ))
+}
+
+fn is_fatal(failure: &Failure) -> bool {
+    matches!(failure, Failure::Fatal(_))
 }
 
 /// Classify a lapin error from an operation described by `what`.
@@ -294,15 +388,6 @@ pub(crate) fn lapin_failure(what: &str, error: &lapin::Error) -> Failure {
     Failure::Retry(MessagingError::ConnectionFailure(format!(
         "{what}: {error}"
     )))
-}
-
-/// Classify an error of ours.
-pub(crate) fn classify(error: MessagingError) -> Failure {
-    if is_permanent(&error) {
-        Failure::Fatal(error)
-    } else {
-        Failure::Retry(error)
-    }
 }
 
 /// The reconnection back-off of the oslo options: `rabbit_retry_interval`,
@@ -364,6 +449,43 @@ mod tests {
         assert_eq!(c.hosts[0].uri.authority.host, "localhost");
         assert_eq!(c.hosts[0].uri.authority.userinfo.username, "guest");
         assert_eq!(c.hosts[0].uri.vhost, "/");
+    }
+
+    #[test]
+    fn rejected_certificates_are_fatal_and_say_why() {
+        use rustls::{CertificateError, Error as Tls};
+        let io =
+            |e: Tls| lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        let fail = |e: Tls| {
+            connect_error(
+                "h:5671",
+                "h",
+                "guest",
+                "/",
+                "a CA in ssl_ca_file `ca.pem`",
+                &io(e),
+            )
+        };
+        match fail(Tls::InvalidCertificate(CertificateError::UnknownIssuer)) {
+            Failure::Fatal(MessagingError::ConnectionFailure(reason)) => assert_eq!(
+                reason,
+                "h:5671: TLS certificate rejected (not trusted): the broker's certificate is not \
+                 issued by a CA in ssl_ca_file `ca.pem`: invalid peer certificate: UnknownIssuer"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        match fail(Tls::InvalidCertificate(CertificateError::NotValidForName)) {
+            Failure::Fatal(MessagingError::ConnectionFailure(reason)) => {
+                assert!(reason.contains("(host name mismatch)"), "{reason}");
+                assert!(reason.contains("not valid for `h`"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Other TLS trouble (here: a peer that does not speak TLS) may pass: retried.
+        assert!(matches!(
+            fail(Tls::General("corrupt message".into())),
+            Failure::Retry(MessagingError::ConnectionFailure(_))
+        ));
     }
 
     #[test]

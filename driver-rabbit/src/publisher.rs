@@ -28,7 +28,7 @@ use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
-use crate::connection::{classify, lapin_failure, with_retry, Connector, Failure};
+use crate::connection::{lapin_failure, with_retry, Connector, Failure};
 use crate::topology::{self, Declaration};
 
 /// A message to publish.
@@ -179,7 +179,7 @@ impl Publisher {
                 *current = None;
             }
         }
-        let connection = Arc::new(self.connector.connect(self.role).await.map_err(classify)?);
+        let connection = Arc::new(self.connector.connect(self.role).await?);
         let channel = confirm_channel(&connection).await?;
         let session = Arc::new(Session::new(connection, channel));
         *current = Some(session.clone());

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
-use crate::connection::{backoff, classify, lapin_failure, Connector, Failure};
+use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
 
 /// What a subscriber declares and consumes.
@@ -88,7 +88,7 @@ struct Live {
 
 impl Plan {
     async fn setup(&self) -> Result<Live, Failure> {
-        let connection = self.connector.connect(self.role).await.map_err(classify)?;
+        let connection = self.connector.connect(self.role).await?;
         let lapin_failure = |what: &str| {
             let what = what.to_owned();
             move |e: lapin::Error| lapin_failure(&what, &e)
