@@ -137,10 +137,7 @@ fn decode_acks(data: &[u8]) -> (Vec<u64>, usize) {
 }
 
 /// Read a whole file, cutting it back to its valid prefix as `decode` finds it.
-fn read_and_repair<T>(
-    path: &Path,
-    decode: impl FnOnce(&[u8]) -> (T, usize),
-) -> io::Result<T> {
+fn read_and_repair<T>(path: &Path, decode: impl FnOnce(&[u8]) -> (T, usize)) -> io::Result<T> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
@@ -436,7 +433,11 @@ impl Spool {
         fs::read_dir(&self.dir)
             .unwrap()
             .filter(|e| {
-                e.as_ref().unwrap().path().extension().and_then(|s| s.to_str())
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .and_then(|s| s.to_str())
                     == Some(SEGMENT_EXT)
             })
             .count()
@@ -448,7 +449,9 @@ mod tests {
     use super::*;
 
     fn bodies(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
-        range.map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect()
+        range
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect()
     }
 
     fn reopen(dir: &Path) -> (Spool, Vec<Unacked>) {
@@ -500,10 +503,7 @@ mod tests {
         file.set_len(full - 3).unwrap();
         drop(file);
         let (_spool, recovered) = reopen(dir.path());
-        assert_eq!(
-            recovered.iter().map(|u| u.seq).collect::<Vec<_>>(),
-            [0, 1]
-        );
+        assert_eq!(recovered.iter().map(|u| u.seq).collect::<Vec<_>>(), [0, 1]);
         let intact = fs::metadata(&path).unwrap().len();
         assert!(intact < full - 3, "the torn record was truncated");
 
@@ -546,7 +546,11 @@ mod tests {
             spool.append(&bodies(i..i + 1)).unwrap();
             spool.sync().unwrap();
         }
-        assert_eq!(spool.segment_files(), 5, "four full segments and the active one");
+        assert_eq!(
+            spool.segment_files(),
+            5,
+            "four full segments and the active one"
+        );
         spool.ack(&[0, 1, 3]).unwrap();
         spool.sync().unwrap();
         assert_eq!(spool.segment_files(), 2, "segment 2 and the active one");
@@ -558,7 +562,12 @@ mod tests {
         let acks = fs::read_dir(dir.path())
             .unwrap()
             .filter(|e| {
-                e.as_ref().unwrap().path().extension().and_then(|s| s.to_str()) == Some(ACK_EXT)
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .and_then(|s| s.to_str())
+                    == Some(ACK_EXT)
             })
             .count();
         assert_eq!(acks, 0, "ack files go with their segments");
