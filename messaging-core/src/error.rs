@@ -158,6 +158,31 @@ pub enum MessagingError {
         limit: usize,
     },
 
+    /// The notifier's outbox holds as many notifications as it may
+    /// ([`Overflow::Error`](crate::Overflow::Error)).
+    #[error("the notification outbox is full ({capacity} notifications waiting for the broker)")]
+    OutboxFull {
+        /// The outbox's capacity.
+        capacity: usize,
+    },
+
+    /// Another outbox (in this or another process) uses the spool directory.
+    #[error("the outbox spool {} is in use by another notifier or process", path.display())]
+    OutboxLocked {
+        /// The spool directory.
+        path: std::path::PathBuf,
+    },
+
+    /// The outbox spool could not be read or written.
+    #[error("outbox spool {}: {source}", path.display())]
+    OutboxSpool {
+        /// The spool directory or file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The transport, server or listener has been closed.
     #[error("{0} is closed")]
     Closed(&'static str),

@@ -68,7 +68,8 @@ pub use error::{MessagingError, RemoteError, Result};
 pub use memory::MemoryDriver;
 pub use notify::{
     Notification, NotificationEndpoint, NotificationFilter, NotificationListener,
-    NotificationMetadata, NotificationResult, Notifier, NotifierDriver,
+    NotificationMetadata, NotificationResult, Notifier, NotifierDriver, OutboxConfig, OutboxStats,
+    Overflow,
 };
 pub use priority::Priority;
 pub use registry::{available_schemes, driver_for_scheme, driver_named, install_driver};

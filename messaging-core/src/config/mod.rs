@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MessagingError, Result};
+use crate::notify::{OutboxConfig, Overflow};
 use crate::options::{self, OptionSpec};
 use crate::registry::driver_named;
 use crate::transport::{TransportOptions, DEFAULT_EXCHANGE};
@@ -66,6 +67,15 @@ pub struct NotificationsConfig {
     pub topics: Vec<String>,
     /// Send retries: negative for forever.
     pub retry: i64,
+    /// `outbox_dir`: keep unsent notifications in a durable outbox spooled to this directory
+    /// (see [`Notifier::with_outbox`](crate::Notifier::with_outbox)).
+    pub outbox_dir: Option<String>,
+    /// `outbox_capacity`: an outbox of this many notifications; 0 (the default) means no
+    /// outbox unless `outbox_dir` is set, which then holds
+    /// [`OutboxConfig::DEFAULT_CAPACITY`].
+    pub outbox_capacity: usize,
+    /// `outbox_overflow`: `error` (the default) or `drop_oldest`.
+    pub outbox_overflow: String,
 }
 
 impl Default for MessagingConfig {
@@ -87,7 +97,48 @@ impl Default for NotificationsConfig {
             driver: vec!["messagingv2".to_owned()],
             topics: vec!["notifications".to_owned()],
             retry: -1,
+            outbox_dir: None,
+            outbox_capacity: 0,
+            outbox_overflow: "error".to_owned(),
         }
+    }
+}
+
+impl NotificationsConfig {
+    /// The outbox these settings ask for, if any.
+    ///
+    /// ```
+    /// let config = messaging_core::config::parse_ini(
+    ///     "[oslo_messaging_notifications]\noutbox_dir = /var/spool/nova-notifications\n",
+    /// )?;
+    /// let outbox = config.notifications.outbox()?.expect("an outbox");
+    /// assert_eq!(outbox.capacity(), messaging_core::OutboxConfig::DEFAULT_CAPACITY);
+    /// # Ok::<(), messaging_core::MessagingError>(())
+    /// ```
+    pub fn outbox(&self) -> Result<Option<OutboxConfig>> {
+        if self.outbox_dir.is_none() && self.outbox_capacity == 0 {
+            return Ok(None);
+        }
+        let capacity = match self.outbox_capacity {
+            0 => OutboxConfig::DEFAULT_CAPACITY,
+            n => n,
+        };
+        let overflow = match self.outbox_overflow.as_str() {
+            "error" => Overflow::Error,
+            "drop_oldest" => Overflow::DropOldest,
+            other => {
+                return Err(MessagingError::InvalidOption {
+                    option: "outbox_overflow".into(),
+                    value: other.into(),
+                    reason: "expected error or drop_oldest".into(),
+                })
+            }
+        };
+        let mut config = OutboxConfig::new(capacity).overflow(overflow);
+        if let Some(dir) = &self.outbox_dir {
+            config = config.spool_dir(dir);
+        }
+        Ok(Some(config))
     }
 }
 
@@ -116,7 +167,8 @@ impl MessagingConfig {
     /// Override settings from the environment, with oslo.config's names:
     /// `OS_DEFAULT__TRANSPORT_URL`, `OS_DEFAULT__CONTROL_EXCHANGE`,
     /// `OS_DEFAULT__RPC_RESPONSE_TIMEOUT`, `OS_OSLO_MESSAGING_NOTIFICATIONS__TRANSPORT_URL`,
-    /// `…__DRIVER`, `…__TOPICS`, `…__RETRY`.
+    /// `…__DRIVER`, `…__TOPICS`, `…__RETRY`, `…__OUTBOX_DIR`, `…__OUTBOX_CAPACITY`,
+    /// `…__OUTBOX_OVERFLOW`.
     pub fn apply_env(&mut self) -> Result<()> {
         self.apply_env_from(|name| std::env::var(name).ok())
     }
@@ -156,6 +208,16 @@ impl MessagingConfig {
                     .parse()
                     .map_err(|_| format!("`{value}` is not an integer"))?
             }
+            (NOTIFICATIONS, "outbox_dir") => self.notifications.outbox_dir = Some(value.to_owned()),
+            (NOTIFICATIONS, "outbox_capacity") => {
+                self.notifications.outbox_capacity = value
+                    .parse()
+                    .map_err(|_| format!("`{value}` is not a count"))?
+            }
+            (NOTIFICATIONS, "outbox_overflow") => match value {
+                "error" | "drop_oldest" => self.notifications.outbox_overflow = value.to_owned(),
+                _ => return Err(format!("`{value}` is not one of: error, drop_oldest")),
+            },
             _ => return Err(format!("unknown option `{key}` in [{section}]")),
         }
         Ok(())
@@ -165,7 +227,7 @@ impl MessagingConfig {
 const NOTIFICATIONS: &str = "oslo_messaging_notifications";
 
 /// The keys of ours that `[DEFAULT]` and `[oslo_messaging_notifications]` may hold.
-const OUR_KEYS: [(&str, &str); 7] = [
+const OUR_KEYS: [(&str, &str); 10] = [
     ("DEFAULT", "transport_url"),
     ("DEFAULT", "control_exchange"),
     ("DEFAULT", "rpc_response_timeout"),
@@ -173,6 +235,9 @@ const OUR_KEYS: [(&str, &str); 7] = [
     (NOTIFICATIONS, "driver"),
     (NOTIFICATIONS, "topics"),
     (NOTIFICATIONS, "retry"),
+    (NOTIFICATIONS, "outbox_dir"),
+    (NOTIFICATIONS, "outbox_capacity"),
+    (NOTIFICATIONS, "outbox_overflow"),
 ];
 
 /// Driver sections of oslo.messaging and the driver each configures.
@@ -199,7 +264,8 @@ fn invalid(line: Option<usize>, reason: String) -> MessagingError {
 ///
 /// Reads `[DEFAULT]` (`transport_url`, `control_exchange`, `rpc_response_timeout`; other
 /// keys there belong to other libraries and are left alone), `[oslo_messaging_notifications]`
-/// (`transport_url`, `driver`, `topics`, `retry`) and the driver sections
+/// (`transport_url`, `driver`, `topics`, `retry`, `outbox_dir`, `outbox_capacity`,
+/// `outbox_overflow`) and the driver sections
 /// `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`, `[oslo_messaging_kafka]`, whose keys
 /// must be options of that driver when it is installed. Other sections are ignored. An
 /// unknown key in one of these sections is an [`MessagingError::InvalidConfig`] naming its line.
@@ -277,6 +343,28 @@ mod tests {
         );
         assert!(err.to_string().contains("topcis"), "{err}");
         let err = parse_ini("[DEFAULT]\nrpc_response_timeout = soon\n").unwrap_err();
+        assert!(
+            matches!(err, MessagingError::InvalidConfig { line: Some(2), .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn outbox_settings() {
+        let config = parse_ini(
+            "[oslo_messaging_notifications]\noutbox_capacity = 50\noutbox_overflow = drop_oldest\n",
+        )
+        .unwrap();
+        let outbox = config.notifications.outbox().unwrap().unwrap();
+        assert_eq!((outbox.capacity(), outbox.spool()), (50, None));
+        assert!(parse_ini("[DEFAULT]\n")
+            .unwrap()
+            .notifications
+            .outbox()
+            .unwrap()
+            .is_none());
+        let err =
+            parse_ini("[oslo_messaging_notifications]\noutbox_overflow = drop\n").unwrap_err();
         assert!(
             matches!(err, MessagingError::InvalidConfig { line: Some(2), .. }),
             "{err}"

@@ -3,6 +3,7 @@
 mod filter;
 mod listener;
 mod notifier;
+mod outbox;
 
 pub use filter::NotificationFilter;
 pub use listener::{
@@ -10,3 +11,4 @@ pub use listener::{
     NotificationResult,
 };
 pub use notifier::{Notifier, NotifierDriver};
+pub use outbox::{OutboxConfig, OutboxStats, Overflow};

@@ -1,6 +1,8 @@
 //! The notifier: publishes notifications of the seven priorities.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +10,7 @@ use serde_json::Value;
 use crate::context::{default_serializer, Context, SharedSerializer};
 use crate::driver::{NotifyAddress, Retry, SendOptions};
 use crate::error::{MessagingError, Result};
+use crate::notify::outbox::{Item, Outbox, OutboxConfig, OutboxStats};
 use crate::priority::Priority;
 use crate::transport::NotificationTransport;
 use crate::wire::{self, NotificationFormat, NotificationMessage};
@@ -68,6 +71,8 @@ pub struct Notifier {
     timeout: Option<std::time::Duration>,
     exchange: Option<String>,
     serializer: SharedSerializer,
+    /// Shared by clones and `prepare`d copies.
+    pub(super) outbox: Option<Arc<Outbox>>,
 }
 
 impl Notifier {
@@ -83,6 +88,64 @@ impl Notifier {
             timeout: None,
             exchange: None,
             serializer: default_serializer(),
+            outbox: None,
+        }
+    }
+
+    /// Send through a local outbox: notify calls return once the notification is queued
+    /// (and, with [`OutboxConfig::spool_dir`], on disk), and a background task sends the queue
+    /// in order, keeping notifications the broker cannot take now and sending them once it is
+    /// back. Opens (and locks) the spool, queueing what an earlier process left unsent.
+    ///
+    /// Delivery is at-least-once: a notification whose confirm was received but not yet
+    /// recorded when the process died is sent again, with the same `message_id`. A send is
+    /// retried while the error is transient (connection, delivery, timeouts, authentication);
+    /// other errors drop that notification with an error log ([`OutboxStats::failed`]). The
+    /// notifier's [`retry`](Self::retry) and [`timeout`](Self::timeout) do not apply (see
+    /// [`OutboxConfig::send_timeout`]). Without a spool, what is pending is lost when the
+    /// process exits: call [`flush`](Self::flush) before. The sender task stops when the
+    /// notifier and all its clones are dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), messaging_core::MessagingError> {
+    /// use std::time::Duration;
+    /// use messaging_core::{get_notification_transport, Context, Notifier, OutboxConfig, Overflow};
+    ///
+    /// let spool = tempfile::tempdir().unwrap();
+    /// let transport = get_notification_transport("memory://").await?;
+    /// let notifier = Notifier::new(transport, "compute.host1")
+    ///     .with_outbox(
+    ///         OutboxConfig::new(10_000)
+    ///             .spool_dir(spool.path())
+    ///             .overflow(Overflow::DropOldest),
+    ///     )
+    ///     .await?;
+    /// notifier.info(&Context::new(), "compute.instance.create.end", &serde_json::json!({"id": 1})).await?;
+    /// notifier.flush(Duration::from_secs(10)).await?;
+    /// assert_eq!(notifier.outbox_stats().unwrap().sent, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_outbox(mut self, config: OutboxConfig) -> Result<Self> {
+        // Let the previous outbox (if any) release its spool first.
+        self.outbox = None;
+        let outbox = Outbox::open(self.transport.driver().clone(), config).await?;
+        self.outbox = Some(Arc::new(outbox));
+        Ok(self)
+    }
+
+    /// The outbox's counters, if this notifier has an outbox.
+    pub fn outbox_stats(&self) -> Option<OutboxStats> {
+        self.outbox.as_ref().map(|o| o.stats())
+    }
+
+    /// Wait until the outbox has sent everything it holds (and recorded so in its spool), or
+    /// fail with [`MessagingError::SendTimeout`] after `timeout`. Returns at once without an
+    /// outbox.
+    pub async fn flush(&self, timeout: Duration) -> Result<()> {
+        match &self.outbox {
+            Some(outbox) => outbox.flush(timeout).await,
+            None => Ok(()),
         }
     }
 
@@ -146,7 +209,8 @@ impl Notifier {
         self.drivers.iter().any(|d| *d != NotifierDriver::Noop)
     }
 
-    /// Send a notification of `priority`.
+    /// Send a notification of `priority`. With an outbox, returns once it is queued (a full
+    /// outbox is [`MessagingError::OutboxFull`] with [`Overflow::Error`](crate::Overflow::Error)).
     pub async fn notify(
         &self,
         ctx: &Context,
@@ -184,6 +248,7 @@ impl Notifier {
             .exchange
             .clone()
             .unwrap_or_else(|| self.transport.control_exchange().to_owned());
+        let mut queued = Vec::new();
         for driver in &self.drivers {
             let format = match driver {
                 NotifierDriver::MessagingV2 => NotificationFormat::V2,
@@ -200,13 +265,24 @@ impl Notifier {
                     topic: topic.clone(),
                     priority,
                 };
+                if self.outbox.is_some() {
+                    queued.push(Item {
+                        to,
+                        message: message.clone(),
+                        format,
+                    });
+                    continue;
+                }
                 self.transport
                     .driver()
                     .notify(&to, &message, format, &options)
                     .await?;
             }
         }
-        Ok(())
+        match &self.outbox {
+            Some(outbox) => outbox.enqueue(queued).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,960 @@
+//! The notifier's outbox: store-and-forward for notifications the broker cannot take now.
+//!
+//! With an outbox, [`Notifier::notify`](crate::Notifier::notify) encodes the notification
+//! (its message id and timestamp fixed once), enqueues it and returns; a background task sends
+//! the queue in order through the driver, waits and tries again while the broker is
+//! unreachable, and removes an entry only after the driver confirmed it. With a spool directory
+//! the queue is also written ahead to disk ([`spool`]) and survives a crash or restart.
+
+mod spool;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::driver::retry::Backoff;
+use crate::driver::{NotifyAddress, NotifyDriver, Retry, SendOptions};
+use crate::error::{MessagingError, Result};
+use crate::priority::Priority;
+use crate::wire::{NotificationFormat, NotificationMessage};
+
+use spool::Spool;
+
+/// What a full outbox does with another notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Refuse it: the notify call fails with [`MessagingError::OutboxFull`] (the default).
+    #[default]
+    Error,
+    /// Take it, dropping the oldest notification not being sent right now (logged and counted
+    /// in [`OutboxStats::dropped`]).
+    DropOldest,
+}
+
+/// Settings of a notifier's outbox (see [`Notifier::with_outbox`](crate::Notifier::with_outbox)).
+///
+/// The capacity counts deliveries: a notification sent to two topics takes two places.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    capacity: usize,
+    spool_dir: Option<PathBuf>,
+    overflow: Overflow,
+    max_in_flight: usize,
+    send_timeout: Duration,
+    retry_interval: Duration,
+    retry_backoff: Duration,
+    retry_max: Duration,
+    segment_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            capacity: OutboxConfig::DEFAULT_CAPACITY,
+            spool_dir: None,
+            overflow: Overflow::Error,
+            max_in_flight: 64,
+            send_timeout: Duration::from_secs(30),
+            retry_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_secs(1),
+            retry_max: Duration::from_secs(15),
+            segment_bytes: 8 << 20,
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// The capacity when none is given.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+
+    /// An in-memory outbox of `capacity` notifications: what it holds is lost when the
+    /// process exits. Add [`spool_dir`](Self::spool_dir) to keep it across restarts.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Write the outbox ahead to this directory (created if needed): a notify call returns
+    /// once its notification is on disk (fsynced), and notifications not yet confirmed by the
+    /// broker are sent after a restart. One process at a time may use a directory.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// What to do when the outbox is full.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Send up to this many notifications at once (default 64). With more than one, a send
+    /// that fails while later ones succeed is sent again after them; `1` keeps the order
+    /// strict even across broker failures.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Give up one attempt to send after this long and try again later (default 30 s). A send
+    /// that timed out may still have arrived: it is sent again (at-least-once).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// While the broker is unreachable, wait `interval + step × (2ⁿ − 1)` (at most `max`,
+    /// with jitter) before the n-th next attempt. Defaults: 0.5 s, 1 s, 15 s.
+    pub fn retry_backoff(mut self, interval: Duration, step: Duration, max: Duration) -> Self {
+        self.retry_interval = interval;
+        self.retry_backoff = step;
+        self.retry_max = max;
+        self
+    }
+
+    /// Start a new spool segment file after this many bytes (default 8 MiB). Segments are
+    /// deleted once everything in them was sent.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The spool directory, if the outbox is durable.
+    pub fn spool(&self) -> Option<&Path> {
+        self.spool_dir.as_deref()
+    }
+}
+
+/// Counters of an outbox since it was opened (see
+/// [`Notifier::outbox_stats`](crate::Notifier::outbox_stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Notifications waiting or being sent (including those recovered from the spool).
+    pub pending: usize,
+    /// Notifications the broker confirmed.
+    pub sent: u64,
+    /// Notifications dropped to make room ([`Overflow::DropOldest`]).
+    pub dropped: u64,
+    /// Notifications dropped because the transport refused them for good (too large, not
+    /// encodable, an unsupported destination, an unreadable spool record); each is logged.
+    pub failed: u64,
+}
+
+/// One delivery: a notification and where it goes.
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub(crate) to: NotifyAddress,
+    pub(crate) message: NotificationMessage,
+    pub(crate) format: NotificationFormat,
+}
+
+/// An [`Item`] as a spool record holds it (JSON).
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    exchange: String,
+    topic: String,
+    priority: Priority,
+    /// `messagingv2` or `messaging`.
+    format: String,
+    message_id: String,
+    publisher_id: String,
+    event_type: String,
+    payload: Value,
+    timestamp: String,
+    context: Map<String, Value>,
+}
+
+impl Item {
+    fn encode(&self) -> Result<Vec<u8>> {
+        let m = &self.message;
+        let stored = StoredItem {
+            exchange: self.to.exchange.clone(),
+            topic: self.to.topic.clone(),
+            priority: self.to.priority,
+            format: match self.format {
+                NotificationFormat::V2 => "messagingv2",
+                NotificationFormat::V1 => "messaging",
+            }
+            .to_owned(),
+            message_id: m.message_id.clone(),
+            publisher_id: m.publisher_id.clone(),
+            event_type: m.event_type.clone(),
+            payload: m.payload.clone(),
+            timestamp: m.timestamp.clone(),
+            context: m.context.clone(),
+        };
+        Ok(serde_json::to_vec(&stored)?)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self> {
+        let s: StoredItem = serde_json::from_slice(body)?;
+        let format = match s.format.as_str() {
+            "messagingv2" => NotificationFormat::V2,
+            "messaging" => NotificationFormat::V1,
+            other => {
+                return Err(MessagingError::MalformedMessage(format!(
+                    "unknown notification format `{other}` in the outbox spool"
+                )))
+            }
+        };
+        Ok(Self {
+            to: NotifyAddress {
+                exchange: s.exchange,
+                topic: s.topic,
+                priority: s.priority,
+            },
+            message: NotificationMessage {
+                message_id: s.message_id,
+                publisher_id: s.publisher_id,
+                event_type: s.event_type,
+                priority: s.priority,
+                payload: s.payload,
+                timestamp: s.timestamp,
+                context: s.context,
+            },
+            format,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    item: Arc<Item>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Waiting to be sent, oldest first.
+    queue: VecDeque<Entry>,
+    in_flight: usize,
+    /// Accepted, being written to the spool.
+    reserved: usize,
+    /// Sequence numbers of the in-memory outbox (the spool numbers its own).
+    next_seq: u64,
+    sent: u64,
+    dropped: u64,
+    failed: u64,
+}
+
+impl State {
+    fn pending(&self) -> usize {
+        self.queue.len() + self.in_flight + self.reserved
+    }
+}
+
+/// What the notify calls, the sender task and the spool writer share.
+struct Shared {
+    state: Mutex<State>,
+    capacity: usize,
+    overflow: Overflow,
+    /// Something was queued.
+    wake: Notify,
+    /// The pending count, for `flush`.
+    pending: watch::Sender<usize>,
+    /// Set when the notifier (every clone) is gone.
+    closed: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, state: &State) {
+        self.pending.send_replace(state.pending());
+    }
+
+    /// Make room for `n` deliveries; returns the sequence numbers of entries dropped for them.
+    fn reserve(&self, n: usize) -> Result<Vec<u64>> {
+        let mut state = self.lock();
+        let full = MessagingError::OutboxFull {
+            capacity: self.capacity,
+        };
+        let excess = (state.pending() + n).saturating_sub(self.capacity);
+        let mut dropped = Vec::new();
+        if excess > 0 {
+            if self.overflow == Overflow::Error || n > self.capacity || excess > state.queue.len() {
+                return Err(full);
+            }
+            for entry in state.queue.drain(..excess) {
+                tracing::warn!(
+                    message_id = %entry.item.message.message_id,
+                    event_type = %entry.item.message.event_type,
+                    capacity = self.capacity,
+                    "outbox full: dropping the oldest notification"
+                );
+                dropped.push(entry.seq);
+            }
+            state.dropped += excess as u64;
+        }
+        state.reserved += n;
+        self.publish(&state);
+        Ok(dropped)
+    }
+
+    /// Reserved deliveries that were not written after all.
+    fn release(&self, n: usize) {
+        let mut state = self.lock();
+        state.reserved -= n;
+        self.publish(&state);
+    }
+
+    /// Reserved deliveries, now ready to send.
+    fn push(&self, entries: impl IntoIterator<Item = Entry>, reserved: usize) {
+        let mut state = self.lock();
+        state.reserved -= reserved;
+        state.queue.extend(entries);
+        self.publish(&state);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Memory-only: number and queue deliveries.
+    fn push_items(&self, items: Vec<Arc<Item>>) {
+        let reserved = items.len();
+        let mut state = self.lock();
+        let first = state.next_seq;
+        state.next_seq += items.len() as u64;
+        drop(state);
+        let entries = items.into_iter().enumerate().map(|(i, item)| Entry {
+            seq: first + i as u64,
+            item,
+        });
+        self.push(entries, reserved);
+    }
+
+    fn take(&self, max: usize) -> Vec<Entry> {
+        let mut state = self.lock();
+        let n = max.min(state.queue.len());
+        state.in_flight += n;
+        state.queue.drain(..n).collect()
+    }
+
+    /// The end of a round of sends: `again` go back to the front, in order.
+    fn settle(&self, sent: usize, sent_ok: u64, failed: u64, again: Vec<Entry>) {
+        let mut state = self.lock();
+        state.in_flight -= sent;
+        state.sent += sent_ok;
+        state.failed += failed;
+        for entry in again.into_iter().rev() {
+            state.queue.push_front(entry);
+        }
+        self.publish(&state);
+    }
+
+    fn stats(&self) -> OutboxStats {
+        let state = self.lock();
+        OutboxStats {
+            pending: state.pending(),
+            sent: state.sent,
+            dropped: state.dropped,
+            failed: state.failed,
+        }
+    }
+}
+
+/// Work for the spool's writer thread.
+enum Request {
+    Append {
+        items: Vec<Arc<Item>>,
+        bodies: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Ack(Vec<u64>),
+    /// Answer once everything before it is durable.
+    Sync(oneshot::Sender<Result<()>>),
+}
+
+/// A notifier's outbox; the sender task stops when it is dropped.
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
+    spool: Option<mpsc::UnboundedSender<Request>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("stats", &self.shared.stats())
+            .finish()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.closed.send_replace(true);
+    }
+}
+
+impl Outbox {
+    /// Open the outbox (recovering its spool, if any) and start sending through `driver`.
+    pub(crate) async fn open(driver: Arc<dyn NotifyDriver>, config: OutboxConfig) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            capacity: config.capacity,
+            overflow: config.overflow,
+            wake: Notify::new(),
+            pending: watch::channel(0).0,
+            closed: watch::channel(false).0,
+        });
+        let spool = match &config.spool_dir {
+            None => None,
+            Some(dir) => {
+                let (dir, segment_bytes) = (dir.clone(), config.segment_bytes);
+                let (spool, unacked) =
+                    tokio::task::spawn_blocking(move || Spool::open(&dir, segment_bytes))
+                        .await
+                        .map_err(|e| MessagingError::OutboxSpool {
+                            path: config.spool_dir.clone().unwrap_or_default(),
+                            source: std::io::Error::other(e),
+                        })??;
+                let mut entries = Vec::with_capacity(unacked.len());
+                let mut unreadable = Vec::new();
+                for record in unacked {
+                    match Item::decode(&record.body) {
+                        Ok(item) => entries.push(Entry {
+                            seq: record.seq,
+                            item: Arc::new(item),
+                        }),
+                        Err(error) => {
+                            tracing::error!(seq = record.seq, %error, dir = %spool.dir().display(),
+                                "outbox: dropping a spool record that cannot be read");
+                            unreadable.push(record.seq);
+                        }
+                    }
+                }
+                if !entries.is_empty() {
+                    tracing::info!(
+                        count = entries.len(),
+                        dir = %spool.dir().display(),
+                        "outbox: sending notifications recovered from the spool"
+                    );
+                }
+                shared.lock().failed += unreadable.len() as u64;
+                // Recovered entries may exceed the capacity: they are kept all the same.
+                shared.push(entries, 0);
+                let (tx, rx) = mpsc::unbounded_channel();
+                if !unreadable.is_empty() {
+                    let _ = tx.send(Request::Ack(unreadable));
+                }
+                let writer_shared = shared.clone();
+                std::thread::Builder::new()
+                    .name("outbox-spool".into())
+                    .spawn(move || write_spool(spool, rx, writer_shared))
+                    .map_err(|e| MessagingError::OutboxSpool {
+                        path: config.spool_dir.clone().unwrap_or_default(),
+                        source: e,
+                    })?;
+                Some(tx)
+            }
+        };
+        tokio::spawn(send_loop(shared.clone(), driver, spool.clone(), config));
+        Ok(Self { shared, spool })
+    }
+
+    /// Accept deliveries: queued (and on disk, with a spool) when this returns.
+    pub(crate) async fn enqueue(&self, items: Vec<Item>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let n = items.len();
+        let Some(spool) = &self.spool else {
+            self.shared.reserve(n)?;
+            self.shared
+                .push_items(items.into_iter().map(Arc::new).collect());
+            return Ok(());
+        };
+        let bodies = items.iter().map(Item::encode).collect::<Result<Vec<_>>>()?;
+        let dropped = self.shared.reserve(n)?;
+        if !dropped.is_empty() {
+            let _ = spool.send(Request::Ack(dropped));
+        }
+        let (reply, done) = oneshot::channel();
+        let request = Request::Append {
+            items: items.into_iter().map(Arc::new).collect(),
+            bodies,
+            reply,
+        };
+        if spool.send(request).is_err() {
+            self.shared.release(n);
+            return Err(MessagingError::Closed("outbox spool"));
+        }
+        // The writer releases the reservation itself, even if this call is cancelled.
+        done.await
+            .unwrap_or(Err(MessagingError::Closed("outbox spool")))
+    }
+
+    pub(crate) fn stats(&self) -> OutboxStats {
+        self.shared.stats()
+    }
+
+    /// Wait until nothing is pending and (with a spool) the acks are on disk.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut pending = self.shared.pending.subscribe();
+        let drained = tokio::time::timeout_at(deadline, pending.wait_for(|n| *n == 0)).await;
+        if !matches!(drained, Ok(Ok(_))) {
+            return Err(MessagingError::SendTimeout {
+                what: format!(
+                    "the {} notification(s) left in the outbox",
+                    self.shared.stats().pending
+                ),
+                after: timeout,
+            });
+        }
+        if let Some(spool) = &self.spool {
+            let (reply, done) = oneshot::channel();
+            spool
+                .send(Request::Sync(reply))
+                .map_err(|_| MessagingError::Closed("outbox spool"))?;
+            return done
+                .await
+                .unwrap_or(Err(MessagingError::Closed("outbox spool")));
+        }
+        Ok(())
+    }
+}
+
+/// What the outbox does after a failed send.
+enum Verdict {
+    /// The broker may take it later.
+    Retry,
+    /// It will never be taken: drop it.
+    Drop,
+    /// The transport was closed: stop sending (the spool keeps what is left).
+    Stop,
+}
+
+fn verdict(error: &MessagingError) -> Verdict {
+    match error {
+        MessagingError::Closed(_) => Verdict::Stop,
+        // Credentials are often fixed by the operator while the outbox waits.
+        MessagingError::AuthenticationFailure(_) => Verdict::Retry,
+        e if e.is_transient() => Verdict::Retry,
+        _ => Verdict::Drop,
+    }
+}
+
+/// The sender task: sends the queue in order, backing off while the broker is unreachable.
+async fn send_loop(
+    shared: Arc<Shared>,
+    driver: Arc<dyn NotifyDriver>,
+    spool: Option<mpsc::UnboundedSender<Request>>,
+    config: OutboxConfig,
+) {
+    let mut closed = shared.closed.subscribe();
+    let options = SendOptions {
+        timeout: Some(config.send_timeout),
+        // The outbox retries itself, so that nothing else waits behind a failing send.
+        retry: Retry::Never,
+        ..SendOptions::default()
+    };
+    let mut backoff = Backoff::new(
+        config.retry_interval,
+        config.retry_backoff,
+        config.retry_max,
+    );
+    // While the broker is unreachable, probe with one notification at a time.
+    let mut window = config.max_in_flight;
+    let mut outage: Option<Instant> = None;
+    loop {
+        let batch = shared.take(window);
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shared.wake.notified() => continue,
+                _ = closed.wait_for(|c| *c) => return,
+            }
+        }
+        let sends = join_all(
+            batch
+                .iter()
+                .map(|e| driver.notify(&e.item.to, &e.item.message, e.item.format, &options)),
+        );
+        let results = tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => return,
+            results = sends => results,
+        };
+        let count = batch.len();
+        let (mut done, mut again) = (Vec::new(), Vec::new());
+        let (mut sent, mut failed, mut stop) = (0u64, 0u64, false);
+        let mut last_error = None;
+        for (entry, result) in batch.into_iter().zip(results) {
+            let Err(error) = result else {
+                sent += 1;
+                done.push(entry.seq);
+                continue;
+            };
+            match verdict(&error) {
+                Verdict::Retry => again.push(entry),
+                Verdict::Stop => {
+                    stop = true;
+                    again.push(entry);
+                }
+                Verdict::Drop => {
+                    tracing::error!(
+                        message_id = %entry.item.message.message_id,
+                        event_type = %entry.item.message.event_type,
+                        %error,
+                        "outbox: dropping a notification the transport refuses"
+                    );
+                    failed += 1;
+                    done.push(entry.seq);
+                }
+            }
+            last_error = Some(error);
+        }
+        // Acks go to the writer before `flush` can see the entries gone.
+        if let (Some(spool), false) = (&spool, done.is_empty()) {
+            let _ = spool.send(Request::Ack(done));
+        }
+        let retry = !again.is_empty();
+        shared.settle(count, sent, failed, again);
+        if stop {
+            tracing::warn!(
+                pending = shared.stats().pending,
+                "outbox: the transport is closed; sending stops"
+            );
+            return;
+        }
+        if !retry {
+            if let Some(since) = outage.take() {
+                tracing::info!(after = ?since.elapsed(), "outbox: the broker takes notifications again");
+            }
+            backoff.reset();
+            window = config.max_in_flight;
+            continue;
+        }
+        let delay = backoff.next_delay();
+        let error = last_error.expect("a retry has an error");
+        if outage.is_none() {
+            outage = Some(Instant::now());
+            tracing::warn!(%error, pending = shared.stats().pending,
+                "outbox: cannot send notifications; keeping them and retrying");
+        } else {
+            tracing::debug!(%error, ?delay, "outbox: still cannot send");
+        }
+        window = 1;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = closed.wait_for(|c| *c) => return,
+        }
+    }
+}
+
+/// The spool's writer thread: appends and acks in batches, one fsync per batch.
+fn write_spool(
+    mut spool: Spool,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    shared: Arc<Shared>,
+) {
+    const MAX_BATCH: usize = 4096;
+    while let Some(first) = requests.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut appended = Vec::new();
+        let mut syncs = Vec::new();
+        for request in batch {
+            match request {
+                Request::Append {
+                    items,
+                    bodies,
+                    reply,
+                } => match spool.append(&bodies) {
+                    Ok(seqs) => appended.push((seqs, items, reply)),
+                    Err(error) => {
+                        shared.release(items.len());
+                        let _ = reply.send(Err(error));
+                    }
+                },
+                Request::Ack(seqs) => {
+                    if let Err(error) = spool.ack(&seqs) {
+                        // Those notifications are sent again after a restart.
+                        tracing::error!(%error, "outbox: cannot record sent notifications");
+                    }
+                }
+                Request::Sync(reply) => syncs.push(reply),
+            }
+        }
+        let synced = spool.sync();
+        for (seqs, items, reply) in appended {
+            let n = items.len();
+            match &synced {
+                Ok(()) => {
+                    let entries = seqs
+                        .into_iter()
+                        .zip(items)
+                        .map(|(seq, item)| Entry { seq, item });
+                    shared.push(entries, n);
+                    let _ = reply.send(Ok(()));
+                }
+                Err(error) => {
+                    shared.release(n);
+                    let _ = reply.send(Err(copy_error(error)));
+                }
+            }
+        }
+        if let Err(error) = &synced {
+            tracing::error!(%error, "outbox: spool fsync failed");
+        }
+        for reply in syncs {
+            let _ = reply.send(synced.as_ref().map(|_| ()).map_err(copy_error));
+        }
+    }
+}
+
+/// A spool error for each caller of a failed batch.
+fn copy_error(error: &MessagingError) -> MessagingError {
+    match error {
+        MessagingError::OutboxSpool { path, source } => MessagingError::OutboxSpool {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => MessagingError::OutboxSpool {
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::driver::NotificationSource;
+    use crate::{get_notification_transport, Context, Notifier};
+
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// A broker that is up or down, and refuses event type `too.big` for good.
+    #[derive(Default)]
+    struct Broker {
+        up: AtomicBool,
+        attempts: AtomicUsize,
+        received: Mutex<Vec<String>>,
+    }
+
+    struct FakeDriver(Arc<Broker>);
+
+    #[async_trait]
+    impl NotifyDriver for FakeDriver {
+        async fn notify(
+            &self,
+            _to: &NotifyAddress,
+            message: &NotificationMessage,
+            _format: NotificationFormat,
+            _options: &SendOptions,
+        ) -> Result<()> {
+            self.0.attempts.fetch_add(1, Ordering::SeqCst);
+            if message.event_type == "too.big" {
+                return Err(MessagingError::PayloadTooLarge { size: 2, limit: 1 });
+            }
+            if !self.0.up.load(Ordering::SeqCst) {
+                return Err(MessagingError::ConnectionFailure("refused".into()));
+            }
+            let number = message.payload["n"].to_string();
+            self.0.received.lock().unwrap().push(number);
+            Ok(())
+        }
+
+        async fn listen(
+            &self,
+            _subscriptions: &[NotifyAddress],
+            _pool: Option<&str>,
+        ) -> Result<Box<dyn NotificationSource>> {
+            Err(MessagingError::unsupported("fake", "listening"))
+        }
+    }
+
+    fn fast(config: OutboxConfig) -> OutboxConfig {
+        config.retry_backoff(
+            Duration::from_millis(5),
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        )
+    }
+
+    /// A notifier whose outbox sends to `broker`.
+    async fn notifier(broker: &Arc<Broker>, config: OutboxConfig) -> Result<Notifier> {
+        let transport = get_notification_transport("memory://").await.unwrap();
+        let mut notifier = Notifier::new(transport, "test.outbox");
+        let outbox = Outbox::open(Arc::new(FakeDriver(broker.clone())), fast(config)).await?;
+        notifier.outbox = Some(Arc::new(outbox));
+        Ok(notifier)
+    }
+
+    async fn send(notifier: &Notifier, numbers: std::ops::Range<u32>) -> Result<()> {
+        for n in numbers {
+            let payload = serde_json::json!({ "n": n });
+            notifier
+                .info(&Context::new(), "test.event", &payload)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn numbers(range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|n| n.to_string()).collect()
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_notifications_while_down_and_sends_them_in_order() {
+        let broker = Arc::new(Broker::default());
+        let notifier = notifier(&broker, OutboxConfig::new(100)).await.unwrap();
+        send(&notifier, 0..20).await.unwrap();
+        eventually("failed attempts", || {
+            broker.attempts.load(Ordering::SeqCst) >= 3
+        })
+        .await;
+        let stats = notifier.outbox_stats().unwrap();
+        assert_eq!((stats.pending, stats.sent), (20, 0));
+        broker.up.store(true, Ordering::SeqCst);
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..20));
+        let stats = notifier.outbox_stats().unwrap();
+        assert_eq!(
+            stats,
+            OutboxStats {
+                pending: 0,
+                sent: 20,
+                dropped: 0,
+                failed: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_with_a_typed_error() {
+        let broker = Arc::new(Broker::default());
+        let notifier = notifier(&broker, OutboxConfig::new(3)).await.unwrap();
+        send(&notifier, 0..3).await.unwrap();
+        let err = send(&notifier, 3..4).await.unwrap_err();
+        assert!(
+            matches!(err, MessagingError::OutboxFull { capacity: 3 }),
+            "{err}"
+        );
+        assert_eq!(notifier.outbox_stats().unwrap().pending, 3);
+        broker.up.store(true, Ordering::SeqCst);
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..3));
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_makes_room_and_counts() {
+        let broker = Arc::new(Broker::default());
+        let config = OutboxConfig::new(3)
+            .overflow(Overflow::DropOldest)
+            .max_in_flight(1);
+        let notifier = notifier(&broker, config).await.unwrap();
+        // Wait for a failed attempt: the sender then sleeps with its entry back in the queue.
+        send(&notifier, 0..1).await.unwrap();
+        eventually("a failed attempt", || {
+            broker.attempts.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        // The current-thread runtime does not run the sender between these sends.
+        send(&notifier, 1..5).await.unwrap();
+        let stats = notifier.outbox_stats().unwrap();
+        assert_eq!((stats.pending, stats.dropped), (3, 2));
+        broker.up.store(true, Ordering::SeqCst);
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(2..5));
+        assert_eq!(notifier.outbox_stats().unwrap().sent, 3);
+    }
+
+    #[tokio::test]
+    async fn refused_notifications_are_dropped_not_retried() {
+        let broker = Arc::new(Broker::default());
+        broker.up.store(true, Ordering::SeqCst);
+        let notifier = notifier(&broker, OutboxConfig::new(10)).await.unwrap();
+        send(&notifier, 0..1).await.unwrap();
+        notifier
+            .info(&Context::new(), "too.big", &serde_json::json!({"n": 99}))
+            .await
+            .unwrap();
+        send(&notifier, 1..2).await.unwrap();
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..2));
+        let stats = notifier.outbox_stats().unwrap();
+        assert_eq!((stats.sent, stats.failed, stats.pending), (2, 1, 0));
+    }
+
+    /// Open the spool again once the previous owner's threads let go of it.
+    async fn reopen(broker: &Arc<Broker>, config: OutboxConfig) -> Notifier {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match notifier(broker, config.clone()).await {
+                Err(MessagingError::OutboxLocked { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_spool_keeps_what_was_not_sent_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = OutboxConfig::new(100)
+            .spool_dir(dir.path())
+            .segment_bytes(2048);
+        let broker = Arc::new(Broker::default());
+        let first = notifier(&broker, config.clone()).await.unwrap();
+        send(&first, 0..50).await.unwrap();
+        let Err(err) = notifier(&broker, config.clone()).await else {
+            panic!("a second outbox opened a locked spool");
+        };
+        assert!(matches!(err, MessagingError::OutboxLocked { .. }), "{err}");
+        drop(first);
+
+        broker.up.store(true, Ordering::SeqCst);
+        let second = reopen(&broker, config.clone()).await;
+        send(&second, 50..60).await.unwrap();
+        second.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..60));
+        let segments = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
+            .count();
+        assert_eq!(
+            segments, 1,
+            "sent segments are deleted; only the active one is left"
+        );
+        drop(second);
+
+        // Everything was recorded as sent: nothing comes back.
+        let third = reopen(&broker, config).await;
+        assert_eq!(third.outbox_stats().unwrap().pending, 0);
+        assert_eq!(broker.received.lock().unwrap().len(), 60);
+    }
+}
