@@ -5,7 +5,8 @@
 //!   amqp-value string body `{"request": <request dict>, "context": <ctxt>[,
 //!   "call_monitor_timeout": N]}`;
 //! * reply: properties `to`, `correlation-id`, body `{"response": r}` or
-//!   `{"failure": "<failure JSON string>"}`;
+//!   `{"failure": "<failure JSON string>"}`, plus `"_signature"` when signed (requests and
+//!   notifications carry theirs inside the dicts [`messaging_core::wire`] writes);
 //! * heartbeat: header `ttl` = call-monitor timeout, `correlation-id`, **no body section**;
 //! * notification: properties `to`, body `{"request": <envelope object>, "context": <ctxt>}`.
 //!
@@ -16,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fe2o3_amqp::types::messaging::{AmqpValue, Body, Header, Message, MessageId, Properties};
 use fe2o3_amqp::types::primitives::{Timestamp, Value};
 use messaging_core::wire::{
-    self, json, ContextStyle, NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest,
+    self, json, ContextStyle, NotificationFormat, NotificationMessage, Reply, ReplyEvent,
+    RpcRequest, SIGNATURE_KEY,
 };
 use messaging_core::{MessagingError, Result};
 use serde_json::{Map, Value as Json};
@@ -103,35 +105,41 @@ pub fn request(
         .build())
 }
 
-/// A reply event to the call `correlation_id`, sent to `to`.
+/// A reply to the call `correlation_id`, sent to `to`.
 pub fn reply(
     to: &str,
     correlation_id: &str,
-    event: &ReplyEvent,
+    reply: &Reply,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
+    let signed = |mut body: Map<String, Json>| {
+        if let Some(signature) = &reply.signature {
+            body.insert(SIGNATURE_KEY.into(), Json::String(signature.clone()));
+        }
+        json::to_string(&body).map(string_body)
+    };
     let properties = Properties::builder()
         .to(to)
         .correlation_id(MessageId::String(correlation_id.to_owned()))
         .build();
     let builder = Message::builder().properties(properties);
-    let message = match event {
+    let message = match &reply.event {
         ReplyEvent::Heartbeat => builder
             .header(call_monitor_timeout.map(|t| Header::builder().ttl(Some(millis(t))).build()))
             .body(Body::Empty)
             .build(),
         ReplyEvent::Result { value, .. } => {
-            let mut body = Map::with_capacity(1);
+            let mut body = Map::with_capacity(2);
             body.insert("response".into(), value.clone());
-            builder.body(string_body(json::to_string(&body)?)).build()
+            builder.body(signed(body)?).build()
         }
         ReplyEvent::Failure(failure) => {
-            let mut body = Map::with_capacity(1);
+            let mut body = Map::with_capacity(2);
             body.insert(
                 "failure".into(),
                 Json::String(wire::encode_failure(failure)?),
             );
-            builder.body(string_body(json::to_string(&body)?)).build()
+            builder.body(signed(body)?).build()
         }
     };
     Ok(message)
@@ -258,8 +266,8 @@ pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
     })
 }
 
-/// Decode a reply: the call it answers and the event.
-pub fn decode_reply(message: &AmqpMessage) -> Result<(String, ReplyEvent)> {
+/// Decode a reply: the call it answers and the reply.
+pub fn decode_reply(message: &AmqpMessage) -> Result<(String, Reply)> {
     let correlation_id = message
         .properties
         .as_ref()
@@ -267,9 +275,18 @@ pub fn decode_reply(message: &AmqpMessage) -> Result<(String, ReplyEvent)> {
         .map(message_id_string)
         .ok_or_else(|| MessagingError::MalformedMessage("reply without correlation-id".into()))?;
     let Some(bytes) = body_bytes(&message.body)? else {
-        return Ok((correlation_id, ReplyEvent::Heartbeat));
+        return Ok((correlation_id, ReplyEvent::Heartbeat.into()));
     };
     let mut body = json_object(&bytes)?;
+    let signature = match body.shift_remove(SIGNATURE_KEY) {
+        None | Some(Json::Null) => None,
+        Some(Json::String(signature)) => Some(signature),
+        Some(other) => {
+            return Err(MessagingError::MalformedMessage(format!(
+                "`{SIGNATURE_KEY}` should be a string, got {other}"
+            )))
+        }
+    };
     let event = match body.shift_remove("failure") {
         Some(Json::String(failure)) => ReplyEvent::Failure(wire::decode_failure(&failure)?),
         Some(Json::Null) | None => ReplyEvent::Result {
@@ -282,7 +299,7 @@ pub fn decode_reply(message: &AmqpMessage) -> Result<(String, ReplyEvent)> {
             )))
         }
     };
-    Ok((correlation_id, event))
+    Ok((correlation_id, Reply { event, signature }))
 }
 
 /// Decode a notification (either envelope format inside `request`).
@@ -328,6 +345,7 @@ mod tests {
             namespace: None,
             version: Some("1.0".into()),
             context: context.as_object().unwrap().clone(),
+            signature: None,
         }
     }
 
@@ -409,7 +427,8 @@ mod tests {
             &ReplyEvent::Result {
                 value: value.clone(),
                 ending: true,
-            },
+            }
+            .into(),
             None,
         )
         .unwrap();
@@ -425,18 +444,31 @@ mod tests {
                     value,
                     ending: true
                 }
+                .into()
             )
         );
 
         let failure = RemoteError::value_error("boom");
-        let m = reply("r", "id2", &ReplyEvent::Failure(failure.clone()), None).unwrap();
+        let m = reply(
+            "r",
+            "id2",
+            &ReplyEvent::Failure(failure.clone()).into(),
+            None,
+        )
+        .unwrap();
         assert!(
             text(&m).starts_with(r#"{"failure": "{\"class\": \"ValueError\""#),
             "{}",
             text(&m)
         );
         match decode_reply(&m).unwrap() {
-            (id, ReplyEvent::Failure(back)) => {
+            (
+                id,
+                Reply {
+                    event: ReplyEvent::Failure(back),
+                    signature: None,
+                },
+            ) => {
                 assert_eq!(id, "id2");
                 assert_eq!(back.class, "ValueError");
                 assert_eq!(back.message, "boom");
@@ -447,7 +479,7 @@ mod tests {
         let m = reply(
             "r",
             "id3",
-            &ReplyEvent::Heartbeat,
+            &ReplyEvent::Heartbeat.into(),
             Some(Duration::from_secs(2)),
         )
         .unwrap();
@@ -455,7 +487,7 @@ mod tests {
         assert_eq!(m.header.as_ref().unwrap().ttl, Some(2000));
         assert_eq!(
             decode_reply(&m).unwrap(),
-            ("id3".into(), ReplyEvent::Heartbeat)
+            ("id3".into(), ReplyEvent::Heartbeat.into())
         );
     }
 
@@ -469,6 +501,7 @@ mod tests {
             payload: json!({"instance_id": "inst-0", "seq": 0, "ok": true}),
             timestamp: "2026-11-21 14:57:52.732854".into(),
             context: Map::new(),
+            signature: None,
         };
         let m = notification(
             "unicast.openstack.notifications.info",
@@ -490,6 +523,55 @@ mod tests {
             let m = notification("x", &with_ctx, format).unwrap();
             assert!(!text(&m).contains("_context_"), "{}", text(&m));
             assert_eq!(decode_notification(&m).unwrap(), with_ctx);
+        }
+    }
+
+    /// Signatures ride inside the `request` dict, beside `response`/`failure`, and inside the
+    /// notification's message dict; nothing is added without one.
+    #[test]
+    fn signatures_travel_in_every_body() {
+        let signed = RpcRequest {
+            signature: Some("hmac-sha256:k1:n:00".into()),
+            ..sample_request()
+        };
+        let m = request("t", &signed, None, None).unwrap();
+        assert!(
+            text(&m).contains(r#", "_signature": "hmac-sha256:k1:n:00"}, "context""#),
+            "{}",
+            text(&m)
+        );
+        assert_eq!(decode_request(&m).unwrap().request, signed);
+
+        let result = Reply {
+            event: ReplyEvent::Result {
+                value: json!(1),
+                ending: true,
+            },
+            signature: Some("s1".into()),
+        };
+        let m = reply("r", "id", &result, None).unwrap();
+        assert_eq!(text(&m), r#"{"response": 1, "_signature": "s1"}"#);
+        assert_eq!(decode_reply(&m).unwrap(), ("id".into(), result));
+        let failure = Reply {
+            event: ReplyEvent::Failure(RemoteError::value_error("boom")),
+            signature: Some("s2".into()),
+        };
+        let m = reply("r", "id", &failure, None).unwrap();
+        assert_eq!(decode_reply(&m).unwrap().1.signature.as_deref(), Some("s2"));
+
+        let n = NotificationMessage {
+            message_id: "m".into(),
+            publisher_id: "p".into(),
+            event_type: "e".into(),
+            priority: Priority::Info,
+            payload: json!(null),
+            timestamp: "t".into(),
+            context: json!({"user_id": "u"}).as_object().unwrap().clone(),
+            signature: Some("s3".into()),
+        };
+        for format in [NotificationFormat::V2, NotificationFormat::V1] {
+            let m = notification("x", &n, format).unwrap();
+            assert_eq!(decode_notification(&m).unwrap(), n);
         }
     }
 

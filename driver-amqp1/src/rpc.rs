@@ -9,7 +9,7 @@ use messaging_core::driver::{
     log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
     RpcListener, SendOptions, ServerAddress,
 };
-use messaging_core::wire::{self, ReplyEvent, RpcRequest};
+use messaging_core::wire::{self, Reply, RpcRequest};
 use messaging_core::{MessagingError, Result, Retry};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::time::Instant;
@@ -118,8 +118,8 @@ async fn route_replies(mut rx: mpsc::Receiver<Received>, replies: ReplyRouter) {
     while let Some(received) = rx.recv().await {
         received.accept().await;
         match message::decode_reply(&received.message) {
-            Ok((msg_id, event)) => {
-                replies.deliver(&msg_id, event);
+            Ok((msg_id, reply)) => {
+                replies.deliver(&msg_id, reply);
             }
             Err(error) => log_malformed(DRIVER, "reply link", &error, &shown_body(&received)),
         }
@@ -300,12 +300,12 @@ struct Amqp1Replier {
 
 #[async_trait]
 impl Replier for Amqp1Replier {
-    async fn send(&self, event: ReplyEvent) -> Result<()> {
+    async fn send(&self, reply: Reply) -> Result<()> {
         let config = self.links.config();
         let message = message::reply(
             &self.reply_to,
             &self.msg_id,
-            &event,
+            &reply,
             self.call_monitor_timeout,
         )?;
         let spec = SendSpec {

@@ -29,6 +29,7 @@ fn message(payload: serde_json::Value) -> NotificationMessage {
         payload,
         timestamp: wire::timestamp_now(),
         context: serde_json::Map::new(),
+        signature: None,
     }
 }
 

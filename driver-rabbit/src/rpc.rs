@@ -11,9 +11,7 @@ use messaging_core::driver::{
     log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, Retry, RpcAddress,
     RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
-use messaging_core::wire::{
-    self, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE,
-};
+use messaging_core::wire::{self, Reply, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE};
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{oneshot, OnceCell};
 use tokio::task::JoinHandle;
@@ -302,7 +300,8 @@ impl ReplyQueue {
                     .and_then(|()| ReplyMessage::decode(&delivery.data));
                 match decoded {
                     Ok(reply) => {
-                        replies.deliver(&reply.msg_id, reply.event);
+                        let msg_id = reply.msg_id.clone();
+                        replies.deliver(&msg_id, reply.into_reply());
                         subscriber.ack(delivery.acker);
                     }
                     Err(error) => {
@@ -386,7 +385,7 @@ struct RabbitReplier {
 
 #[async_trait]
 impl Replier for RabbitReplier {
-    async fn send(&self, event: ReplyEvent) -> Result<()> {
+    async fn send(&self, reply: Reply) -> Result<()> {
         let gone = || {
             MessagingError::DeliveryFailure(format!(
                 "reply queue {} does not exist (the caller is gone); reply to {} dropped",
@@ -396,12 +395,7 @@ impl Replier for RabbitReplier {
         if self.shared.is_gone(&self.reply_q) {
             return Err(gone());
         }
-        let body = ReplyMessage {
-            msg_id: self.msg_id.clone(),
-            event,
-            unique_id: Some(wire::new_id()),
-        }
-        .encode()?;
+        let body = ReplyMessage::new(self.msg_id.clone(), reply).encode()?;
         let outgoing = Outgoing {
             exchange: "",
             routing_key: &self.reply_q,

@@ -758,3 +758,132 @@ async fn python_notifier_rust_listener() {
         .collect();
     delete_queues(&url, &queues).await;
 }
+
+/// Signed messages still work with Python peers, which ignore the `_signature` key of
+/// requests, replies and notifications: with signing in warn mode, a Rust client calls a
+/// Python server, a Python client calls a Rust server, and a Python listener gets a signed
+/// notification. The Rust side counts the unsigned Python messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_messages_interoperate_with_python_in_warn_mode() {
+    let Some((url, python)) = setup("signed_messages_interoperate_with_python_in_warn_mode") else {
+        return;
+    };
+    let options = TransportOptions {
+        signing: Some(
+            signing::Signing::parse("k1:interop secret 0123456789")
+                .unwrap()
+                .with_mode(signing::SignatureMode::Warn),
+        ),
+        ..TransportOptions::default()
+    };
+
+    // Rust (signing) → Python server: the request carries `_signature`, the reply has none.
+    let topic = unique("interop_sig_rc");
+    let mut server = Peer::spawn(
+        &python,
+        "python server",
+        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
+    )
+    .ready()
+    .await;
+    let transport = get_rpc_transport_with(&url, &options).await.unwrap();
+    let client =
+        RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
+    let echoed: Value = client
+        .call(&ctx(), "echo", &json!({"value": nested()}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, nested());
+    assert_eq!(
+        transport.signature_failures(),
+        1,
+        "the unsigned Python reply"
+    );
+    client
+        .cast(&ctx(), "record", &json!({"value": "signed cast"}))
+        .await
+        .unwrap();
+    let line = server.next().await;
+    assert_eq!(
+        (line["event"].clone(), line["value"].clone()),
+        (json!("cast"), json!("signed cast"))
+    );
+    assert_eq!(line["ctxt"]["user_id"], "u-1", "{line}");
+    transport.close().await;
+    drop(server);
+
+    // Python → Rust server (signing): the unsigned request is served, the reply is signed.
+    let topic = unique("interop_sig_pc");
+    let server_transport = get_rpc_transport_with(&url, &options).await.unwrap();
+    let server = RpcServer::new(server_transport.clone(), Target::topic(&topic).server("s1"))
+        .endpoint(
+            Endpoint::new().method("echo", |_ctx: Context, args: Value| async move {
+                Ok::<_, RemoteError>(args["value"].clone())
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let echo_args = format!(r#"{{"value": {}}}"#, nested());
+    let answer = py_call(
+        &python,
+        strings(&[
+            "call",
+            "--url",
+            &url,
+            "--topic",
+            &topic,
+            "--timeout",
+            "20",
+            "--method",
+            "echo",
+            "--args",
+            &echo_args,
+        ]),
+    )
+    .await;
+    assert_eq!(answer["result"], nested(), "{answer}");
+    assert_eq!(
+        server_transport.signature_failures(),
+        1,
+        "the unsigned Python request"
+    );
+    server.shutdown().await;
+
+    // Rust notifier (signing) → Python listener.
+    let notify_topic = unique("interop_sig_rn");
+    let mut listener = Peer::spawn(
+        &python,
+        "python listener",
+        &[
+            "listen",
+            "--url",
+            &url,
+            "--topic",
+            &notify_topic,
+            "--count",
+            "1",
+        ],
+    )
+    .ready()
+    .await;
+    let notify = get_notification_transport_with(&url, &options)
+        .await
+        .unwrap();
+    Notifier::new(notify.clone(), "compute.host1")
+        .topics([notify_topic.clone()])
+        .info(&ctx(), "test.signed", &json!({"v": nested()}))
+        .await
+        .unwrap();
+    let line = listener.next().await;
+    assert_eq!(line["event_type"], "test.signed", "{line}");
+    assert_eq!(line["payload"], json!({"v": nested()}));
+    assert_eq!(line["ctxt"]["user_id"], "u-1", "{line}");
+    notify.close().await;
+    drop(listener);
+    let queues: Vec<String> = Priority::ALL
+        .iter()
+        .map(|p| format!("{notify_topic}.{}", p.as_str()))
+        .collect();
+    delete_queues(&url, &queues).await;
+}

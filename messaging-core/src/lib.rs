@@ -53,6 +53,7 @@ mod priority;
 mod registry;
 mod rpc;
 mod service;
+pub mod signing;
 mod target;
 mod transport;
 mod url;

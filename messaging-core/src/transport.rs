@@ -10,6 +10,7 @@ use crate::driver::{Capabilities, Driver, NotifyDriver, RpcDriver};
 use crate::error::Result;
 use crate::options;
 use crate::registry::driver_for_scheme;
+use crate::signing::{Guard, Signing};
 use crate::url::TransportUrl;
 
 /// oslo's default `control_exchange`.
@@ -24,6 +25,11 @@ pub struct TransportOptions {
     /// Driver options by driver name (`rabbit`, `kafka`, …), as a config file's driver section
     /// gives them: defaults that the URL's query options override.
     pub driver_options: BTreeMap<String, Vec<(String, String)>>,
+    /// Sign every message sent and check every message received (see [`crate::signing`]);
+    /// `None` (the default) sends messages exactly as Python oslo.messaging does and checks
+    /// nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
 }
 
 impl Default for TransportOptions {
@@ -31,6 +37,7 @@ impl Default for TransportOptions {
         Self {
             control_exchange: DEFAULT_EXCHANGE.to_owned(),
             driver_options: BTreeMap::new(),
+            signing: None,
         }
     }
 }
@@ -40,6 +47,7 @@ struct Info {
     driver: &'static str,
     capabilities: Capabilities,
     options: TransportOptions,
+    guard: Option<Guard>,
 }
 
 /// Parse `url`, find its driver, add the driver's configured option defaults that the URL does
@@ -125,11 +133,27 @@ impl Info {
             capabilities: driver.capabilities_for(&url),
             url,
             options: options.clone(),
+            guard: options.signing.clone().map(Guard::new),
         })
     }
 }
 
 impl RpcTransport {
+    /// The signing settings, if the transport signs and checks messages.
+    pub fn signing(&self) -> Option<&Signing> {
+        self.info.guard.as_ref().map(Guard::signing)
+    }
+
+    /// How many received messages failed their signature check since the transport was
+    /// opened (rejected, or processed anyway in [`SignatureMode::Warn`](crate::signing::SignatureMode::Warn)).
+    pub fn signature_failures(&self) -> u64 {
+        self.info.guard.as_ref().map_or(0, Guard::failures)
+    }
+
+    pub(crate) fn guard(&self) -> Option<&Guard> {
+        self.info.guard.as_ref()
+    }
+
     /// The driver side, for the API types.
     pub fn driver(&self) -> &Arc<dyn RpcDriver> {
         &self.driver
@@ -162,6 +186,21 @@ impl RpcTransport {
 }
 
 impl NotificationTransport {
+    /// The signing settings, if the transport signs and checks messages.
+    pub fn signing(&self) -> Option<&Signing> {
+        self.info.guard.as_ref().map(Guard::signing)
+    }
+
+    /// How many received messages failed their signature check since the transport was
+    /// opened (rejected, or processed anyway in [`SignatureMode::Warn`](crate::signing::SignatureMode::Warn)).
+    pub fn signature_failures(&self) -> u64 {
+        self.info.guard.as_ref().map_or(0, Guard::failures)
+    }
+
+    pub(crate) fn guard(&self) -> Option<&Guard> {
+        self.info.guard.as_ref()
+    }
+
     /// The driver side, for the API types.
     pub fn driver(&self) -> &Arc<dyn NotifyDriver> {
         &self.driver

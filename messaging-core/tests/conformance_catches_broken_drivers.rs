@@ -19,6 +19,7 @@ enum Flaw {
     FanoutToOne,
     DuplicatesCasts,
     RequeueAcks,
+    DropsSignatures,
 }
 
 struct Broken {
@@ -67,6 +68,15 @@ impl BrokenRpc {
         }
         to
     }
+
+    /// The request as the flawed framing carries it.
+    fn reframe(&self, request: &RpcRequest) -> RpcRequest {
+        let mut request = request.clone();
+        if self.flaw == Flaw::DropsSignatures {
+            request.signature = None;
+        }
+        request
+    }
 }
 
 #[async_trait]
@@ -80,7 +90,8 @@ impl RpcDriver for BrokenRpc {
         if self.flaw == Flaw::DuplicatesCasts {
             self.inner.cast(to, request, options).await?;
         }
-        self.inner.cast(&self.misroute(to), request, options).await
+        let request = self.reframe(request);
+        self.inner.cast(&self.misroute(to), &request, options).await
     }
     async fn call(
         &self,
@@ -88,7 +99,8 @@ impl RpcDriver for BrokenRpc {
         request: &RpcRequest,
         options: &SendOptions,
     ) -> Result<PendingReply> {
-        self.inner.call(&self.misroute(to), request, options).await
+        let request = self.reframe(request);
+        self.inner.call(&self.misroute(to), &request, options).await
     }
     async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {
         self.inner.listen(on).await
@@ -114,7 +126,11 @@ impl NotifyDriver for BrokenNotify {
         if self.flaw == Flaw::LosesNotifications && n % 500 == 499 {
             return Ok(());
         }
-        self.inner.notify(to, message, format, options).await
+        let mut message = message.clone();
+        if self.flaw == Flaw::DropsSignatures {
+            message.signature = None;
+        }
+        self.inner.notify(to, &message, format, options).await
     }
     async fn listen(
         &self,
@@ -229,5 +245,25 @@ fn requeue_that_acks_is_caught() {
         Flaw::RequeueAcks,
         "requeue",
         cases::notify_requeue_redelivers,
+    );
+}
+
+#[test]
+fn dropping_request_signatures_is_caught() {
+    assert_case_fails(
+        &["drops-request-signatures"],
+        Flaw::DropsSignatures,
+        "signing",
+        cases::signing_rejects_forged_requests,
+    );
+}
+
+#[test]
+fn dropping_notification_signatures_is_caught() {
+    assert_case_fails(
+        &["drops-notification-signatures"],
+        Flaw::DropsSignatures,
+        "signing",
+        cases::signing_notifications_round_trip_and_forgeries_rejected,
     );
 }

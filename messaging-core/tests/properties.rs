@@ -44,9 +44,10 @@ proptest! {
         version in proptest::option::of("[0-9]\\.[0-9]"),
         context in json_map(),
         call in proptest::option::of(("[0-9a-f]{32}", proptest::option::of(1u32..100))),
+        signature in proptest::option::of("[ -~]{0,80}"),
     ) {
         let message = RequestMessage {
-            request: RpcRequest { method, args, namespace, version, context },
+            request: RpcRequest { method, args, namespace, version, context, signature },
             call: call.map(|(id, t)| CallInfo { msg_id: id.clone(), reply_q: format!("reply_{id}"), monitor_timeout: t.map(f64::from) }),
             unique_id: Some(messaging_core::wire::new_id()),
         };
@@ -55,13 +56,13 @@ proptest! {
     }
 
     #[test]
-    fn replies_round_trip(value in json_value(), ending in any::<bool>(), class in "[A-Za-z]{1,10}", text in ".*") {
+    fn replies_round_trip(value in json_value(), ending in any::<bool>(), class in "[A-Za-z]{1,10}", text in ".*", signature in proptest::option::of("[ -~]{0,80}")) {
         for event in [
             ReplyEvent::Result { value: value.clone(), ending: ending || value.is_null() },
             ReplyEvent::Failure(RemoteError::new(class.clone(), text.clone())),
             ReplyEvent::Heartbeat,
         ] {
-            let message = ReplyMessage { msg_id: "m".into(), event, unique_id: Some("u".into()) };
+            let message = ReplyMessage { msg_id: "m".into(), event, unique_id: Some("u".into()), signature: signature.clone() };
             prop_assert_eq!(ReplyMessage::decode(&message.encode().unwrap()).unwrap(), message);
         }
     }
@@ -74,6 +75,7 @@ proptest! {
         event_type in ".*",
         nested in any::<bool>(),
         v1 in any::<bool>(),
+        signature in proptest::option::of("[ -~]{0,80}"),
     ) {
         let message = NotificationMessage {
             message_id: messaging_core::wire::new_message_id(),
@@ -83,6 +85,7 @@ proptest! {
             payload,
             timestamp: messaging_core::wire::timestamp_now(),
             context,
+            signature,
         };
         let style = if nested { ContextStyle::Nested } else { ContextStyle::Flattened };
         let format = if v1 { NotificationFormat::V1 } else { NotificationFormat::V2 };

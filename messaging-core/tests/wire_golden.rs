@@ -201,6 +201,7 @@ fn equivalent_messages_encode_like_python() {
             namespace: None,
             version: Some("1.0".into()),
             context,
+            signature: None,
         },
         call: None,
         unique_id: Some("72a505e7091341ef818e906428b6b6e7".into()),
@@ -218,6 +219,7 @@ fn equivalent_messages_encode_like_python() {
         payload: json!({"instance_id": "inst-0", "seq": 0, "ok": true}),
         timestamp: "2026-11-21 14:51:51.964350".into(),
         context: serde_json::Map::new(),
+        signature: None,
     };
     let body = notification
         .encode(

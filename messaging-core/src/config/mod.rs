@@ -25,6 +25,7 @@ use crate::error::{MessagingError, Result};
 use crate::notify::{OutboxConfig, Overflow};
 use crate::options::{self, OptionSpec};
 use crate::registry::driver_named;
+use crate::signing::{SignatureMode, Signing};
 use crate::transport::{TransportOptions, DEFAULT_EXCHANGE};
 
 /// Typed messaging configuration, for services that load settings with serde or from an INI
@@ -53,6 +54,10 @@ pub struct MessagingConfig {
     /// Driver options by driver name, from `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`
     /// and `[oslo_messaging_kafka]`; URL query options override them.
     pub driver_options: BTreeMap<String, Vec<(String, String)>>,
+    /// `[oslo_messaging_signing]`: sign and check every message of both transports (see
+    /// [`crate::signing`]). Serialized without its secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
 }
 
 /// `[oslo_messaging_notifications]` settings.
@@ -86,6 +91,7 @@ impl Default for MessagingConfig {
             rpc_response_timeout: 60.0,
             notifications: NotificationsConfig::default(),
             driver_options: BTreeMap::new(),
+            signing: None,
         }
     }
 }
@@ -161,6 +167,7 @@ impl MessagingConfig {
         TransportOptions {
             control_exchange: self.control_exchange.clone(),
             driver_options: self.driver_options.clone(),
+            signing: self.signing.clone(),
         }
     }
 
@@ -168,7 +175,7 @@ impl MessagingConfig {
     /// `OS_DEFAULT__TRANSPORT_URL`, `OS_DEFAULT__CONTROL_EXCHANGE`,
     /// `OS_DEFAULT__RPC_RESPONSE_TIMEOUT`, `OS_OSLO_MESSAGING_NOTIFICATIONS__TRANSPORT_URL`,
     /// `…__DRIVER`, `…__TOPICS`, `…__RETRY`, `…__OUTBOX_DIR`, `…__OUTBOX_CAPACITY`,
-    /// `…__OUTBOX_OVERFLOW`.
+    /// `…__OUTBOX_OVERFLOW`, `OS_OSLO_MESSAGING_SIGNING__KEYS`, `…__MODE`.
     pub fn apply_env(&mut self) -> Result<()> {
         self.apply_env_from(|name| std::env::var(name).ok())
     }
@@ -218,6 +225,20 @@ impl MessagingConfig {
                 "error" | "drop_oldest" => self.notifications.outbox_overflow = value.to_owned(),
                 _ => return Err(format!("`{value}` is not one of: error, drop_oldest")),
             },
+            // Errors name the key ids, never the secrets (nor echo the value).
+            (SIGNING, "keys") => {
+                let mode = self.signing.as_ref().map(Signing::mode).unwrap_or_default();
+                let keys = Signing::parse(value).map_err(|e| signing_reason(&e))?;
+                self.signing = Some(keys.with_mode(mode));
+            }
+            (SIGNING, "mode") => {
+                let mode: SignatureMode = value.parse().map_err(|e| signing_reason(&e))?;
+                let signing = self
+                    .signing
+                    .take()
+                    .ok_or_else(|| "`mode` needs `keys` in [oslo_messaging_signing]".to_owned())?;
+                self.signing = Some(signing.with_mode(mode));
+            }
             _ => return Err(format!("unknown option `{key}` in [{section}]")),
         }
         Ok(())
@@ -225,9 +246,19 @@ impl MessagingConfig {
 }
 
 const NOTIFICATIONS: &str = "oslo_messaging_notifications";
+const SIGNING: &str = "oslo_messaging_signing";
 
-/// The keys of ours that `[DEFAULT]` and `[oslo_messaging_notifications]` may hold.
-const OUR_KEYS: [(&str, &str); 10] = [
+/// The text of a signing settings error, for [`MessagingError::InvalidConfig`] with a line.
+fn signing_reason(error: &MessagingError) -> String {
+    match error {
+        MessagingError::InvalidConfig { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The keys of ours that `[DEFAULT]`, `[oslo_messaging_notifications]` and
+/// `[oslo_messaging_signing]` may hold (`keys` before `mode`: a mode needs keys).
+const OUR_KEYS: [(&str, &str); 12] = [
     ("DEFAULT", "transport_url"),
     ("DEFAULT", "control_exchange"),
     ("DEFAULT", "rpc_response_timeout"),
@@ -238,6 +269,8 @@ const OUR_KEYS: [(&str, &str); 10] = [
     (NOTIFICATIONS, "outbox_dir"),
     (NOTIFICATIONS, "outbox_capacity"),
     (NOTIFICATIONS, "outbox_overflow"),
+    (SIGNING, "keys"),
+    (SIGNING, "mode"),
 ];
 
 /// Driver sections of oslo.messaging and the driver each configures.
@@ -265,7 +298,8 @@ fn invalid(line: Option<usize>, reason: String) -> MessagingError {
 /// Reads `[DEFAULT]` (`transport_url`, `control_exchange`, `rpc_response_timeout`; other
 /// keys there belong to other libraries and are left alone), `[oslo_messaging_notifications]`
 /// (`transport_url`, `driver`, `topics`, `retry`, `outbox_dir`, `outbox_capacity`,
-/// `outbox_overflow`) and the driver sections
+/// `outbox_overflow`), `[oslo_messaging_signing]` (`keys` = `id:secret` items separated by
+/// commas, the first signs; `mode` = `reject` or `warn`) and the driver sections
 /// `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`, `[oslo_messaging_kafka]`, whose keys
 /// must be options of that driver when it is installed. Other sections are ignored. An
 /// unknown key in one of these sections is an [`MessagingError::InvalidConfig`] naming its line.
@@ -290,8 +324,11 @@ pub fn parse_ini(text: &str) -> Result<MessagingConfig> {
             }
             continue;
         }
-        let ours = name == "DEFAULT" || name == NOTIFICATIONS;
-        for entry in section.entries.iter().filter(|_| ours) {
+        let ours = name == "DEFAULT" || name == NOTIFICATIONS || name == SIGNING;
+        let mut entries: Vec<_> = section.entries.iter().filter(|_| ours).collect();
+        // `keys` first, wherever it is written: `mode` applies to them.
+        entries.sort_by_key(|entry| !(name == SIGNING && entry.key == "keys"));
+        for entry in entries {
             let known = OUR_KEYS.iter().any(|(s, k)| *s == name && *k == entry.key);
             if !known && name == "DEFAULT" {
                 continue;
@@ -381,16 +418,57 @@ mod tests {
     }
 
     #[test]
+    fn signing_section_sets_both_transports() {
+        let config = parse_ini(
+            "[oslo_messaging_signing]\nmode = warn\nkeys = k2:second secret 0123456,\n  k1:first:secret 0123456\n",
+        )
+        .unwrap();
+        let signing = config.transport_options().signing.unwrap();
+        assert_eq!(signing.mode(), SignatureMode::Warn);
+        let ids: Vec<&str> = signing.keys().iter().map(|k| k.id()).collect();
+        assert_eq!(ids, ["k2", "k1"]);
+        assert!(parse_ini("[DEFAULT]\n").unwrap().signing.is_none());
+        let dumped = serde_json::to_string(&config).unwrap();
+        assert!(!dumped.contains("secret 0123456"), "{dumped}");
+    }
+
+    #[test]
+    fn bad_signing_settings_name_the_line_but_not_the_secret() {
+        for (text, line) in [
+            ("[oslo_messaging_signing]\nkeys = k1:tooshort\n", 2),
+            ("[oslo_messaging_signing]\n\nkeys = k1\n", 3),
+            (
+                "[oslo_messaging_signing]\nkeys = k1:0123456789abcdef\nmode = drop\n",
+                3,
+            ),
+            ("[oslo_messaging_signing]\nmode = warn\n", 2),
+            ("[oslo_messaging_signing]\nkey = k1:0123456789abcdef\n", 2),
+        ] {
+            let err = parse_ini(text).unwrap_err();
+            assert!(
+                matches!(err, MessagingError::InvalidConfig { line: Some(l), .. } if l == line),
+                "{text:?}: {err}"
+            );
+            assert!(!err.to_string().contains("tooshort"), "{err}");
+        }
+    }
+
+    #[test]
     fn environment_overrides() {
         let mut config = parse_ini("[DEFAULT]\ntransport_url = memory://\n").unwrap();
         config
             .apply_env_from(|name| match name {
                 "OS_DEFAULT__TRANSPORT_URL" => Some("rabbit://env//".into()),
                 "OS_OSLO_MESSAGING_NOTIFICATIONS__TOPICS" => Some("a,b".into()),
+                "OS_OSLO_MESSAGING_SIGNING__KEYS" => Some("k9:0123456789abcdef".into()),
+                "OS_OSLO_MESSAGING_SIGNING__MODE" => Some("warn".into()),
                 _ => None,
             })
             .unwrap();
         assert_eq!(config.transport_url, "rabbit://env//");
         assert_eq!(config.notifications.topics, ["a", "b"]);
+        let signing = config.signing.unwrap();
+        assert_eq!(signing.keys()[0].id(), "k9");
+        assert_eq!(signing.mode(), SignatureMode::Warn);
     }
 }

@@ -21,16 +21,20 @@ use crate::target::Target;
 use crate::transport::RpcTransport;
 use crate::Context;
 
+mod signing;
+
+pub use signing::*;
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn ctx() -> Context {
+pub(super) fn ctx() -> Context {
     Context::new()
         .with("user_id", "u-1")
         .with("project_id", "p-1")
         .with("request_id", "req-123")
 }
 
-async fn start_server(
+pub(super) async fn start_server(
     b: &Backend,
     target: Target,
     recorder: Arc<Recorder<Recorded>>,

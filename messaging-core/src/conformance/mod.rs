@@ -26,7 +26,8 @@ use std::time::Duration;
 use crate::driver::{Capabilities, Feature};
 use crate::registry::driver_for_scheme;
 use crate::transport::{
-    get_notification_transport, get_rpc_transport, NotificationTransport, RpcTransport,
+    get_notification_transport_with, get_rpc_transport_with, NotificationTransport, RpcTransport,
+    TransportOptions,
 };
 use crate::url::TransportUrl;
 
@@ -130,22 +131,32 @@ impl Backend {
 
     /// A new RPC transport.
     pub async fn rpc(&self) -> RpcTransport {
+        self.rpc_with(&TransportOptions::default()).await
+    }
+
+    /// A new RPC transport with `options` (e.g. signing).
+    pub async fn rpc_with(&self, options: &TransportOptions) -> RpcTransport {
         let url = self
             .rpc_url
             .as_deref()
             .expect("the case checked for RPC support");
-        get_rpc_transport(url)
+        get_rpc_transport_with(url, options)
             .await
             .unwrap_or_else(|e| panic!("opening {url}: {e}"))
     }
 
     /// A new notification transport.
     pub async fn notifications(&self) -> NotificationTransport {
+        self.notifications_with(&TransportOptions::default()).await
+    }
+
+    /// A new notification transport with `options` (e.g. signing).
+    pub async fn notifications_with(&self, options: &TransportOptions) -> NotificationTransport {
         let url = self
             .notify_url
             .as_deref()
             .expect("the case checked for notification support");
-        get_notification_transport(url)
+        get_notification_transport_with(url, options)
             .await
             .unwrap_or_else(|e| panic!("opening {url}: {e}"))
     }
@@ -243,6 +254,13 @@ macro_rules! conformance_suite {
             notify_concurrent_publishers_none_lost,
             notify_sent_before_listener_is_kept,
             notify_clean_shutdown_loses_nothing,
+            signing_rpc_round_trip,
+            signing_rejects_forged_requests,
+            signing_rejects_forged_replies,
+            signing_rotation,
+            signing_warn_mode_processes_unsigned_rpc,
+            signing_notifications_round_trip_and_forgeries_rejected,
+            signing_warn_mode_processes_unsigned_notifications,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

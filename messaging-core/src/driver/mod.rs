@@ -9,6 +9,10 @@
 //! To write a driver: implement these traits, use [`crate::wire`] for the oslo formats and
 //! [`ReplyRouter`] to correlate replies, declare what you cannot do in [`Capabilities`], and run
 //! the conformance suite (feature `conformance`) against your real broker.
+//!
+//! Message signing ([`crate::signing`]) happens above the drivers: a driver only carries the
+//! `signature` of [`RpcRequest`], [`Reply`] and [`NotificationMessage`] unchanged (the
+//! [`crate::wire`] codec does it as the `_signature` key), and never checks it.
 
 mod address;
 mod capabilities;
@@ -23,7 +27,7 @@ use async_trait::async_trait;
 use crate::error::{MessagingError, Result};
 use crate::options::OptionSpec;
 use crate::url::TransportUrl;
-use crate::wire::{NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest};
+use crate::wire::{NotificationFormat, NotificationMessage, Reply, RpcRequest};
 
 pub use address::{NotifyAddress, RpcAddress, ServerAddress};
 pub use capabilities::{Capabilities, Delivery, Feature};
@@ -182,8 +186,8 @@ impl IncomingRequest {
 /// Sends the answers to one call.
 #[async_trait]
 pub trait Replier: Send + Sync + 'static {
-    /// Send a heartbeat, the result or the failure.
-    async fn send(&self, event: ReplyEvent) -> Result<()>;
+    /// Send a heartbeat, the result or the failure, with its signature if it has one.
+    async fn send(&self, reply: Reply) -> Result<()>;
 }
 
 /// Moves notifications.

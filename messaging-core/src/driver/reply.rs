@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::wire::ReplyEvent;
+use crate::wire::Reply;
 
-type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ReplyEvent>>>>;
+type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Reply>>>>;
 
 /// Routes reply events to the calls waiting for them, by message id.
 ///
@@ -39,10 +39,10 @@ impl ReplyRouter {
     }
 
     /// Hand a reply to its call; false (and a debug log) if no call waits for it.
-    pub fn deliver(&self, msg_id: &str, event: ReplyEvent) -> bool {
+    pub fn deliver(&self, msg_id: &str, reply: Reply) -> bool {
         let waiters = self.waiters.lock().expect("reply router poisoned");
         match waiters.get(msg_id) {
-            Some(tx) => tx.send(event).is_ok(),
+            Some(tx) => tx.send(reply).is_ok(),
             None => {
                 tracing::debug!(msg_id, "dropping a reply nobody waits for (timed out?)");
                 false
@@ -65,13 +65,13 @@ impl ReplyRouter {
 #[derive(Debug)]
 pub struct PendingReply {
     msg_id: String,
-    events: mpsc::UnboundedReceiver<ReplyEvent>,
+    events: mpsc::UnboundedReceiver<Reply>,
     waiters: Option<Waiters>,
 }
 
 impl PendingReply {
     /// A pending reply fed by a channel the driver manages itself.
-    pub fn from_channel(msg_id: String, events: mpsc::UnboundedReceiver<ReplyEvent>) -> Self {
+    pub fn from_channel(msg_id: String, events: mpsc::UnboundedReceiver<Reply>) -> Self {
         Self {
             msg_id,
             events,
@@ -84,8 +84,8 @@ impl PendingReply {
         &self.msg_id
     }
 
-    /// The next reply event; `None` if the transport went away. Cancel-safe.
-    pub async fn next(&mut self) -> Option<ReplyEvent> {
+    /// The next reply; `None` if the transport went away. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Reply> {
         self.events.recv().await
     }
 }

@@ -23,8 +23,7 @@ use crate::driver::{
 use crate::error::{MessagingError, Result};
 use crate::url::TransportUrl;
 use crate::wire::{
-    self, NotificationFormat, NotificationMessage, ReplyEvent, ReplyMessage, RequestMessage,
-    RpcRequest,
+    self, NotificationFormat, NotificationMessage, Reply, ReplyMessage, RequestMessage, RpcRequest,
 };
 
 use bus::{Bus, Delivery, QueueReceiver, QueueSender};
@@ -110,7 +109,8 @@ impl MemoryRpc {
                 tokio::spawn(async move {
                     while let Ok(delivery) = rx.recv().await {
                         if let Delivery::Reply(reply) = delivery {
-                            replies.deliver(&reply.msg_id, reply.event);
+                            let msg_id = reply.msg_id.clone();
+                            replies.deliver(&msg_id, reply.into_reply());
                         }
                     }
                 });
@@ -265,12 +265,8 @@ struct MemoryReplier {
 
 #[async_trait]
 impl Replier for MemoryReplier {
-    async fn send(&self, event: ReplyEvent) -> Result<()> {
-        let reply = ReplyMessage {
-            msg_id: self.msg_id.clone(),
-            event,
-            unique_id: Some(wire::new_id()),
-        };
+    async fn send(&self, reply: Reply) -> Result<()> {
+        let reply = ReplyMessage::new(self.msg_id.clone(), reply);
         match self.bus.publish("", &self.reply_q, Delivery::Reply(reply)) {
             0 => Err(MessagingError::DeliveryFailure(format!(
                 "reply queue {} no longer exists",

@@ -320,6 +320,7 @@ impl NotificationListener {
             endpoints: self.endpoints,
             allow_requeue: self.allow_requeue,
             serializer: self.serializer,
+            transport: self.transport,
         });
         let batch = self.batch;
         Ok(service::spawn(self.max_concurrency, move |gate| {
@@ -356,6 +357,14 @@ async fn consume(
         }
         let mut fresh = Vec::with_capacity(taken.len());
         for incoming in taken {
+            if !dispatcher.admits(&incoming) {
+                // Acknowledged so that it is not redelivered forever, and not remembered as
+                // seen: a forged message must not shadow a genuine one with the same id.
+                if let Err(error) = incoming.acker.ack().await {
+                    tracing::warn!(%error, "could not acknowledge a rejected notification");
+                }
+                continue;
+            }
             let duplicate = incoming.unique_id.as_deref().is_some_and(|id| {
                 duplicates
                     .lock()
@@ -422,9 +431,21 @@ struct Dispatcher {
     endpoints: Vec<NotificationEndpoint>,
     allow_requeue: bool,
     serializer: SharedSerializer,
+    /// For its signing settings.
+    transport: NotificationTransport,
 }
 
 impl Dispatcher {
+    /// False if the notification fails its signature check and the transport rejects such
+    /// notifications.
+    fn admits(&self, incoming: &IncomingNotification) -> bool {
+        let Some(guard) = self.transport.guard() else {
+            return true;
+        };
+        let check = guard.signing().verify_notification(&incoming.message);
+        guard.admit(check, "notification", &incoming.message.event_type)
+    }
+
     /// The notification endpoints see (moved out of the message, not copied).
     fn convert(&self, message: NotificationMessage) -> Result<Notification> {
         let context = self

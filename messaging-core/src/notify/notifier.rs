@@ -230,7 +230,7 @@ impl Notifier {
                 *value = Value::Null;
             }
         }
-        let message = NotificationMessage {
+        let mut message = NotificationMessage {
             message_id: wire::new_message_id(),
             publisher_id: self.publisher_id.clone(),
             event_type: event_type.to_owned(),
@@ -238,7 +238,11 @@ impl Notifier {
             payload,
             timestamp: wire::timestamp_now(),
             context,
+            signature: None,
         };
+        if let Some(signing) = self.transport.signing() {
+            signing.sign_notification(&mut message);
+        }
         let options = SendOptions {
             retry: self.retry,
             timeout: self.timeout,

@@ -198,7 +198,23 @@ impl RpcClient {
             namespace: self.target.namespace.clone(),
             version: self.target.version.clone(),
             context: self.serializer.serialize_context(ctx)?.0,
+            signature: None,
         };
+        Ok((address, request))
+    }
+
+    /// Build a request and sign it when the transport signs.
+    fn build_signed(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+        call: bool,
+    ) -> Result<(RpcAddress, RpcRequest)> {
+        let (address, mut request) = self.build(ctx, method, args)?;
+        if let Some(signing) = self.transport.signing() {
+            signing.sign_request(&address.topic, call, &mut request);
+        }
         Ok((address, request))
     }
 
@@ -218,7 +234,7 @@ impl RpcClient {
         method: &str,
         args: &(impl Serialize + ?Sized),
     ) -> Result<()> {
-        let (address, request) = self.build(ctx, method, args)?;
+        let (address, request) = self.build_signed(ctx, method, args, false)?;
         self.transport
             .driver()
             .cast(&address, &request, &self.send_options())
@@ -242,7 +258,7 @@ impl RpcClient {
                 "a call cannot be sent with fanout".into(),
             ));
         }
-        let (address, request) = self.build(ctx, method, args)?;
+        let (address, request) = self.build_signed(ctx, method, args, true)?;
         let started = Instant::now();
         let deadline = self.timeout.map(|t| started + t);
         // Sending counts against the timeout too (the broker may be down and retried).
@@ -274,11 +290,20 @@ impl RpcClient {
                     return Err(timed_out(pending.msg_id()));
                 }
             };
-            let event = event.ok_or(MessagingError::Closed("transport"))?;
+            let reply = event.ok_or(MessagingError::Closed("transport"))?;
+            if let Some(guard) = self.transport.guard() {
+                let check = guard
+                    .signing()
+                    .verify_reply(request.signature.as_deref(), &reply);
+                if !guard.admit(check, "rpc reply", method) {
+                    // A forged reply: keep waiting for the genuine one (or time out).
+                    continue;
+                }
+            }
             if let Some(monitor) = self.call_monitor_timeout {
                 monitor_deadline = Some(Instant::now() + monitor);
             }
-            match event {
+            match reply.event {
                 ReplyEvent::Heartbeat => continue,
                 ReplyEvent::Result {
                     value,

@@ -15,7 +15,7 @@ use crate::error::{MessagingError, RemoteError, Result};
 use crate::service::{self, Gate, ServiceHandle};
 use crate::target::Target;
 use crate::transport::RpcTransport;
-use crate::wire::{DuplicateFilter, ReplyEvent, RpcRequest};
+use crate::wire::{DuplicateFilter, Reply, ReplyEvent, RpcRequest};
 
 /// oslo's default `executor_thread_pool_size`.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
@@ -124,6 +124,8 @@ impl RpcServer {
         let dispatcher = Arc::new(Dispatcher {
             endpoints: self.endpoints,
             serializer: self.serializer,
+            transport: self.transport,
+            topic: address.topic.clone(),
         });
         tracing::debug!(?address, "RPC server started");
         Ok(service::spawn(self.max_concurrency, |gate| {
@@ -138,6 +140,10 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
     // A request is taken only when a slot is free, so that the rest stay with the broker.
     while let Some((incoming, slot)) = gate.admit(|| listener.next()).await {
         while running.try_join_next().is_some() {}
+        // Checked before the duplicate filter: a forged message must not mark its id as seen.
+        if !dispatcher.admits(&incoming) {
+            continue;
+        }
         if let Some(id) = &incoming.unique_id {
             if duplicates.is_duplicate(id) {
                 tracing::debug!(unique_id = %id, "dropping a duplicate request");
@@ -159,9 +165,34 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
 struct Dispatcher {
     endpoints: Vec<Arc<dyn RpcEndpoint>>,
     serializer: SharedSerializer,
+    /// For its signing settings.
+    transport: RpcTransport,
+    topic: String,
 }
 
 impl Dispatcher {
+    /// False if the request fails its signature check and the transport rejects such requests
+    /// (it is dropped unanswered: the driver already took it from the broker).
+    fn admits(&self, incoming: &IncomingRequest) -> bool {
+        let Some(guard) = self.transport.guard() else {
+            return true;
+        };
+        let check = guard.signing().verify_request(
+            &self.topic,
+            incoming.reply.is_some(),
+            &incoming.request,
+        );
+        guard.admit(check, "rpc request", &incoming.request.method)
+    }
+
+    /// The reply to send: signed when the transport signs.
+    fn reply(&self, request_signature: Option<&str>, event: ReplyEvent) -> Reply {
+        match self.transport.signing() {
+            Some(signing) => signing.sign_reply(request_signature, event),
+            None => Reply::from(event),
+        }
+    }
+
     async fn handle(&self, incoming: IncomingRequest) {
         let IncomingRequest {
             request,
@@ -170,6 +201,7 @@ impl Dispatcher {
             ..
         } = incoming;
         let method = request.method.clone();
+        let request_signature = request.signature.clone();
         let work = self.dispatch(request);
         let outcome = match (&reply, call_monitor_timeout) {
             (Some(replier), Some(monitor)) => {
@@ -181,7 +213,7 @@ impl Dispatcher {
                     tokio::select! {
                         outcome = &mut work => break outcome,
                         _ = ticks.tick() => {
-                            if let Err(error) = replier.send(ReplyEvent::Heartbeat).await {
+                            if let Err(error) = replier.send(Reply::from(ReplyEvent::Heartbeat)).await {
                                 tracing::warn!(%error, method, "could not send a call-monitor heartbeat");
                             }
                         }
@@ -205,7 +237,8 @@ impl Dispatcher {
                 },
                 Err(failure) => ReplyEvent::Failure(failure),
             };
-            if let Err(error) = replier.send(event).await {
+            let reply = self.reply(request_signature.as_deref(), event);
+            if let Err(error) = replier.send(reply).await {
                 tracing::warn!(%error, method, "could not send the reply");
             }
         }
@@ -218,6 +251,7 @@ impl Dispatcher {
             namespace,
             version,
             context,
+            ..
         } = request;
         let endpoint = select(
             &self.endpoints,

@@ -17,7 +17,8 @@ use crate::error::{MessagingError, Result};
 
 pub use notification::{ContextStyle, NotificationFormat, NotificationMessage};
 pub use rpc::{
-    decode_failure, encode_failure, CallInfo, ReplyEvent, ReplyMessage, RequestMessage, RpcRequest,
+    decode_failure, encode_failure, CallInfo, Reply, ReplyEvent, ReplyMessage, RequestMessage,
+    RpcRequest,
 };
 
 /// Key of the envelope version.
@@ -30,6 +31,9 @@ pub const ENVELOPE_VERSION: &str = "2.0";
 pub const CONTENT_TYPE: &str = "application/json";
 /// The `content_encoding` every AMQP 0-9-1 message carries.
 pub const CONTENT_ENCODING: &str = "utf-8";
+/// Key of a message's signature (see [`crate::signing`]). Python oslo.messaging ignores unknown
+/// top-level keys of requests, replies and notifications, so signed messages still decode there.
+pub const SIGNATURE_KEY: &str = "_signature";
 /// Prefix of the flattened context keys in RPC requests and rabbit notifications.
 pub const CONTEXT_PREFIX: &str = "_context_";
 

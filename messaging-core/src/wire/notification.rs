@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{envelope, flatten_context, json, take_string, unflatten_context};
+use super::{envelope, flatten_context, json, take_string, unflatten_context, SIGNATURE_KEY};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
 
@@ -42,10 +42,12 @@ pub struct NotificationMessage {
     pub timestamp: String,
     /// The sender's context.
     pub context: Map<String, Value>,
+    /// `_signature`, when the notifier signs (see [`crate::signing`]); drivers carry it as is.
+    pub signature: Option<String>,
 }
 
 impl NotificationMessage {
-    /// The message dict, keys in oslo's order.
+    /// The message dict, keys in oslo's order (`_signature`, when signed, before the context).
     pub fn to_map(&self, style: ContextStyle, unique_id: Option<&str>) -> Map<String, Value> {
         let mut msg = Map::with_capacity(8);
         msg.insert("message_id".into(), Value::String(self.message_id.clone()));
@@ -62,6 +64,9 @@ impl NotificationMessage {
         msg.insert("timestamp".into(), Value::String(self.timestamp.clone()));
         if let Some(unique_id) = unique_id {
             msg.insert("_unique_id".into(), Value::String(unique_id.into()));
+        }
+        if let Some(signature) = &self.signature {
+            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
         }
         match style {
             ContextStyle::Flattened => flatten_context(&mut msg, &self.context),
@@ -116,6 +121,7 @@ impl NotificationMessage {
             payload: msg.shift_remove("payload").unwrap_or(Value::Null),
             timestamp: take_string(&mut msg, "timestamp")?.unwrap_or_default(),
             context,
+            signature: take_string(&mut msg, SIGNATURE_KEY)?,
         };
         Ok((message, take_string(&mut msg, "_unique_id")?))
     }

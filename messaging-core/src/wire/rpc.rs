@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{envelope, flatten_context, json, take_string, unflatten_context};
+use super::{envelope, flatten_context, json, take_string, unflatten_context, SIGNATURE_KEY};
 use crate::error::{MessagingError, RemoteError, Result};
 
 /// What the caller asked for: the part of a request that every transport carries.
@@ -18,11 +18,14 @@ pub struct RpcRequest {
     pub version: Option<String>,
     /// The caller's context.
     pub context: Map<String, Value>,
+    /// `_signature`, when the sender signs (see [`crate::signing`]); drivers carry it as is.
+    pub signature: Option<String>,
 }
 
 impl RpcRequest {
-    /// The request dict without ids or context: `{"method", "args", ["namespace"], ["version"]}`
-    /// (the AMQP 1.0 driver's `request` field).
+    /// The request dict without ids or context:
+    /// `{"method", "args", ["namespace"], ["version"], ["_signature"]}` (the AMQP 1.0 driver's
+    /// `request` field).
     pub fn to_request_dict(&self) -> Map<String, Value> {
         let mut msg = Map::with_capacity(4);
         msg.insert("method".into(), Value::String(self.method.clone()));
@@ -32,6 +35,9 @@ impl RpcRequest {
         }
         if let Some(version) = &self.version {
             msg.insert("version".into(), Value::String(version.clone()));
+        }
+        if let Some(signature) = &self.signature {
+            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
         }
         msg
     }
@@ -59,6 +65,7 @@ impl RpcRequest {
             namespace: take_string(msg, "namespace")?,
             version: take_string(msg, "version")?,
             context,
+            signature: take_string(msg, SIGNATURE_KEY)?,
         })
     }
 }
@@ -127,7 +134,8 @@ impl RequestMessage {
     }
 
     /// The inner message dict, keys in oslo's order:
-    /// `method, args, [namespace], [version], [_msg_id, _reply_q, _timeout], _unique_id, _context_*`.
+    /// `method, args, [namespace], [version], [_signature], [_msg_id, _reply_q, _timeout],
+    /// _unique_id, _context_*`.
     pub fn to_map(&self) -> Map<String, Value> {
         let mut msg = self.request.to_request_dict();
         if let Some(call) = &self.call {
@@ -217,8 +225,28 @@ pub enum ReplyEvent {
     Failure(RemoteError),
 }
 
+/// One reply event as it crosses the driver contract ([`crate::driver::Replier`] to
+/// [`crate::driver::PendingReply`]), with its signature when the server signs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// What it says.
+    pub event: ReplyEvent,
+    /// `_signature` (see [`crate::signing`]); drivers carry it as is. Heartbeats have none.
+    pub signature: Option<String>,
+}
+
+impl From<ReplyEvent> for Reply {
+    /// An unsigned reply.
+    fn from(event: ReplyEvent) -> Self {
+        Self {
+            event,
+            signature: None,
+        }
+    }
+}
+
 /// A reply message as the rabbit and memory drivers carry it:
-/// `{"result", "failure", "ending", "_msg_id", "_unique_id"}`.
+/// `{"result", "failure", "ending", "_msg_id", "_unique_id", ["_signature"]}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplyMessage {
     /// The `_msg_id` of the call this answers.
@@ -227,9 +255,29 @@ pub struct ReplyMessage {
     pub event: ReplyEvent,
     /// `_unique_id`.
     pub unique_id: Option<String>,
+    /// `_signature`, when the server signs.
+    pub signature: Option<String>,
 }
 
 impl ReplyMessage {
+    /// The message answering call `msg_id` with `reply`, with a fresh `_unique_id`.
+    pub fn new(msg_id: String, reply: Reply) -> Self {
+        Self {
+            msg_id,
+            event: reply.event,
+            unique_id: Some(super::new_id()),
+            signature: reply.signature,
+        }
+    }
+
+    /// The reply as the driver contract hands it to the caller.
+    pub fn into_reply(self) -> Reply {
+        Reply {
+            event: self.event,
+            signature: self.signature,
+        }
+    }
+
     /// The inner message dict, keys in oslo's order.
     pub fn to_map(&self) -> Result<Map<String, Value>> {
         let (result, failure, ending) = match &self.event {
@@ -246,6 +294,9 @@ impl ReplyMessage {
         msg.insert("_msg_id".into(), Value::String(self.msg_id.clone()));
         if let Some(unique_id) = &self.unique_id {
             msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
+        }
+        if let Some(signature) = &self.signature {
+            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
         }
         Ok(msg)
     }
@@ -279,6 +330,7 @@ impl ReplyMessage {
             msg_id,
             event,
             unique_id: take_string(&mut msg, "_unique_id")?,
+            signature: take_string(&mut msg, SIGNATURE_KEY)?,
         })
     }
 }

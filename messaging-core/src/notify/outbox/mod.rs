@@ -176,6 +176,9 @@ struct StoredItem {
     payload: Value,
     timestamp: String,
     context: Map<String, Value>,
+    /// Signed when queued (with the transport's signing key), so kept as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
 }
 
 impl Item {
@@ -196,6 +199,7 @@ impl Item {
             payload: m.payload.clone(),
             timestamp: m.timestamp.clone(),
             context: m.context.clone(),
+            signature: m.signature.clone(),
         };
         Ok(serde_json::to_vec(&stored)?)
     }
@@ -225,6 +229,7 @@ impl Item {
                 payload: s.payload,
                 timestamp: s.timestamp,
                 context: s.context,
+                signature: s.signature,
             },
             format,
         })
