@@ -1,6 +1,8 @@
 //! Real broker restarts: the RabbitMQ process is stopped and started again
 //! (`.ci/brokers stop|start rabbit`) while traffic flows. Every test here takes the one broker
-//! away, so they run one at a time, and each leaves it running even when it fails.
+//! away, so they run one at a time, and each leaves it running even when it fails. Stopping a
+//! shared broker would break other tests running against it, so these run only in CI
+//! (`MESSAGING_REQUIRE_BROKERS=1`) or when asked with `MESSAGING_OUTAGE_TESTS=1`.
 
 mod common;
 
@@ -20,6 +22,19 @@ static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Reconnect quickly so that the tests spend their time on the outage, not on backoff.
 const FAST_RECONNECT: &str =
     "rabbit_retry_interval=0.2&rabbit_retry_backoff=0.2&rabbit_interval_max=1";
+
+/// The broker URL, if outage tests may run here.
+fn outage_url(test: &str) -> Option<String> {
+    let url = rabbit_url(test)?;
+    let opted_in = ["MESSAGING_REQUIRE_BROKERS", "MESSAGING_OUTAGE_TESTS"]
+        .iter()
+        .any(|var| std::env::var(var).as_deref() == Ok("1"));
+    if !opted_in {
+        println!("skipped: {test}: it stops the broker; set MESSAGING_OUTAGE_TESTS=1");
+        return None;
+    }
+    Some(url)
+}
 
 /// Starts the broker again if a test panics while it is stopped.
 struct KeepBrokerRunning;
@@ -57,7 +72,7 @@ const PER_PUBLISHER: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn durable_notifications_survive_two_broker_restarts() {
-    let Some(url) = rabbit_url("durable_notifications_survive_two_broker_restarts") else {
+    let Some(url) = outage_url("durable_notifications_survive_two_broker_restarts") else {
         return;
     };
     let _serial = BROKER.lock().await;
@@ -168,7 +183,7 @@ fn echo_endpoint() -> Endpoint {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rpc_during_an_outage_ends_within_its_timeout_and_services_resume() {
-    let Some(url) = rabbit_url("rpc_during_an_outage_ends_within_its_timeout_and_services_resume")
+    let Some(url) = outage_url("rpc_during_an_outage_ends_within_its_timeout_and_services_resume")
     else {
         return;
     };

@@ -92,7 +92,10 @@ fn malformed(i: usize, good: &Value, required: &str, typed: &str) -> Malformed {
         10 => ("empty body", Vec::new()),
         // A few huge ones: 4 MiB of garbage inside a valid envelope.
         11 if i % 100 == 11 => ("huge payload", enveloped(&"x".repeat(4 << 20))),
-        _ => ("truncated envelope", enveloped(&good.to_string())[..20].to_vec()),
+        _ => (
+            "truncated envelope",
+            enveloped(&good.to_string())[..20].to_vec(),
+        ),
     };
     Malformed { kind, body }
 }
