@@ -21,16 +21,16 @@ use fe2o3_amqp::link::{RecvError, SendError};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
-use fe2o3_amqp::types::primitives::Value;
-use fe2o3_amqp::{Delivery, Receiver, ReceiverDisposer, Sendable, Sender, Session};
+use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
+use serde_amqp::lazy::LazyValue;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::config::{AddressingMode, Amqp1Config};
 use crate::connection::{Connector, PeerInfo};
-use crate::message::AmqpMessage;
+use crate::message::{self, AmqpMessage};
 use crate::mode::{Endpoints, PeerMode};
 
 /// A received message and what settles it.
@@ -785,25 +785,40 @@ async fn pump(
 ) -> std::result::Result<(), Option<RecvError>> {
     let disposer = receiver.disposer();
     loop {
-        let delivery: Delivery<Body<Value>> = tokio::select! {
+        let (info, message) = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return Err(None),
             _ = shutdown.wait_for(|s| *s) => return Err(None),
-            received = receiver.recv::<Body<Value>>() => match received {
-                Ok(delivery) => delivery,
+            received = receiver.recv::<Body<LazyValue>>() => match received {
+                Ok(delivery) => {
+                    let (info, message) = delivery.into_parts();
+                    match message::received(message) {
+                        Ok(message) => (info, Some(message)),
+                        Err(error) => {
+                            tracing::warn!(%error, "dropping an AMQP message that cannot be an oslo message");
+                            (info, None)
+                        }
+                    }
+                }
                 Err(RecvError::MessageDecode(error)) => {
                     tracing::warn!(%error, "dropping an undecodable AMQP message");
-                    continue;
+                    (error.info, None)
                 }
                 Err(error) => return Err(Some(error)),
             },
         };
+        // Every transfer used credit, decodable or not.
         if receiver.credit() == 0 {
             if let Err(error) = receiver.set_credit(credit).await {
                 return Err(Some(RecvError::LinkStateError(error.into())));
             }
         }
-        let (info, message) = delivery.into_parts();
+        let Some(message) = message else {
+            // Settled as malformed messages are (accepted: dropped). Left unsettled, the peer
+            // would hold it until the link goes, then deliver it again, forever.
+            let _ = disposer.accept(info).await;
+            continue;
+        };
         let item = Received {
             info,
             message,

@@ -21,10 +21,15 @@ use messaging_core::wire::{
     RpcRequest, SIGNATURE_KEY,
 };
 use messaging_core::{MessagingError, Result};
+use serde_amqp::lazy::LazyValue;
 use serde_json::{Map, Value as Json};
 
-/// The one message type the driver sends and receives.
+/// The one message type the driver sends and reads.
 pub type AmqpMessage = Message<Body<Value>>;
+
+/// A message as the driver receives it: an amqp-value body stays encoded until [`received`]
+/// looked at it.
+pub type ReceivedMessage = Message<Body<LazyValue>>;
 
 /// Reply information of a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +202,41 @@ pub fn body_bytes(body: &Body<Value>) -> Result<Option<Vec<u8>>> {
             "amqp-sequence bodies are not oslo messages".into(),
         )),
     }
+}
+
+/// A received message as the driver reads it, or why it cannot be an oslo message. Only an
+/// amqp-value that can be one (null, binary, string) is decoded; any other value and any
+/// amqp-sequence is refused undecoded: serde_amqp decodes nested values recursively with no
+/// depth limit, so a peer's value nested deep enough would overflow the stack (and abort the
+/// process).
+pub fn received(message: ReceivedMessage) -> std::result::Result<AmqpMessage, String> {
+    let body = match message.body {
+        Body::Empty => Body::Empty,
+        Body::Data(sections) => Body::Data(sections),
+        Body::Value(AmqpValue(value)) => match value.as_slice().first() {
+            // null, vbin8, vbin32, str8-utf8, str32-utf8: nothing nested.
+            Some(0x40 | 0xa0 | 0xb0 | 0xa1 | 0xb1) => Body::Value(AmqpValue(
+                serde_amqp::from_slice(value.as_slice())
+                    .map_err(|e| format!("undecodable amqp-value body: {e}"))?,
+            )),
+            Some(code) => {
+                return Err(format!(
+                    "amqp-value body is not a string (format code {code:#04x})"
+                ))
+            }
+            None => return Err("empty amqp-value body".into()),
+        },
+        Body::Sequence(_) => return Err("amqp-sequence bodies are not oslo messages".into()),
+    };
+    Ok(Message {
+        header: message.header,
+        delivery_annotations: message.delivery_annotations,
+        message_annotations: message.message_annotations,
+        properties: message.properties,
+        application_properties: message.application_properties,
+        body,
+        footer: message.footer,
+    })
 }
 
 fn message_id_string(id: &MessageId) -> String {
@@ -592,5 +632,38 @@ mod tests {
             decode_reply(&bad(string_body("{}".into()))).is_err(),
             "no correlation id"
         );
+    }
+
+    fn lazy(encoded: &[u8]) -> ReceivedMessage {
+        let value: LazyValue = serde_amqp::from_slice(encoded).unwrap();
+        Message::builder()
+            .body(Body::Value(AmqpValue(value)))
+            .build()
+    }
+
+    #[test]
+    fn received_bodies_are_decoded_only_when_they_can_be_oslo_messages() {
+        let text = received(lazy(&[0xa1, 2, b'{', b'}'])).unwrap();
+        assert_eq!(body_bytes(&text.body).unwrap(), Some(b"{}".to_vec()));
+        let binary = received(lazy(&[0xa0, 1, b'x'])).unwrap();
+        assert_eq!(body_bytes(&binary.body).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(
+            body_bytes(&received(lazy(&[0x40])).unwrap().body).unwrap(),
+            None
+        );
+        // Invalid UTF-8 in a string, an int, a list.
+        for refused in [&[0xa1, 2, 0xff, 0xfe][..], &[0x54, 5], &[0x45]] {
+            assert!(received(lazy(refused)).is_err(), "{refused:?}");
+        }
+        // Nested far deeper than any stack: refused, not decoded.
+        let depth = 1_000_000;
+        let mut nested = Vec::with_capacity(depth * 9 + 1);
+        for level in (1..=depth).rev() {
+            nested.push(0xd0);
+            nested.extend_from_slice(&u32::try_from(5 + (level - 1) * 9).unwrap().to_be_bytes());
+            nested.extend_from_slice(&1u32.to_be_bytes());
+        }
+        nested.push(0x45);
+        assert!(received(lazy(&nested)).is_err());
     }
 }

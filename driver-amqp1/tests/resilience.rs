@@ -4,14 +4,18 @@
 
 mod common;
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{broker_url, credentials, echo, echo_server, eventually, topic, upstream, Proxy};
 use messaging_core::{
-    get_notification_transport, get_rpc_transport, Context, MessagingError, Notifier, RpcClient,
-    Target,
+    get_notification_transport, get_rpc_transport, Context, Endpoint, MessagingError, Notification,
+    NotificationEndpoint, NotificationListener, NotificationResult, Notifier, Priority,
+    RemoteError, RpcClient, RpcServer, Target,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Fast reconnects for the tests.
 const FAST: &str = "connection_retry_interval=0.1&connection_retry_backoff=0.1&\
@@ -100,6 +104,391 @@ async fn reconnects_and_reattaches_links_after_connection_loss() {
 
     server.shutdown().await;
     transport.close().await;
+}
+
+/// Wait (polling) until `done`; panic with `what` after `within`, so a stall cannot hang.
+async fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "stalled: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `(publisher, seq)` of a test payload.
+fn key_of(payload: &Value) -> (u64, u64) {
+    let field = |name: &str| {
+        payload[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{payload}"))
+    };
+    (field("publisher"), field("seq"))
+}
+
+const PUBLISHERS: u64 = 10;
+const PER_PUBLISHER: u64 = 200;
+const SHARED_TRANSPORTS: u64 = 2;
+
+/// Publishers and a listener stream through the proxy while it cuts every connection twice,
+/// with sends awaiting their outcome and deliveries being handled (unsettled) at each cut.
+/// Notifications are at least once: none may be lost, duplicates are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_in_flight_survive_connection_drops() {
+    let Some(url) = broker_url("notifications_in_flight_survive_connection_drops") else {
+        return;
+    };
+    let proxy = Proxy::start(upstream(&url), None).await;
+    let via = format!(
+        "amqp://{}127.0.0.1:{}/?{FAST}",
+        credentials(&url),
+        proxy.port
+    );
+    let topic = topic("inflight");
+    let t0 = Instant::now();
+
+    // Every receipt of each (publisher, seq), as time since t0.
+    type Receipts = HashMap<(u64, u64), Vec<Duration>>;
+    let received: Arc<Mutex<Receipts>> = Arc::default();
+    let handling = Arc::new(AtomicUsize::new(0));
+    let listener_transport = get_notification_transport(&via).await.unwrap();
+    let endpoint = NotificationEndpoint::new().on(Priority::Info, {
+        let (received, handling) = (received.clone(), handling.clone());
+        move |n: Notification| {
+            let (received, handling) = (received.clone(), handling.clone());
+            async move {
+                handling.fetch_add(1, Ordering::SeqCst);
+                // Some work, so that deliveries are still unsettled when a cut comes.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let key = key_of(&n.payload);
+                received
+                    .lock()
+                    .unwrap()
+                    .entry(key)
+                    .or_default()
+                    .push(t0.elapsed());
+                handling.fetch_sub(1, Ordering::SeqCst);
+                NotificationResult::Handled
+            }
+        }
+    });
+    let listener = NotificationListener::new(listener_transport.clone())
+        .target(Target::topic(&topic))
+        .endpoint(endpoint)
+        .start()
+        .await
+        .unwrap();
+
+    // (publisher, seq) -> (send started, send returned Ok), as time since t0.
+    type Sends = HashMap<(u64, u64), (Duration, Duration)>;
+    let sends: Arc<Mutex<Sends>> = Arc::default();
+    let sending = Arc::new(AtomicUsize::new(0));
+    let mut publishers = Vec::new();
+    // Publishers share transports, as a service's threads do: several sends are pipelined on
+    // one sender link when it is cut.
+    let mut transports = vec![listener_transport];
+    for _ in 0..SHARED_TRANSPORTS {
+        transports.push(get_notification_transport(&via).await.unwrap());
+    }
+    for publisher in 0..PUBLISHERS {
+        let transport = transports[1 + (publisher % SHARED_TRANSPORTS) as usize].clone();
+        // Oslo's defaults: retry forever, the driver's default_notify_timeout.
+        let notifier =
+            Notifier::new(transport, format!("publisher.{publisher}")).topics([topic.as_str()]);
+        let (sends, sending) = (sends.clone(), sending.clone());
+        publishers.push(tokio::spawn(async move {
+            for seq in 0..PER_PUBLISHER {
+                let payload = json!({"publisher": publisher, "seq": seq});
+                let started = t0.elapsed();
+                sending.fetch_add(1, Ordering::SeqCst);
+                let sent = notifier.info(&Context::new(), "inflight", &payload).await;
+                sending.fetch_sub(1, Ordering::SeqCst);
+                sent.map_err(|e| format!("publisher {publisher} seq {seq}: {e}"))?;
+                sends
+                    .lock()
+                    .unwrap()
+                    .insert((publisher, seq), (started, t0.elapsed()));
+            }
+            Ok::<_, String>(())
+        }));
+    }
+
+    let total = (PUBLISHERS * PER_PUBLISHER) as usize;
+    let mut cuts = Vec::new();
+    for at in [total / 3, 2 * total / 3] {
+        let count = || sends.lock().unwrap().len();
+        wait_until(Duration::from_secs(120), &format!("{at} sends"), || {
+            count() >= at
+        })
+        .await;
+        proxy.cut();
+        cuts.push(t0.elapsed());
+        println!(
+            "cut {} at {:?}: {} of {total} sent, {} sends awaiting their outcome, {} deliveries \
+             being handled",
+            cuts.len(),
+            t0.elapsed(),
+            count(),
+            sending.load(Ordering::SeqCst),
+            handling.load(Ordering::SeqCst),
+        );
+    }
+
+    // Every send must succeed: the notifier retries until the broker accepted it.
+    for publisher in publishers {
+        let done = tokio::time::timeout(Duration::from_secs(300), publisher)
+            .await
+            .expect("publishers finish")
+            .expect("publisher task");
+        done.unwrap_or_else(|e| panic!("a notification was not sent: {e}"));
+    }
+    let sends = std::mem::take(&mut *sends.lock().unwrap());
+    assert_eq!(sends.len(), total);
+    println!("all {total} sent at {:?}", t0.elapsed());
+
+    // The listener gets everything without being restarted; a generous deadline only bounds
+    // the wait, then a quiet second lets late redeliveries show up as duplicates.
+    let have_all = || {
+        let received = received.lock().unwrap();
+        sends.keys().all(|k| received.contains_key(k))
+    };
+    let all_in = tokio::time::timeout(Duration::from_secs(60), async {
+        while !have_all() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    listener.shutdown().await;
+    for transport in &transports {
+        transport.close().await;
+    }
+
+    let received = std::mem::take(&mut *received.lock().unwrap());
+    let lost: BTreeSet<(u64, u64)> = sends
+        .keys()
+        .filter(|k| !received.contains_key(k))
+        .copied()
+        .collect();
+    let duplicated: BTreeSet<(u64, u64)> = received
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(k, _)| *k)
+        .collect();
+    let duplicates: usize = received.values().map(|at| at.len() - 1).sum();
+    let unknown = received.keys().filter(|k| !sends.contains_key(k)).count();
+    println!(
+        "sent {total}, received {} distinct ({} deliveries), lost {}, duplicates {duplicates} \
+         (of {} notifications), unknown {unknown}",
+        received.len(),
+        received.values().map(Vec::len).sum::<usize>(),
+        lost.len(),
+        duplicated.len(),
+    );
+    if !lost.is_empty() {
+        println!("lost: {:?}", lost.iter().take(20).collect::<Vec<_>>());
+    }
+    if !duplicated.is_empty() {
+        println!(
+            "duplicated: {:?}",
+            duplicated.iter().take(20).collect::<Vec<_>>()
+        );
+    }
+
+    for (i, &cut) in cuts.iter().enumerate() {
+        // Sends started after the cut can only go through new connections, and reach the
+        // listener only over its re-attached link.
+        let after: Vec<_> = sends.iter().filter(|(_, (s, _))| *s > cut).collect();
+        let resent = after.iter().map(|(_, (_, ok))| *ok - cut).min();
+        let redelivered = after
+            .iter()
+            .filter_map(|(k, _)| received.get(k).map(|at| at[0] - cut))
+            .min();
+        let stuck = sends
+            .values()
+            .filter(|(s, ok)| *s < cut && *ok > cut)
+            .map(|(s, ok)| *ok - *s)
+            .max();
+        let delivered_after = after
+            .iter()
+            .filter(|(k, _)| received.contains_key(k))
+            .count();
+        println!(
+            "cut {}: first send accepted {resent:?} after it, first such notification received \
+             {redelivered:?} after it; longest send across it {stuck:?}; {delivered_after} of {} \
+             sent after it received",
+            i + 1,
+            after.len(),
+        );
+        assert!(!after.is_empty(), "nothing was sent after cut {}", i + 1);
+        assert_eq!(
+            delivered_after,
+            after.len(),
+            "the listener did not get everything sent after cut {}",
+            i + 1
+        );
+    }
+    assert!(
+        lost.is_empty() && all_in,
+        "{} notifications lost, e.g. {:?}",
+        lost.len(),
+        lost.iter().take(20).collect::<Vec<_>>()
+    );
+}
+
+const CASTERS: u64 = 4;
+const CASTS_EACH: u64 = 300;
+
+/// Casts are at most once, so some may be lost at a cut; the server must keep serving on its
+/// own, and calls made after each cut must be answered within their timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_server_keeps_serving_casts_and_calls_across_connection_drops() {
+    let Some(url) = broker_url("rpc_server_keeps_serving_casts_and_calls_across_connection_drops")
+    else {
+        return;
+    };
+    let proxy = Proxy::start(upstream(&url), None).await;
+    let via = format!(
+        "amqp://{}127.0.0.1:{}/?{FAST}",
+        credentials(&url),
+        proxy.port
+    );
+    let topic = topic("inflight_rpc");
+    let t0 = Instant::now();
+
+    // Each cast received: (caster, seq) -> first receipt, as time since t0.
+    let received: Arc<Mutex<HashMap<(u64, u64), Duration>>> = Arc::default();
+    let server_transport = get_rpc_transport(&via).await.unwrap();
+    let server = RpcServer::new(server_transport, Target::topic(&topic).server("srv1"))
+        .endpoint(
+            Endpoint::new()
+                .method(
+                    "echo",
+                    |_ctx: Context, args: serde_json::Map<String, Value>| async move {
+                        Ok::<_, RemoteError>(args.get("value").cloned().unwrap_or(Value::Null))
+                    },
+                )
+                .method("count", {
+                    let received = received.clone();
+                    move |_ctx: Context, args: serde_json::Map<String, Value>| {
+                        let received = received.clone();
+                        async move {
+                            let key = (
+                                args["caster"].as_u64().unwrap_or(u64::MAX),
+                                args["seq"].as_u64().unwrap_or(u64::MAX),
+                            );
+                            received.lock().unwrap().entry(key).or_insert(t0.elapsed());
+                            Ok::<_, RemoteError>(Value::Null)
+                        }
+                    }
+                }),
+        )
+        .start()
+        .await
+        .expect("server starts");
+
+    // (caster, seq) -> when the cast was started, for those that returned Ok.
+    let casts: Arc<Mutex<HashMap<(u64, u64), Duration>>> = Arc::default();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut casters = Vec::new();
+    let mut transports = Vec::new();
+    for caster in 0..CASTERS {
+        let transport = get_rpc_transport(&via).await.unwrap();
+        transports.push(transport.clone());
+        let client =
+            RpcClient::new(transport, Target::topic(&topic)).timeout(Duration::from_secs(20));
+        let (casts, failed) = (casts.clone(), failed.clone());
+        casters.push(tokio::spawn(async move {
+            for seq in 0..CASTS_EACH {
+                let started = t0.elapsed();
+                let args = json!({"caster": caster, "seq": seq});
+                match client.cast(&Context::new(), "count", &args).await {
+                    Ok(()) => {
+                        casts.lock().unwrap().insert((caster, seq), started);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let transport = get_rpc_transport(&via).await.unwrap();
+    transports.push(transport.clone());
+    let client = RpcClient::new(transport, Target::topic(&topic)).timeout(Duration::from_secs(20));
+
+    let total = (CASTERS * CASTS_EACH) as usize;
+    let mut cuts = Vec::new();
+    for at in [total / 3, 2 * total / 3] {
+        let attempted = || casts.lock().unwrap().len() + failed.load(Ordering::SeqCst);
+        wait_until(Duration::from_secs(120), &format!("{at} casts"), || {
+            attempted() >= at
+        })
+        .await;
+        proxy.cut();
+        let cut = t0.elapsed();
+        let attempted_at_cut = attempted();
+        cuts.push(cut);
+        // Sent right after the cut, while the casts go on: answered within the call timeout
+        // once the client's and the server's links are back.
+        let value = format!("after cut {}", cuts.len());
+        let answer = echo(&client, &value).await;
+        assert_eq!(
+            answer.as_ref().ok(),
+            Some(&Value::from(value.as_str())),
+            "call after cut {}: {answer:?}",
+            cuts.len()
+        );
+        println!(
+            "cut {} after {attempted_at_cut} of {total} casts: a call right after it answered in \
+             {:?}",
+            cuts.len(),
+            t0.elapsed() - cut
+        );
+    }
+    for caster in casters {
+        tokio::time::timeout(Duration::from_secs(300), caster)
+            .await
+            .expect("casters finish")
+            .expect("caster task");
+    }
+    assert_eq!(echo(&client, "at the end").await.unwrap(), "at the end");
+    let last_cut = *cuts.last().unwrap();
+    // The server consumes casts sent after the last cut: its links came back by themselves.
+    let casts = std::mem::take(&mut *casts.lock().unwrap());
+    let after = casts.iter().filter(|(_, s)| **s > last_cut).count();
+    let received_after = || {
+        let received = received.lock().unwrap();
+        casts
+            .iter()
+            .filter(|(k, s)| **s > last_cut && received.contains_key(*k))
+            .count()
+    };
+    // Casts still queued reach the server soon; wait until no more come (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = usize::MAX;
+    while seen != received.lock().unwrap().len() && Instant::now() < deadline {
+        seen = received.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let received_after = received_after();
+    server.shutdown().await;
+    for transport in &transports {
+        transport.close().await;
+    }
+    let received = received.lock().unwrap();
+    let lost = casts.keys().filter(|k| !received.contains_key(*k)).count();
+    println!(
+        "casts: {total} attempted, {} returned Ok, {} failed, {} received, {lost} lost (at most \
+         once); {received_after} of {after} sent after the last cut received",
+        casts.len(),
+        failed.load(Ordering::SeqCst),
+        received.len(),
+    );
+    assert!(
+        received_after > 0,
+        "the server took no cast sent after the last cut"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use messaging_core::conformance::poison::{malformed_notifications, Malformed};
 use messaging_core::conformance::Recorder;
 use messaging_core::driver::{NotifyAddress, Retry, SendOptions};
 use messaging_core::wire::{self, NotificationFormat, NotificationMessage};
@@ -14,8 +15,7 @@ use messaging_core::{
     get_notification_transport, get_rpc_transport, Context, MessagingError, Notification,
     NotificationEndpoint, NotificationListener, NotificationResult, Notifier, Priority, Target,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::error::RDKafkaErrorCode;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -159,34 +159,49 @@ async fn oversized_record_is_payload_too_large() {
     transport.close().await;
 }
 
-/// Undecodable records are logged and skipped, and their offsets committed: the group's
-/// committed offsets cover every record, valid or not.
+/// A flood of undecodable records (the core's 1,000 malformed notifications, every kind of
+/// damage) is logged and skipped, and their offsets committed: the next valid notification is
+/// handled, the endpoint sees only it, and the group's committed offsets cover every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_records_are_skipped_and_committed() {
-    let Some(url) = common::kafka_url("malformed_records_are_skipped_and_committed") else {
+async fn a_thousand_malformed_records_are_skipped_and_committed() {
+    const FLOOD: usize = 1_000;
+    // Above the core's 4 MiB bodies (plus envelope): the raw producer must not refuse them.
+    const MAX_BYTES: usize = 8 << 20;
+    let Some(url) = common::kafka_url("a_thousand_malformed_records_are_skipped_and_committed")
+    else {
         return;
     };
     let url = common::with_options(&url, common::TEST_OPTIONS);
     let topic = common::unique("malformed");
     let pool = common::unique("pool");
     let (listener, recorder) = recording_listener(&url, &topic, &pool, Duration::ZERO).await;
-    let garbage: [&[u8]; 4] = [
-        b"not json",
-        b"[1, 2]",
-        br#"{"oslo.version": "2.0", "oslo.message": "{\"payload\": 1}"}"#,
-        br#"{"oslo.version": "9.0", "oslo.message": "{}"}"#,
-    ];
     let kafka_topic = format!("{topic}.info");
-    tokio::task::spawn_blocking({
-        let (url, kafka_topic) = (url.clone(), kafka_topic.clone());
-        move || {
-            for value in garbage {
-                common::raw_produce(&url, &kafka_topic, value);
-            }
+    let flood: Vec<Malformed> = malformed_notifications(FLOOD).collect();
+    let values: Vec<Vec<u8>> = flood.iter().map(|m| m.body.clone()).collect();
+    let outcomes = common::raw_produce_many(&url, &kafka_topic, &values, MAX_BYTES).await;
+    let mut refused = Vec::new();
+    for (m, outcome) in flood.iter().zip(&outcomes) {
+        if let Err(error) = outcome {
+            // Only a body over the broker's size limit may be refused, and only for its size.
+            assert_eq!(m.kind, "huge payload", "{error}");
+            assert_eq!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                "{error}"
+            );
+            refused.push(format!("{} bytes: {error}", m.body.len()));
         }
-    })
-    .await
-    .unwrap();
+    }
+    let kinds: std::collections::BTreeSet<_> = flood.iter().map(|m| m.kind).collect();
+    // Skipped explicitly: the broker's own limit (below 4 MiB) cannot be raised by a client.
+    let produced = FLOOD - refused.len();
+    println!(
+        "produced {produced} malformed records of {} kinds; {} refused as too large: {refused:?}",
+        kinds.len(),
+        refused.len()
+    );
+    assert!(produced > 0);
+
     let transport = get_notification_transport(&url).await.unwrap();
     Notifier::new(transport.clone(), "p")
         .topics([&topic])
@@ -195,39 +210,30 @@ async fn malformed_records_are_skipped_and_committed() {
         .unwrap();
     let got = recorder.wait_for(1, WAIT, "the valid notification").await;
     assert_eq!(got[0].event_type, "valid");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every record is committed, the undecodable ones too: wait until the group is past all.
+    let expected = i64::try_from(produced + 1).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (url, pool, kafka_topic) = (url.clone(), pool.clone(), kafka_topic.clone());
+        let committed =
+            tokio::task::spawn_blocking(move || common::committed_total(&url, &pool, &kafka_topic))
+                .await
+                .unwrap();
+        if committed >= expected {
+            assert_eq!(committed, expected, "committed past the records produced");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{committed} of {expected} records committed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     listener.shutdown().await;
     transport.close().await;
-    assert_eq!(recorder.len(), 1, "only the valid one");
-    // Every record is committed, the undecodable ones too.
-    let committed = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", common::bootstrap(&url))
-            .set("group.id", &pool)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for partition in 0..4 {
-            tpl.add_partition(&kafka_topic, partition);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(n) => n,
-                _ => 0,
-            })
-            .sum::<i64>()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        committed, 5,
-        "4 undecodable records and 1 valid one committed"
-    );
+    let got = recorder.items();
+    assert_eq!(got.len(), 1, "only the valid one reached the endpoint");
+    assert_eq!(got[0].event_type, "valid");
 }
 
 /// With a virtual host, notifier and listener both use `<topic>.<priority>.<vhost>`.

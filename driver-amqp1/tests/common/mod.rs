@@ -56,6 +56,50 @@ pub fn upstream(url: &TransportUrl) -> String {
     )
 }
 
+/// `amqp://[user:pass@]host:port/` of the broker URL's first host, without options.
+pub fn plain(url: &TransportUrl) -> String {
+    format!("amqp://{}{}/", credentials(url), upstream(url))
+}
+
+/// Run `rabbitmqctl` (same host as the broker) with JSON output: its rows.
+pub fn rabbitmqctl(args: &[&str]) -> Vec<Value> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("running rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match serde_json::from_slice(&output.stdout) {
+        Ok(Value::Array(rows)) => rows,
+        other => panic!("rabbitmqctl {args:?}: unexpected output {other:?}"),
+    }
+}
+
+/// Wait until RabbitMQ queue `queue` (default vhost) holds no message, ready or unsettled.
+pub async fn wait_for_empty(queue: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = rabbitmqctl(&["list_queues", "name", "messages"]);
+        let messages = rows
+            .iter()
+            .find(|q| q["name"] == queue)
+            .and_then(|q| q["messages"].as_u64())
+            .unwrap_or_else(|| panic!("queue {queue} exists"));
+        if messages == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{messages} messages still in {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A unique topic.
 pub fn topic(what: &str) -> String {
     format!("test_{what}_{}", &messaging_core::wire::new_id()[..8])

@@ -111,3 +111,75 @@ pub fn bootstrap(url: &str) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// Produce every one of `values` as a raw record (no key, no headers) through ONE producer
+/// whose `message.max.bytes` is `max_bytes`; each record's outcome, in order. Enqueued all at
+/// once, so a flood takes seconds, not one producer round trip per record.
+pub async fn raw_produce_many(
+    url: &str,
+    topic: &str,
+    values: &[Vec<u8>],
+    max_bytes: usize,
+) -> Vec<Result<(), rdkafka::error::KafkaError>> {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap(url))
+        .set("message.max.bytes", max_bytes.to_string())
+        .create()
+        .expect("raw producer");
+    let mut pending = Vec::with_capacity(values.len());
+    for value in values {
+        // The payload is copied on enqueue; the future only reports the outcome.
+        pending.push(
+            producer
+                .send_result(FutureRecord::<(), [u8]>::to(topic).payload(value))
+                .map_err(|(e, _)| e),
+        );
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for enqueued in pending {
+        outcomes.push(match enqueued {
+            Err(e) => Err(e),
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e),
+                Err(_) => Err(rdkafka::error::KafkaError::Canceled),
+            },
+        });
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("raw flush");
+    outcomes
+}
+
+/// The sum over every partition of `topic` of `group`'s committed offset: how many records
+/// the group is past (unset offsets count 0).
+pub fn committed_total(url: &str, group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap(url))
+        .set("group.id", group)
+        .create()
+        .expect("offsets consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        tpl.add_partition(topic, partition.id());
+    }
+    consumer
+        .committed_offsets(tpl, std::time::Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
