@@ -191,6 +191,11 @@ fn parse_host(entry: &str) -> Result<TransportHost, String> {
     if hostname.is_empty() {
         return Err(format!("empty host name in `{}`", mask_password(entry)));
     }
+    // Brackets only delimit an IPv6 address; a host name holding one (`[[fe80]`) would not
+    // survive `Display`, and Python's urllib rejects it too.
+    if hostname.contains(['[', ']']) {
+        return Err(format!("`[` or `]` inside host name `{hostname}`"));
+    }
     let port = port
         .map(|p| {
             p.parse::<u16>()
@@ -465,6 +470,9 @@ mod tests {
             ("rabbit://u:secret@:5672", "empty host name"),
             ("rabbit://[::1", "unclosed `[`"),
             ("rabbit://[::1]x", "after IPv6"),
+            // Found by fuzz/url_parse: printed as `[fe80`, which did not parse back.
+            ("amqp://[[fe80]/", "inside host name `[fe80`"),
+            ("rabbit://h]:5672", "inside host name `h]`"),
             ("rabbit://h/v#frag", "fragment"),
             ("rabbit://h/?a=1&a=2", "given twice"),
             ("rabbit://u:%FF@h", "UTF-8"),
