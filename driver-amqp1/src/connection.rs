@@ -228,6 +228,8 @@ impl Connector {
                     Ok(Err(e @ MessagingError::AuthenticationFailure(_))) => return Err(e),
                     Ok(Err(e @ MessagingError::InvalidUrl { .. })) => return Err(e),
                     Ok(Err(e)) if crate::tls::is_rejection(&e) => return Err(e),
+                    // Joined below into one ConnectionFailure: keep only the reason.
+                    Ok(Err(MessagingError::ConnectionFailure(reason))) => errors.push(reason),
                     Ok(Err(e)) => errors.push(e.to_string()),
                     Err(_) => errors.push(format!(
                         "{}: no answer within {:?}",

@@ -123,9 +123,10 @@ impl RabbitRpc {
         };
         let began = Instant::now();
         let deadline = options.timeout.map(|timeout| began + timeout);
+        // oslo sets the call's timeout as the message's expiration; a re-publish gets what is
+        // left of it.
+        let mut remaining = options.timeout;
         loop {
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            // oslo sets the call's timeout as the message's expiration.
             outgoing.expiration = remaining;
             let options = SendOptions {
                 timeout: remaining,
@@ -142,6 +143,7 @@ impl RabbitRpc {
                 {
                     tracing::debug!(%routing_key, %msg_id, "call returned (no queue bound yet); retrying");
                     sleep(REPLY_RETRY_INTERVAL).await;
+                    remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 }
                 Routed::Returned => {
                     // No server within the caller's whole timeout, like a call left unanswered.

@@ -204,7 +204,14 @@ impl MessagingConfig {
         match (section, key) {
             ("DEFAULT", "transport_url") => self.transport_url = value.to_owned(),
             ("DEFAULT", "control_exchange") => self.control_exchange = value.to_owned(),
-            ("DEFAULT", "rpc_response_timeout") => self.rpc_response_timeout = number(value)?,
+            ("DEFAULT", "rpc_response_timeout") => {
+                let seconds = number(value)?;
+                // NaN, infinite or negative would silently become the 60 s default.
+                if !(seconds.is_finite() && seconds > 0.0) {
+                    return Err(format!("`{value}` is not a positive number of seconds"));
+                }
+                self.rpc_response_timeout = seconds
+            }
             (NOTIFICATIONS, "transport_url") => {
                 self.notifications.transport_url = Some(value.to_owned())
             }
@@ -384,6 +391,15 @@ mod tests {
             matches!(err, MessagingError::InvalidConfig { line: Some(2), .. }),
             "{err}"
         );
+        // Found by fuzzing: these parsed as numbers and silently meant 60 s.
+        for value in ["nan", "inf", "-5", "0"] {
+            let text = format!("[DEFAULT]\nrpc_response_timeout = {value}\n");
+            let err = parse_ini(&text).unwrap_err();
+            assert!(
+                err.to_string().contains("positive number"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]
