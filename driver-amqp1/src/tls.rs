@@ -16,6 +16,7 @@ use tokio_rustls::rustls::{
 };
 
 use crate::config::Amqp1Config;
+use messaging_core::driver::tls::{self as shared, REJECTED};
 
 fn tls_error(what: &str, file: &str, error: impl std::fmt::Display) -> MessagingError {
     MessagingError::InvalidOption {
@@ -95,9 +96,6 @@ pub(crate) fn client_config(config: &Amqp1Config) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(client))
 }
 
-/// How every TLS failure that another attempt would not cure begins (see [`is_rejection`]).
-const REJECTED: &str = "TLS certificate rejected";
-
 /// A failed TLS handshake with `label` (`host:port`) that expected the certificate to name
 /// `name`, as the error users see: a rejected certificate says why (not trusted, host name
 /// mismatch, ...) and is [fatal](is_rejection); other failures are plain connection failures.
@@ -107,10 +105,9 @@ pub(crate) fn handshake_error(
     config: &Amqp1Config,
     error: std::io::Error,
 ) -> MessagingError {
-    let rejection = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|tls| rejection(tls, name, config));
+    let trust = shared::trust_source(Some(&config.ssl_ca_file));
+    let rejection = shared::find_rustls_error(&error)
+        .and_then(|tls| shared::certificate_rejection(tls, "peer", name, &trust));
     match rejection {
         Some(reason) => MessagingError::ConnectionFailure(format!("{label}: {reason}")),
         None => MessagingError::ConnectionFailure(format!("{label}: TLS: {error}")),
@@ -120,59 +117,6 @@ pub(crate) fn handshake_error(
 /// True for a [`handshake_error`] that another attempt would not cure.
 pub(crate) fn is_rejection(error: &MessagingError) -> bool {
     matches!(error, MessagingError::ConnectionFailure(reason) if reason.contains(REJECTED))
-}
-
-/// What a rejected certificate means: the peer's certificate is not trusted, not for `name`,
-/// expired, ... or the peer refused ours. `None` for other TLS errors.
-fn rejection(error: &rustls::Error, name: &str, config: &Amqp1Config) -> Option<String> {
-    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
-    let (cause, what) = match error {
-        Tls::InvalidCertificate(Cert::UnknownIssuer) => (
-            "not trusted",
-            if config.ssl_ca_file.is_empty() {
-                "the peer's certificate is not issued by a CA of the system's trust store (no \
-                 ssl_ca_file given)"
-                    .to_owned()
-            } else {
-                format!(
-                    "the peer's certificate is not issued by a CA in ssl_ca_file `{}`",
-                    config.ssl_ca_file
-                )
-            },
-        ),
-        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => (
-            "host name mismatch",
-            format!("the peer's certificate is not valid for `{name}`"),
-        ),
-        Tls::InvalidCertificate(
-            Cert::Expired
-            | Cert::ExpiredContext { .. }
-            | Cert::NotValidYet
-            | Cert::NotValidYetContext { .. },
-        ) => (
-            "expired or not yet valid",
-            "check the peer's certificate and this host's clock".to_owned(),
-        ),
-        Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented => (
-            "invalid",
-            "the peer's certificate cannot be used".to_owned(),
-        ),
-        Tls::AlertReceived(
-            Alert::BadCertificate
-            | Alert::UnsupportedCertificate
-            | Alert::CertificateRevoked
-            | Alert::CertificateExpired
-            | Alert::CertificateUnknown
-            | Alert::UnknownCA
-            | Alert::AccessDenied
-            | Alert::CertificateRequired,
-        ) => (
-            "by the peer",
-            "the peer refused the client certificate (ssl_cert_file)".to_owned(),
-        ),
-        _ => return None,
-    };
-    Some(format!("{REJECTED} ({cause}): {what}: {error}"))
 }
 
 /// The name the peer's certificate must carry.

@@ -16,6 +16,7 @@ use lapin::uri::{
 use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
 pub(crate) use messaging_core::driver::retry::Failure;
 use messaging_core::driver::retry::{self, Backoff};
+use messaging_core::driver::tls;
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportHost, TransportUrl};
 use tokio::time::timeout;
@@ -102,10 +103,7 @@ impl Connector {
                 }
             })
             .collect();
-        let trust = match &config.ssl_ca_file {
-            Some(path) => format!("a CA in ssl_ca_file `{path}`"),
-            None => "a CA of the system's trust store (no ssl_ca_file given)".to_owned(),
-        };
+        let trust = tls::trust_source(config.ssl_ca_file.as_deref());
         Ok(Self {
             hosts,
             config,
@@ -293,7 +291,9 @@ fn connect_error(
             "{host}: {reason}"
         )));
     }
-    if let Some(reason) = find_tls_error(error).and_then(|e| tls_rejection(e, hostname, trust)) {
+    if let Some(reason) = tls::find_rustls_error(error)
+        .and_then(|e| tls::certificate_rejection(e, "broker", hostname, trust))
+    {
         return Failure::Fatal(MessagingError::ConnectionFailure(format!(
             "{host}: {reason}"
         )));
@@ -301,70 +301,6 @@ fn connect_error(
     Failure::Retry(MessagingError::ConnectionFailure(format!(
         "{host}: {error}"
     )))
-}
-
-/// The rustls error behind a failed connection attempt, if any (lapin wraps it in I/O errors).
-fn find_tls_error(error: &lapin::Error) -> Option<&rustls::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = current {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        current = match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
-}
-
-/// What a rejected certificate means, for the TLS errors that another attempt would not cure:
-/// the broker's certificate is not trusted (by `trust`), not for `hostname`, expired, ... or the
-/// broker refused ours. `None` for other TLS errors.
-fn tls_rejection(error: &rustls::Error, hostname: &str, trust: &str) -> Option<String> {
-    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
-    let (cause, what) = match error {
-        Tls::InvalidCertificate(Cert::UnknownIssuer) => (
-            "not trusted",
-            format!("the broker's certificate is not issued by {trust}"),
-        ),
-        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => (
-            "host name mismatch",
-            format!("the broker's certificate is not valid for `{hostname}`"),
-        ),
-        Tls::InvalidCertificate(
-            Cert::Expired
-            | Cert::ExpiredContext { .. }
-            | Cert::NotValidYet
-            | Cert::NotValidYetContext { .. },
-        ) => (
-            "expired or not yet valid",
-            "check the broker's certificate and this host's clock".to_owned(),
-        ),
-        Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented => (
-            "invalid",
-            "the broker's certificate cannot be used".to_owned(),
-        ),
-        Tls::AlertReceived(
-            Alert::BadCertificate
-            | Alert::UnsupportedCertificate
-            | Alert::CertificateRevoked
-            | Alert::CertificateExpired
-            | Alert::CertificateUnknown
-            | Alert::UnknownCA
-            | Alert::AccessDenied
-            | Alert::CertificateRequired,
-        ) => (
-            "by the broker",
-            "the broker refused the client certificate (ssl_cert_file)".to_owned(),
-        ),
-        _ => return None,
-    };
-    Some(format!(
-        "TLS certificate rejected ({cause}): {what}: {error}"
-    ))
 }
 
 fn is_fatal(failure: &Failure) -> bool {

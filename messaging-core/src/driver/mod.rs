@@ -18,6 +18,8 @@ mod address;
 mod capabilities;
 mod reply;
 pub mod retry;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
