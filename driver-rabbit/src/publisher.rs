@@ -43,6 +43,10 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) declarations: &'a [Declaration],
 }
 
+/// How often [`Publisher::publish_until_routed`] publishes a returned message again (kombu's
+/// 0.25 s for replies).
+const ROUTE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
 /// What became of a mandatory publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Routed {
@@ -237,6 +241,42 @@ impl Publisher {
             self.publish_mandatory_once(message)
         })
         .await
+    }
+
+    /// Publish with `mandatory=true`, and again every 0.25 s while the broker returns the
+    /// message for want of a queue (its consumer is not there yet), for up to `patience`.
+    /// Each attempt follows `options`, within what is left of `patience`; with `expire`, the
+    /// message's `expiration` is what is left too (the whole `patience` on the first attempt,
+    /// as oslo sets a call's timeout). [`Routed::Returned`] when no queue took it in time.
+    pub(crate) async fn publish_until_routed(
+        &self,
+        what: &str,
+        mut message: Outgoing<'_>,
+        options: &SendOptions,
+        patience: Option<Duration>,
+        expire: bool,
+    ) -> Result<Routed> {
+        let deadline = patience.map(|patience| Instant::now() + patience);
+        let mut remaining = patience;
+        loop {
+            if expire {
+                message.expiration = remaining;
+            }
+            let attempt = SendOptions {
+                timeout: remaining.map(|r| r.max(ROUTE_RETRY_INTERVAL)),
+                ..options.clone()
+            };
+            match self.publish_mandatory(what, message, &attempt).await? {
+                Routed::Returned
+                    if deadline.is_none_or(|d| Instant::now() + ROUTE_RETRY_INTERVAL <= d) =>
+                {
+                    tracing::debug!(what, "returned (no queue bound yet); publishing again");
+                    tokio::time::sleep(ROUTE_RETRY_INTERVAL).await;
+                    remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                }
+                routed => return Ok(routed),
+            }
+        }
     }
 
     async fn publish_mandatory_once(

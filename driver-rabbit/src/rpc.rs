@@ -15,7 +15,7 @@ use messaging_core::wire::{self, Reply, ReplyMessage, RequestMessage, RpcRequest
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{oneshot, OnceCell};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 
 use crate::config::RabbitConfig;
 use crate::connection::{with_retry, Connector, Failure};
@@ -25,8 +25,6 @@ use crate::topology;
 
 /// The driver's name in logs.
 const DRIVER: &str = "rabbit";
-/// How often a returned reply is sent again (kombu's 0.25 s).
-const REPLY_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a reply queue found missing is remembered as gone.
 const GONE_FOR: Duration = Duration::from_secs(60);
 
@@ -107,7 +105,7 @@ impl RabbitRpc {
             "sending `{}` to {exchange}/{routing_key}",
             message.request.method
         );
-        let mut outgoing = Outgoing {
+        let outgoing = Outgoing {
             exchange: &exchange,
             routing_key: &routing_key,
             body: &body,
@@ -122,39 +120,21 @@ impl RabbitRpc {
                 .await;
         };
         let began = Instant::now();
-        let deadline = options.timeout.map(|timeout| began + timeout);
-        // oslo sets the call's timeout as the message's expiration; a re-publish gets what is
-        // left of it.
-        let mut remaining = options.timeout;
-        loop {
-            outgoing.expiration = remaining;
-            let options = SendOptions {
-                timeout: remaining,
-                ..options.clone()
-            };
-            let publisher = &self.shared.publisher;
-            match publisher
-                .publish_mandatory(&what, outgoing, &options)
-                .await?
-            {
-                Routed::Delivered => return Ok(()),
-                Routed::Returned
-                    if deadline.is_none_or(|d| Instant::now() + REPLY_RETRY_INTERVAL <= d) =>
-                {
-                    tracing::debug!(%routing_key, %msg_id, "call returned (no queue bound yet); retrying");
-                    sleep(REPLY_RETRY_INTERVAL).await;
-                    remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let publisher = &self.shared.publisher;
+        match publisher
+            .publish_until_routed(&what, outgoing, options, options.timeout, true)
+            .await?
+        {
+            Routed::Delivered => Ok(()),
+            Routed::Returned => {
+                // No server within the caller's whole timeout, like a call left unanswered.
+                if let Some(timeout) = options.timeout {
+                    tokio::time::sleep_until(began + timeout).await;
                 }
-                Routed::Returned => {
-                    // No server within the caller's whole timeout, like a call left unanswered.
-                    if let Some(deadline) = deadline {
-                        tokio::time::sleep_until(deadline).await;
-                    }
-                    return Err(MessagingError::Timeout {
-                        msg_id: msg_id.to_owned(),
-                        after: began.elapsed(),
-                    });
-                }
+                Err(MessagingError::Timeout {
+                    msg_id: msg_id.to_owned(),
+                    after: began.elapsed(),
+                })
             }
         }
     }
@@ -406,39 +386,26 @@ impl Replier for RabbitReplier {
             declarations: &[],
         };
         let patience = self.shared.config().missing_consumer_timeout();
-        let deadline = Instant::now() + patience;
+        let options = SendOptions {
+            retry: Retry::Forever,
+            ..SendOptions::default()
+        };
         let what = format!("replying to {}", self.reply_q);
-        loop {
-            let options = SendOptions {
-                timeout: Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(REPLY_RETRY_INTERVAL),
-                ),
-                call_monitor_timeout: None,
-                retry: Retry::Forever,
-            };
-            match self
-                .shared
-                .publisher
-                .publish_mandatory(&what, outgoing, &options)
-                .await?
-            {
-                Routed::Delivered => return Ok(()),
-                Routed::Returned if Instant::now() + REPLY_RETRY_INTERVAL <= deadline => {
-                    tracing::debug!(queue = %self.reply_q, "reply returned (no such queue yet); retrying");
-                    sleep(REPLY_RETRY_INTERVAL).await;
-                }
-                Routed::Returned => {
-                    self.shared.mark_gone(&self.reply_q);
-                    tracing::warn!(
-                        queue = %self.reply_q,
-                        msg_id = %self.msg_id,
-                        ?patience,
-                        "the reply queue does not exist; dropping the reply"
-                    );
-                    return Err(gone());
-                }
+        let publisher = &self.shared.publisher;
+        match publisher
+            .publish_until_routed(&what, outgoing, &options, Some(patience), false)
+            .await?
+        {
+            Routed::Delivered => Ok(()),
+            Routed::Returned => {
+                self.shared.mark_gone(&self.reply_q);
+                tracing::warn!(
+                    queue = %self.reply_q,
+                    msg_id = %self.msg_id,
+                    ?patience,
+                    "the reply queue does not exist; dropping the reply"
+                );
+                Err(gone())
             }
         }
     }
