@@ -50,6 +50,12 @@ pub const NO_POOLS: &str = "a pool needs its own shared copy of every notificati
      AMQP 1.0 addressing has no pool address (routers), and RabbitMQ's AMQP 1.0 endpoint cannot \
      bind a named queue to an exchange (only server-named amq.gen-* queues)";
 
+/// Why fail fast is not offered against RabbitMQ's AMQP 1.0 endpoint.
+pub const BROKER_NO_FAIL_FAST: &str = "RabbitMQ's AMQP 1.0 endpoint grants credit to every \
+     sender and settles every message `accepted` as soon as it is enqueued, even one that no \
+     queue took (`/amq/queue/<missing>` is accepted and dropped): a sender cannot tell that \
+     nobody consumes its address";
+
 /// Why notifications sent before any listener are lost in router mode.
 pub const ROUTER_NO_STORE: &str = "a router stores nothing: with no listener it grants no \
      credit and the notification fails after default_notify_timeout";
@@ -59,13 +65,13 @@ pub const ROUTER_NO_STORE: &str = "a router stores nothing: with no listener it 
 pub struct Amqp1Driver;
 
 impl Amqp1Driver {
-    /// What the driver can do against a peer of `mode`. [`Driver::capabilities`] is static and
-    /// declares the gaps of every mode; router mode also lacks
-    /// [`Feature::StoreBeforeListen`].
+    /// What the driver can do against a peer of `mode`. [`Driver::capabilities`] declares the
+    /// gaps of both modes (the mode is detected on connecting); router mode also lacks
+    /// [`Feature::StoreBeforeListen`], broker mode [`Feature::FailFast`].
     pub fn capabilities_for(mode: PeerMode) -> Capabilities {
         let capabilities = Capabilities::full().without(Feature::Pools, NO_POOLS);
         match mode {
-            PeerMode::Broker => capabilities,
+            PeerMode::Broker => capabilities.without(Feature::FailFast, BROKER_NO_FAIL_FAST),
             PeerMode::Router(_) => {
                 capabilities.without(Feature::StoreBeforeListen, ROUTER_NO_STORE)
             }
@@ -88,9 +94,18 @@ impl Driver for Amqp1Driver {
     }
 
     /// The gaps common to both modes (pools). Against a router, notifications sent while no
-    /// listener exists are also lost ([`Amqp1Driver::capabilities_for`]).
+    /// listener exists are also lost; against RabbitMQ, fail fast is refused with
+    /// `Unsupported` when a request is sent ([`Amqp1Driver::capabilities_for`]).
     fn capabilities(&self) -> Capabilities {
         Capabilities::full().without(Feature::Pools, NO_POOLS)
+    }
+
+    /// With `addressing_mode` forced, the capabilities of that mode.
+    fn capabilities_for(&self, url: &TransportUrl) -> Capabilities {
+        match Amqp1Config::from_url(url).map(|c| c.addressing_mode) {
+            Ok(AddressingMode::Dynamic) | Err(_) => self.capabilities(),
+            Ok(mode) => Amqp1Driver::capabilities_for(PeerMode::decide(mode, None)),
+        }
     }
 
     async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {
