@@ -135,6 +135,27 @@ fn timeout_exits_2() {
 }
 
 #[test]
+fn no_server_exits_2_when_failing_fast() {
+    let started = Instant::now();
+    let output = omsg(&[
+        "--url",
+        "memory://",
+        "call",
+        "nobody",
+        "echo",
+        "--fail-fast",
+        "0.2",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no server for topic `nobody`"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited for the timeout"
+    );
+}
+
+#[test]
 fn bench_reports_json_for_every_mode_on_memory() {
     for mode in ["rpc-call", "rpc-cast", "rpc-fanout", "notify"] {
         let output = omsg(&[
@@ -355,5 +376,54 @@ fn notify_and_listen_against_brokers() {
             (Some("error"), Some("u")),
             "{url}"
         );
+    }
+}
+
+/// `listen` and `serve` stop cleanly (exit 0) on SIGINT and on SIGTERM, also as a script's
+/// background job, which the shell starts with SIGINT ignored.
+#[cfg(unix)]
+#[test]
+fn long_running_commands_stop_cleanly_on_sigint_and_sigterm() {
+    for (command, ready) in [("listen", "listening"), ("serve", "serving")] {
+        for signal in ["INT", "TERM"] {
+            let script = format!(
+                "trap '' INT; exec {} --url memory:// {command} sig_topic",
+                env!("CARGO_BIN_EXE_omsg")
+            );
+            let mut child = Command::new("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sh starts");
+            let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+            let mut line = String::new();
+            while !line.contains(ready) {
+                line.clear();
+                assert!(
+                    stderr.read_line(&mut line).unwrap_or(0) > 0,
+                    "omsg {command} exited before it was ready"
+                );
+            }
+            let child = Running(child);
+            let killed = Command::new("kill")
+                .args(["-s", signal, &child.0.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(killed.success());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut child = child;
+            let status = loop {
+                if let Some(status) = child.0.try_wait().expect("wait") {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "omsg {command} ignored SIG{signal}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "omsg {command} on SIG{signal}: {status}");
+        }
     }
 }
