@@ -940,3 +940,74 @@ async fn teardown(
     let _ = tokio::time::timeout(limit, receiver.detach()).await;
     drop(session);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(started: Instant, timeout: Duration, fail_fast: Option<Duration>) -> SendSpec {
+        SendSpec {
+            settled: false,
+            started,
+            deadline: started + timeout,
+            fail_fast: fail_fast.map(|window| FailFast {
+                window,
+                to: RpcAddress {
+                    exchange: "openstack".into(),
+                    topic: "t".into(),
+                    server: Some("s".into()),
+                    fanout: false,
+                },
+            }),
+            retry: Retry::Never,
+            call_id: Some("m1".into()),
+            what: "call",
+        }
+    }
+
+    /// A router grants no credit to an address nobody consumes: failing fast, the window ends
+    /// the wait with `NoServer`, long before the deadline.
+    #[tokio::test]
+    async fn no_credit_within_the_window_is_no_server() {
+        let window = Duration::from_millis(50);
+        let spec = spec(Instant::now(), Duration::from_secs(30), Some(window));
+        let waited = LinkManager::until_credit("a", &spec, std::future::pending::<()>()).await;
+        match waited {
+            Err(Failure::Fatal(MessagingError::NoServer {
+                topic,
+                server,
+                waited,
+            })) => {
+                assert_eq!((topic.as_str(), server.as_deref()), ("t", Some("s")));
+                assert!(
+                    waited >= window && waited < Duration::from_secs(5),
+                    "{waited:?}"
+                );
+            }
+            other => panic!("expected NoServer, got {other:?}"),
+        }
+        // Credit in time: the send goes on.
+        let granted = LinkManager::until_credit("a", &spec, async { 7 }).await;
+        assert!(matches!(granted, Ok(7)));
+    }
+
+    /// The deadline and the reported time count from the call's start (connecting and
+    /// attaching took 400 ms of a 500 ms timeout here), and a window that would end after the
+    /// deadline does not turn a timeout into `NoServer`.
+    #[tokio::test]
+    async fn a_timeout_counts_from_the_call_start() {
+        let timeout = Duration::from_millis(500);
+        let started = Instant::now() - Duration::from_millis(400);
+        let spec = spec(started, timeout, Some(Duration::from_secs(1)));
+        let waiting = Instant::now();
+        let waited = LinkManager::until_credit("a", &spec, std::future::pending::<()>()).await;
+        match waited {
+            Err(Failure::Fatal(MessagingError::Timeout { msg_id, after })) => {
+                assert_eq!(msg_id, "m1");
+                assert!(after >= timeout, "reported {after:?}");
+            }
+            other => panic!("expected a call timeout, got {other:?}"),
+        }
+        assert!(waiting.elapsed() < Duration::from_millis(400));
+    }
+}

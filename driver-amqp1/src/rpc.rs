@@ -357,3 +357,78 @@ impl Replier for Amqp1Replier {
         self.links.send(&self.reply_to, message, &spec).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use messaging_core::TransportUrl;
+
+    use super::*;
+
+    /// A transport whose mode is forced (nothing is connected: these decisions need no peer).
+    fn rpc(query: &str) -> Amqp1Rpc {
+        let url = TransportUrl::parse(&format!("amqp://127.0.0.1:1/?{query}")).unwrap();
+        let config = Arc::new(Amqp1Config::from_url(&url).unwrap());
+        Amqp1Rpc::new(LinkManager::new(&url, config).unwrap())
+    }
+
+    /// A cast gets the caller's send timeout, else `default_send_timeout` (router mode).
+    #[tokio::test]
+    async fn a_cast_is_bounded_by_the_send_timeout() {
+        let rpc = rpc("addressing_mode=routable&default_send_timeout=2");
+        let started = Instant::now();
+        let default = SendOptions::default();
+        assert_eq!(
+            rpc.send_deadline(started, &default),
+            started + Duration::from_secs(2)
+        );
+        let caller = SendOptions {
+            timeout: Some(Duration::from_secs(5)),
+            ..default
+        };
+        assert_eq!(
+            rpc.send_deadline(started, &caller),
+            started + Duration::from_secs(5)
+        );
+    }
+
+    /// The fail-fast window of a request with the caller's `fail_fast`.
+    async fn window(rpc: &Amqp1Rpc, fail_fast: Option<Duration>) -> Result<Option<Duration>> {
+        let to = RpcAddress {
+            exchange: "openstack".into(),
+            topic: "t".into(),
+            server: None,
+            fanout: false,
+        };
+        // A forced mode: known without connecting.
+        let endpoints = rpc.links.endpoints(Retry::Never, None).await?;
+        let options = SendOptions {
+            fail_fast,
+            ..SendOptions::default()
+        };
+        Ok(rpc.fail_fast(&endpoints, &to, &options)?.map(|f| f.window))
+    }
+
+    /// Fail fast is the caller's choice, else the URL's; only a router can tell.
+    #[tokio::test]
+    async fn fail_fast_is_for_routers() {
+        let second = Some(Duration::from_secs(1));
+        let router = rpc("addressing_mode=routable");
+        assert_eq!(window(&router, None).await.unwrap(), None, "off by default");
+        assert_eq!(window(&router, second).await.unwrap(), second);
+        let configured = rpc("addressing_mode=legacy&fail_fast=0.5");
+        assert_eq!(
+            window(&configured, None).await.unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            window(&configured, Some(Duration::ZERO)).await.unwrap(),
+            None
+        );
+        let broker = rpc("addressing_mode=broker");
+        assert_eq!(window(&broker, None).await.unwrap(), None);
+        assert!(matches!(
+            window(&broker, second).await,
+            Err(MessagingError::Unsupported { .. })
+        ));
+    }
+}

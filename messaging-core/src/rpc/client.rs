@@ -386,3 +386,29 @@ impl RpcClient {
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call is bounded by its timeout; a cast by its own send timeout, unset by default (the
+    /// driver's then), never by the call timeout.
+    #[tokio::test]
+    async fn casts_get_the_send_timeout() {
+        let transport = crate::get_rpc_transport("memory://").await.unwrap();
+        let client = RpcClient::new(transport, Target::topic("t"));
+        let timeouts = |client: &RpcClient| {
+            (
+                client.send_options(true).unwrap().timeout,
+                client.send_options(false).unwrap().timeout,
+            )
+        };
+        assert_eq!(timeouts(&client), (Some(DEFAULT_TIMEOUT), None));
+        let second = Duration::from_secs(1);
+        let set = client.prepare().send_timeout(second).timeout(second * 5);
+        assert_eq!(timeouts(&set), (Some(second * 5), Some(second)));
+        assert_eq!(set.send_options(false).unwrap().fail_fast, None);
+        let fast = set.fail_fast(second);
+        assert_eq!(fast.send_options(true).unwrap().fail_fast, Some(second));
+    }
+}
