@@ -7,8 +7,10 @@
 //! * **Router mode** (Qpid Dispatch Router / skupper-router and any non-RabbitMQ peer): oslo's
 //!   `routable` or `legacy` addresses ([`addressing`]), replies on one dynamic receiver link per
 //!   transport, end-to-end settlement (a call or notification waits for the consumer's
-//!   outcome; `released`/`modified` are retried, `rejected` fails), and a send to an address
-//!   that nobody consumes (the router grants no credit) fails after the send timeout.
+//!   outcome; `released`/`modified` are retried, `rejected` fails; a batch listener accepts a
+//!   notification as it joins a batch), and a send to an address that nobody consumes (the
+//!   router grants no credit) fails after the send timeout, or with `NoServer` after the
+//!   `fail_fast` window when asked to.
 //! * **Broker mode** (RabbitMQ 3.x's AMQP 1.0 plugin): the same message bodies over the
 //!   addresses RabbitMQ accepts; see [`mode`] for the mapping table.
 //!
