@@ -127,6 +127,22 @@ pub(crate) struct SendSpec {
     pub what: &'static str,
 }
 
+impl SendSpec {
+    /// A send (not a call) that starts now and may take `timeout`.
+    pub fn within(timeout: Duration, settled: bool, retry: Retry, what: &'static str) -> Self {
+        let started = Instant::now();
+        Self {
+            settled,
+            started,
+            deadline: started + timeout,
+            fail_fast: None,
+            retry,
+            call_id: None,
+            what,
+        }
+    }
+}
+
 struct LiveSender {
     id: u64,
     generation: u64,

@@ -46,23 +46,21 @@ impl NotifyDriver for Amqp1Notify {
         options: &SendOptions,
     ) -> Result<()> {
         let config = self.links.config();
-        let started = Instant::now();
-        let deadline = started
-            + options
-                .timeout
-                .unwrap_or_else(|| Amqp1Config::secs(config.default_notify_timeout));
-        let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
+        let timeout = options
+            .timeout
+            .unwrap_or_else(|| Amqp1Config::secs(config.default_notify_timeout));
+        let spec = SendSpec::within(
+            timeout,
+            config.pre_settled.notify,
+            options.retry,
+            "notification",
+        );
+        let endpoints = self
+            .links
+            .endpoints(options.retry, Some(spec.deadline))
+            .await?;
         let target = endpoints.notify_target(to);
         let amqp = message::notification(&target, message, format)?;
-        let spec = SendSpec {
-            settled: config.pre_settled.notify,
-            started,
-            deadline,
-            fail_fast: None,
-            retry: options.retry,
-            call_id: None,
-            what: "notification",
-        };
         self.links.send(&target, amqp, &spec).await
     }
 
@@ -223,16 +221,12 @@ fn send_again(links: Arc<LinkManager>, received: Received) -> Result<()> {
         ..received.message
     };
     let config = links.config();
-    let started = Instant::now();
-    let spec = SendSpec {
-        settled: config.pre_settled.notify,
-        started,
-        deadline: started + Amqp1Config::secs(config.default_notify_timeout),
-        fail_fast: None,
-        retry: Retry::Forever,
-        call_id: None,
-        what: "requeued notification",
-    };
+    let spec = SendSpec::within(
+        Amqp1Config::secs(config.default_notify_timeout),
+        config.pre_settled.notify,
+        Retry::Forever,
+        "requeued notification",
+    );
     tokio::spawn(async move {
         if let Err(error) = links.send(&address, message, &spec).await {
             tracing::error!(%error, address, "a requeued notification could not be sent again: it is lost");

@@ -341,19 +341,16 @@ impl Replier for Amqp1Replier {
             &reply,
             self.call_monitor_timeout,
         )?;
-        let started = Instant::now();
-        let spec = SendSpec {
-            settled: config.pre_settled.rpc_reply,
-            started,
-            deadline: started + Amqp1Config::secs(config.default_reply_timeout),
-            fail_fast: None,
-            retry: match config.default_reply_retry {
-                0 => Retry::Never,
-                n => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
-            },
-            call_id: None,
-            what: "reply",
+        let retry = match config.default_reply_retry {
+            0 => Retry::Never,
+            n => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
         };
+        let spec = SendSpec::within(
+            Amqp1Config::secs(config.default_reply_timeout),
+            config.pre_settled.rpc_reply,
+            retry,
+            "reply",
+        );
         self.links.send(&self.reply_to, message, &spec).await
     }
 }
