@@ -121,38 +121,21 @@ fn bad_input_exits_64_with_a_message() {
 }
 
 #[test]
-fn timeout_exits_2() {
-    let output = omsg(&[
-        "--url",
-        "memory://",
-        "call",
-        "nobody",
-        "echo",
-        "--timeout",
-        "0.2",
-    ]);
-    assert_eq!(output.status.code(), Some(2));
-}
-
-#[test]
-fn no_server_exits_2_when_failing_fast() {
-    let started = Instant::now();
-    let output = omsg(&[
-        "--url",
-        "memory://",
-        "call",
-        "nobody",
-        "echo",
-        "--fail-fast",
-        "0.2",
-    ]);
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no server for topic `nobody`"), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "waited for the timeout"
-    );
+fn timeout_and_no_server_exit_2() {
+    for (flag, says) in [
+        ("--timeout", "timed out after"),
+        ("--fail-fast", "no server for topic `nobody`"),
+    ] {
+        let started = Instant::now();
+        let output = omsg(&["--url", "memory://", "call", "nobody", "echo", flag, "0.2"]);
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{flag}: waited"
+        );
+    }
 }
 
 #[test]
