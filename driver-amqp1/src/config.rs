@@ -148,8 +148,12 @@ pub struct Amqp1Config {
     pub close_timeout: f64,
     /// Seconds a reply may take to be sent.
     pub default_reply_timeout: f64,
-    /// Seconds a request may take to be sent (credit and disposition), unless the call says.
+    /// Seconds a cast may take to be sent (credit and disposition), unless the caller set a
+    /// send timeout. A call's send is bounded by the call's timeout.
     pub default_send_timeout: f64,
+    /// Fail fast (router mode): seconds without credit after which a call or cast ends with
+    /// `NoServer`; 0 (the default) waits for the timeout.
+    pub fail_fast: f64,
     /// Seconds a notification may take to be sent.
     pub default_notify_timeout: f64,
     /// Idle sender links are detached after this many seconds.
@@ -197,6 +201,7 @@ impl Default for Amqp1Config {
             close_timeout: 2.0,
             default_reply_timeout: 30.0,
             default_send_timeout: 30.0,
+            fail_fast: 0.0,
             default_notify_timeout: 30.0,
             default_sender_link_timeout: 600.0,
             default_reply_retry: 0,
@@ -346,8 +351,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new(
         "default_send_timeout",
         OptionKind::Float,
-        "seconds a request may take to be sent",
+        "seconds a cast may take to be sent",
     ),
+    messaging_core::driver::FAIL_FAST_OPTION,
     OptionSpec::new(
         "default_notify_timeout",
         OptionKind::Float,
@@ -468,6 +474,7 @@ impl Amqp1Config {
             close_timeout: o.f64("close_timeout", d.close_timeout)?,
             default_reply_timeout: o.f64("default_reply_timeout", d.default_reply_timeout)?,
             default_send_timeout: o.f64("default_send_timeout", d.default_send_timeout)?,
+            fail_fast: o.f64("fail_fast", d.fail_fast)?,
             default_notify_timeout: o.f64("default_notify_timeout", d.default_notify_timeout)?,
             default_sender_link_timeout: o
                 .f64("default_sender_link_timeout", d.default_sender_link_timeout)?,
@@ -557,9 +564,10 @@ mod tests {
     fn options_are_read() {
         let c = parse(
             "amqp://h/?addressing_mode=legacy&pre_settled=notify,rpc-call&rpc_server_credit=5\
-             &default_send_timeout=2.5&pseudo_vhost=false",
+             &default_send_timeout=2.5&pseudo_vhost=false&fail_fast=0.5",
         )
         .unwrap();
+        assert_eq!(c.fail_fast, 0.5);
         assert_eq!(c.addressing_mode, AddressingMode::Legacy);
         assert!(c.pre_settled.notify && c.pre_settled.rpc_call && !c.pre_settled.rpc_cast);
         assert_eq!(c.rpc_server_credit, 5);
@@ -576,6 +584,7 @@ mod tests {
             "amqp://h/?ssl_key_password=x",
             "amqp://h/?sasl_mechanisms=GSSAPI",
             "amqp://h/?no_such_option=1",
+            "amqp://h/?fail_fast=-1",
         ] {
             assert!(parse(url).is_err(), "{url}");
         }

@@ -7,8 +7,10 @@
 //! * **Router mode** (Qpid Dispatch Router / skupper-router and any non-RabbitMQ peer): oslo's
 //!   `routable` or `legacy` addresses ([`addressing`]), replies on one dynamic receiver link per
 //!   transport, end-to-end settlement (a call or notification waits for the consumer's
-//!   outcome; `released`/`modified` are retried, `rejected` fails), and a send to an address
-//!   that nobody consumes (the router grants no credit) fails after the send timeout.
+//!   outcome; `released`/`modified` are retried, `rejected` fails; a batch listener accepts a
+//!   notification as it joins a batch), and a send to an address that nobody consumes (the
+//!   router grants no credit) fails after the send timeout, or with `NoServer` after the
+//!   `fail_fast` window when asked to.
 //! * **Broker mode** (RabbitMQ 3.x's AMQP 1.0 plugin): the same message bodies over the
 //!   addresses RabbitMQ accepts; see [`mode`] for the mapping table.
 //!
@@ -50,6 +52,12 @@ pub const NO_POOLS: &str = "a pool needs its own shared copy of every notificati
      AMQP 1.0 addressing has no pool address (routers), and RabbitMQ's AMQP 1.0 endpoint cannot \
      bind a named queue to an exchange (only server-named amq.gen-* queues)";
 
+/// Why fail fast is not offered against RabbitMQ's AMQP 1.0 endpoint.
+pub const BROKER_NO_FAIL_FAST: &str = "RabbitMQ's AMQP 1.0 endpoint grants credit to every \
+     sender and settles every message `accepted` as soon as it is enqueued, even one that no \
+     queue took (`/amq/queue/<missing>` is accepted and dropped): a sender cannot tell that \
+     nobody consumes its address";
+
 /// Why notifications sent before any listener are lost in router mode.
 pub const ROUTER_NO_STORE: &str = "a router stores nothing: with no listener it grants no \
      credit and the notification fails after default_notify_timeout";
@@ -59,13 +67,13 @@ pub const ROUTER_NO_STORE: &str = "a router stores nothing: with no listener it 
 pub struct Amqp1Driver;
 
 impl Amqp1Driver {
-    /// What the driver can do against a peer of `mode`. [`Driver::capabilities`] is static and
-    /// declares the gaps of every mode; router mode also lacks
-    /// [`Feature::StoreBeforeListen`].
+    /// What the driver can do against a peer of `mode`. [`Driver::capabilities`] declares the
+    /// gaps of both modes (the mode is detected on connecting); router mode also lacks
+    /// [`Feature::StoreBeforeListen`], broker mode [`Feature::FailFast`].
     pub fn capabilities_for(mode: PeerMode) -> Capabilities {
         let capabilities = Capabilities::full().without(Feature::Pools, NO_POOLS);
         match mode {
-            PeerMode::Broker => capabilities,
+            PeerMode::Broker => capabilities.without(Feature::FailFast, BROKER_NO_FAIL_FAST),
             PeerMode::Router(_) => {
                 capabilities.without(Feature::StoreBeforeListen, ROUTER_NO_STORE)
             }
@@ -88,9 +96,18 @@ impl Driver for Amqp1Driver {
     }
 
     /// The gaps common to both modes (pools). Against a router, notifications sent while no
-    /// listener exists are also lost ([`Amqp1Driver::capabilities_for`]).
+    /// listener exists are also lost; against RabbitMQ, fail fast is refused with
+    /// `Unsupported` when a request is sent ([`Amqp1Driver::capabilities_for`]).
     fn capabilities(&self) -> Capabilities {
         Capabilities::full().without(Feature::Pools, NO_POOLS)
+    }
+
+    /// With `addressing_mode` forced, the capabilities of that mode.
+    fn capabilities_for(&self, url: &TransportUrl) -> Capabilities {
+        match Amqp1Config::from_url(url).map(|c| c.addressing_mode) {
+            Ok(AddressingMode::Dynamic) | Err(_) => self.capabilities(),
+            Ok(mode) => Amqp1Driver::capabilities_for(PeerMode::decide(mode, None)),
+        }
     }
 
     async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {

@@ -23,6 +23,7 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
+use messaging_core::driver::RpcAddress;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use serde_amqp::lazy::LazyValue;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -100,19 +101,46 @@ pub(crate) struct ReceiverSpec {
     pub in_flight: Option<Arc<InFlight>>,
 }
 
+/// Failing fast: how long to wait for credit before telling that nobody consumes `to`.
+#[derive(Debug, Clone)]
+pub(crate) struct FailFast {
+    pub window: Duration,
+    pub to: RpcAddress,
+}
+
 /// How a message is sent.
 #[derive(Debug, Clone)]
 pub(crate) struct SendSpec {
     /// Pre-settled (fire and forget once transferred) or wait for the outcome.
     pub settled: bool,
+    /// When the operation began (a call's start, before connecting): errors count from it.
+    pub started: Instant,
     /// Give up then.
     pub deadline: Instant,
+    /// End with `NoServer` when no credit comes within a window.
+    pub fail_fast: Option<FailFast>,
     /// How often to try again after a connection failure or a `released`/`modified` outcome.
     pub retry: Retry,
     /// For calls: the message id (a send that times out is a call timeout).
     pub call_id: Option<String>,
     /// What is sent, for errors (`cast`, `notification`, …).
     pub what: &'static str,
+}
+
+impl SendSpec {
+    /// A send (not a call) that starts now and may take `timeout`.
+    pub fn within(timeout: Duration, settled: bool, retry: Retry, what: &'static str) -> Self {
+        let started = Instant::now();
+        Self {
+            settled,
+            started,
+            deadline: started + timeout,
+            fail_fast: None,
+            retry,
+            call_id: None,
+            what,
+        }
+    }
 }
 
 struct LiveSender {
@@ -292,8 +320,9 @@ impl LinkManager {
     ) -> Result<(SessionHandle<()>, u64)> {
         let mut guard = self.connected(retry, deadline).await?;
         let live = guard.as_mut().expect("connected");
-        let limit = self.config.connect_timeout();
-        let session = tokio::time::timeout(limit, Session::begin(&mut live.handle))
+        let limit = Instant::now() + self.config.connect_timeout();
+        let limit = deadline.map_or(limit, |deadline| deadline.min(limit));
+        let session = tokio::time::timeout_at(limit, Session::begin(&mut live.handle))
             .await
             .map_err(|_| MessagingError::ConnectionFailure("no answer to Begin".into()))?
             .map_err(|e| {
@@ -325,12 +354,11 @@ impl LinkManager {
     /// Send `message` to `address` as `spec` says: pre-settled, or awaiting `accepted`
     /// (`released`/`modified` are retried within the budget, `rejected` fails).
     pub async fn send(&self, address: &str, message: AmqpMessage, spec: &SendSpec) -> Result<()> {
-        let started = Instant::now();
         let mut attempt = 0u32;
         let mut pause = Duration::from_millis(50);
         loop {
             self.check_open()?;
-            match self.try_send(address, &message, spec, started).await {
+            match self.try_send(address, &message, spec).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) => {
@@ -347,23 +375,43 @@ impl LinkManager {
         }
     }
 
-    fn timed_out(
-        &self,
-        address: &str,
-        spec: &SendSpec,
-        started: Instant,
-        waiting: &str,
-    ) -> MessagingError {
+    fn timed_out(address: &str, spec: &SendSpec, waiting: &str) -> MessagingError {
         match &spec.call_id {
             Some(msg_id) => MessagingError::Timeout {
                 msg_id: msg_id.clone(),
-                after: started.elapsed(),
+                after: spec.started.elapsed(),
             },
             None => MessagingError::SendTimeout {
                 what: format!("{} to `{address}` ({waiting})", spec.what),
-                after: started.elapsed(),
+                after: spec.started.elapsed(),
             },
         }
+    }
+
+    /// Wait for `credit` (the link's turn, then the peer's credit) until the send's deadline,
+    /// or, failing fast, until the window from now ends: then nobody consumes the address.
+    async fn until_credit<F: std::future::Future>(
+        address: &str,
+        spec: &SendSpec,
+        credit: F,
+    ) -> std::result::Result<F::Output, Failure> {
+        let window_ends = spec
+            .fail_fast
+            .as_ref()
+            .map(|fail_fast| Instant::now() + fail_fast.window)
+            .filter(|ends| *ends < spec.deadline);
+        tokio::time::timeout_at(window_ends.unwrap_or(spec.deadline), credit)
+            .await
+            .map_err(|_| {
+                Failure::Fatal(match (&spec.fail_fast, window_ends) {
+                    (Some(fail_fast), Some(_)) => fail_fast.to.no_server(spec.started.elapsed()),
+                    _ => Self::timed_out(
+                        address,
+                        spec,
+                        "no credit from the peer (no consumer attached?)",
+                    ),
+                })
+            })
     }
 
     async fn try_send(
@@ -371,20 +419,10 @@ impl LinkManager {
         address: &str,
         message: &AmqpMessage,
         spec: &SendSpec,
-        started: Instant,
     ) -> std::result::Result<(), Failure> {
         let slot = self.slot(address);
         let (outcome, link_id) = {
-            let mut guard = tokio::time::timeout_at(spec.deadline, slot.link.lock())
-                .await
-                .map_err(|_| {
-                    Failure::Fatal(self.timed_out(
-                        address,
-                        spec,
-                        started,
-                        "no credit from the peer (no consumer?)",
-                    ))
-                })?;
+            let mut guard = Self::until_credit(address, spec, slot.link.lock()).await?;
             let current = self.generation();
             if guard
                 .as_ref()
@@ -403,23 +441,15 @@ impl LinkManager {
                 .settled(spec.settled)
                 .build();
             let queued =
-                tokio::time::timeout_at(spec.deadline, live.sender.send_batchable(sendable)).await;
+                Self::until_credit(address, spec, live.sender.send_batchable(sendable)).await;
             *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
-            match queued {
-                Err(_) => {
-                    return Err(Failure::Fatal(self.timed_out(
-                        address,
-                        spec,
-                        started,
-                        "no credit from the peer (no consumer attached?)",
-                    )))
-                }
-                Ok(Err(error)) => {
+            match queued? {
+                Err(error) => {
                     let broken = guard.take().expect("attached");
                     self.detach_sender_later(broken);
                     return Err(Failure::Retry(send_error(address, &error)));
                 }
-                Ok(Ok(outcome)) => (outcome, live.id),
+                Ok(outcome) => (outcome, live.id),
             }
         };
         // fe2o3 keeps the outcome's sender in the link's unsettled map, which outlives a dead
@@ -432,7 +462,7 @@ impl LinkManager {
             tokio::select! {
                 outcome = &mut outcome => break outcome,
                 _ = tokio::time::sleep_until(spec.deadline) => {
-                    return Err(Failure::Fatal(self.timed_out(address, spec, started, "no outcome from the peer")));
+                    return Err(Failure::Fatal(Self::timed_out(address, spec, "no outcome from the peer")));
                 }
                 _ = watch.tick() => {
                     if self.link_lost(&slot, link_id) {
@@ -528,9 +558,11 @@ impl LinkManager {
             .sender_settle_mode(SenderSettleMode::Mixed)
             .attach(&mut session);
         match tokio::time::timeout_at(spec.deadline, attach).await {
-            Err(_) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
-                "no answer to the attach of a sender to `{address}`"
-            )))),
+            Err(_) => Err(Failure::Fatal(Self::timed_out(
+                address,
+                spec,
+                "no answer to the attach of a sender",
+            ))),
             Ok(Ok(sender)) => Ok(LiveSender {
                 id: self.next_link.fetch_add(1, Ordering::Relaxed),
                 generation,
@@ -923,4 +955,75 @@ async fn teardown(
     }
     let _ = tokio::time::timeout(limit, receiver.detach()).await;
     drop(session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(started: Instant, timeout: Duration, fail_fast: Option<Duration>) -> SendSpec {
+        SendSpec {
+            settled: false,
+            started,
+            deadline: started + timeout,
+            fail_fast: fail_fast.map(|window| FailFast {
+                window,
+                to: RpcAddress {
+                    exchange: "openstack".into(),
+                    topic: "t".into(),
+                    server: Some("s".into()),
+                    fanout: false,
+                },
+            }),
+            retry: Retry::Never,
+            call_id: Some("m1".into()),
+            what: "call",
+        }
+    }
+
+    /// A router grants no credit to an address nobody consumes: failing fast, the window ends
+    /// the wait with `NoServer`, long before the deadline.
+    #[tokio::test]
+    async fn no_credit_within_the_window_is_no_server() {
+        let window = Duration::from_millis(50);
+        let spec = spec(Instant::now(), Duration::from_secs(30), Some(window));
+        let waited = LinkManager::until_credit("a", &spec, std::future::pending::<()>()).await;
+        match waited {
+            Err(Failure::Fatal(MessagingError::NoServer {
+                topic,
+                server,
+                waited,
+            })) => {
+                assert_eq!((topic.as_str(), server.as_deref()), ("t", Some("s")));
+                assert!(
+                    waited >= window && waited < Duration::from_secs(5),
+                    "{waited:?}"
+                );
+            }
+            other => panic!("expected NoServer, got {other:?}"),
+        }
+        // Credit in time: the send goes on.
+        let granted = LinkManager::until_credit("a", &spec, async { 7 }).await;
+        assert!(matches!(granted, Ok(7)));
+    }
+
+    /// The deadline and the reported time count from the call's start (connecting and
+    /// attaching took 400 ms of a 500 ms timeout here), and a window that would end after the
+    /// deadline does not turn a timeout into `NoServer`.
+    #[tokio::test]
+    async fn a_timeout_counts_from_the_call_start() {
+        let timeout = Duration::from_millis(500);
+        let started = Instant::now() - Duration::from_millis(400);
+        let spec = spec(started, timeout, Some(Duration::from_secs(1)));
+        let waiting = Instant::now();
+        let waited = LinkManager::until_credit("a", &spec, std::future::pending::<()>()).await;
+        match waited {
+            Err(Failure::Fatal(MessagingError::Timeout { msg_id, after })) => {
+                assert_eq!(msg_id, "m1");
+                assert!(after >= timeout, "reported {after:?}");
+            }
+            other => panic!("expected a call timeout, got {other:?}"),
+        }
+        assert!(waiting.elapsed() < Duration::from_millis(400));
+    }
 }

@@ -1,5 +1,10 @@
 //! The notification side: unsettled sends awaited for their outcome, one receiver link per
 //! subscribed address, acknowledged (`accepted`) or requeued (`released`) by the listener.
+//!
+//! Through a router the notifier's outcome is the listener's own disposition (end to end). A
+//! batch listener would give it only once the whole batch is handled, so that a notifier
+//! sending one at a time would wait out the batch window for each: in router mode a
+//! notification that joins a batch is accepted at once, and a requeue of it is a new send.
 
 use std::sync::Arc;
 
@@ -41,20 +46,21 @@ impl NotifyDriver for Amqp1Notify {
         options: &SendOptions,
     ) -> Result<()> {
         let config = self.links.config();
-        let deadline = Instant::now()
-            + options
-                .timeout
-                .unwrap_or_else(|| Amqp1Config::secs(config.default_notify_timeout));
-        let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
+        let timeout = options
+            .timeout
+            .unwrap_or_else(|| Amqp1Config::secs(config.default_notify_timeout));
+        let spec = SendSpec::within(
+            timeout,
+            config.pre_settled.notify,
+            options.retry,
+            "notification",
+        );
+        let endpoints = self
+            .links
+            .endpoints(options.retry, Some(spec.deadline))
+            .await?;
         let target = endpoints.notify_target(to);
         let amqp = message::notification(&target, message, format)?;
-        let spec = SendSpec {
-            settled: config.pre_settled.notify,
-            deadline,
-            retry: options.retry,
-            call_id: None,
-            what: "notification",
-        };
         self.links.send(&target, amqp, &spec).await
     }
 
@@ -78,6 +84,7 @@ impl NotifyDriver for Amqp1Notify {
         let (tx, rx) = mpsc::channel(credit as usize);
         let (stop, _) = watch::channel(false);
         let in_flight = Arc::new(InFlight::default());
+        let router = (!endpoints.mode().is_broker()).then(|| self.links.clone());
         for source in sources {
             let spec = ReceiverSpec {
                 source: Some(source),
@@ -99,6 +106,7 @@ impl NotifyDriver for Amqp1Notify {
             rx,
             stop,
             in_flight,
+            router,
             closed: false,
         }))
     }
@@ -112,6 +120,8 @@ struct Amqp1NotificationSource {
     rx: mpsc::Receiver<Received>,
     stop: watch::Sender<bool>,
     in_flight: Arc<InFlight>,
+    /// Router mode: the transport, to send again what was settled early and then requeued.
+    router: Option<Arc<LinkManager>>,
     closed: bool,
 }
 
@@ -132,6 +142,8 @@ impl NotificationSource for Amqp1NotificationSource {
                         acker: Box::new(Amqp1Acker {
                             received: Some(received),
                             in_flight: self.in_flight.clone(),
+                            router: self.router.clone(),
+                            settled_early: false,
                         }),
                     });
                 }
@@ -172,6 +184,9 @@ impl Drop for Amqp1NotificationSource {
 struct Amqp1Acker {
     received: Option<Received>,
     in_flight: Arc<InFlight>,
+    router: Option<Arc<LinkManager>>,
+    /// Accepted when it joined a batch (router mode).
+    settled_early: bool,
 }
 
 impl Amqp1Acker {
@@ -182,11 +197,49 @@ impl Amqp1Acker {
     }
 }
 
+/// Send a notification that was accepted early (router mode) again, for a requeue. In the
+/// background: through a router the send waits for a listener's disposition, possibly this
+/// listener's, which takes it only once the current batch is done.
+fn send_again(links: Arc<LinkManager>, received: Received) -> Result<()> {
+    let address = received
+        .message
+        .properties
+        .as_ref()
+        .and_then(|p| p.to.clone())
+        .ok_or_else(|| {
+            MessagingError::DeliveryFailure(
+                "cannot requeue a notification that names no `to` address: it was already \
+                 accepted when it joined its batch"
+                    .into(),
+            )
+        })?;
+    // Without the router's annotations (its trace would make it drop the copy as a loop).
+    let message = message::AmqpMessage {
+        header: None,
+        delivery_annotations: None,
+        message_annotations: None,
+        ..received.message
+    };
+    let config = links.config();
+    let spec = SendSpec::within(
+        Amqp1Config::secs(config.default_notify_timeout),
+        config.pre_settled.notify,
+        Retry::Forever,
+        "requeued notification",
+    );
+    tokio::spawn(async move {
+        if let Err(error) = links.send(&address, message, &spec).await {
+            tracing::error!(%error, address, "a requeued notification could not be sent again: it is lost");
+        }
+    });
+    Ok(())
+}
+
 #[async_trait]
 impl Acknowledger for Amqp1Acker {
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let received = self.received.take().expect("settled once");
-        if received.accept().await {
+        if self.settled_early || received.accept().await {
             Ok(())
         } else {
             Err(Self::failed("acknowledge"))
@@ -195,10 +248,18 @@ impl Acknowledger for Amqp1Acker {
 
     async fn requeue(mut self: Box<Self>) -> Result<()> {
         let received = self.received.take().expect("settled once");
-        if received.release().await {
-            Ok(())
-        } else {
-            Err(Self::failed("requeue"))
+        match &self.router {
+            Some(links) if self.settled_early => send_again(links.clone(), received),
+            _ if received.release().await => Ok(()),
+            _ => Err(Self::failed("requeue")),
+        }
+    }
+
+    /// Router mode: accept now, so that the notifier, waiting for this disposition, need not
+    /// wait for the batch to be handled.
+    async fn batched(&mut self) {
+        if let (Some(_), Some(received)) = (&self.router, &self.received) {
+            self.settled_early = received.accept().await;
         }
     }
 }

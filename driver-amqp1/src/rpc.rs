@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::link::{FailFast, LinkManager, Received, ReceiverSpec, SendSpec};
 use crate::message::{self, CallInfo};
 use crate::mode::Endpoints;
 
@@ -56,11 +56,37 @@ impl Amqp1Rpc {
         self.links.config()
     }
 
-    fn send_deadline(&self, options: &SendOptions) -> Instant {
-        Instant::now()
+    /// When a send begun at `started` gives up: after the caller's timeout (a call's, or a
+    /// cast's send timeout), else after `default_send_timeout`.
+    fn send_deadline(&self, started: Instant, options: &SendOptions) -> Instant {
+        started
             + options
                 .timeout
                 .unwrap_or_else(|| Amqp1Config::secs(self.config().default_send_timeout))
+    }
+
+    /// Whether and how a request to `to` fails fast. Only a router can tell (it grants no
+    /// credit for an address nobody consumes).
+    fn fail_fast(
+        &self,
+        endpoints: &Endpoints,
+        to: &RpcAddress,
+        options: &SendOptions,
+    ) -> Result<Option<FailFast>> {
+        let Some(window) = options.fail_fast_window(Amqp1Config::secs(self.config().fail_fast))
+        else {
+            return Ok(None);
+        };
+        if endpoints.mode().is_broker() {
+            return Err(MessagingError::unsupported(
+                DRIVER,
+                format!("fail fast: {}", crate::BROKER_NO_FAIL_FAST),
+            ));
+        }
+        Ok(Some(FailFast {
+            window,
+            to: to.clone(),
+        }))
     }
 
     /// Start the reply link on first use and return the current reply address.
@@ -134,13 +160,16 @@ impl RpcDriver for Amqp1Rpc {
         request: &RpcRequest,
         options: &SendOptions,
     ) -> Result<()> {
-        let deadline = self.send_deadline(options);
+        let started = Instant::now();
+        let deadline = self.send_deadline(started, options);
         let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
         let target = endpoints.request_target(to);
         let message = message::request(&target, request, None, None)?;
         let spec = SendSpec {
             settled: self.config().pre_settled.rpc_cast,
+            started,
             deadline,
+            fail_fast: self.fail_fast(&endpoints, to, options)?,
             retry: options.retry,
             call_id: None,
             what: if to.fanout { "fanout cast" } else { "cast" },
@@ -154,9 +183,11 @@ impl RpcDriver for Amqp1Rpc {
         request: &RpcRequest,
         options: &SendOptions,
     ) -> Result<PendingReply> {
-        let deadline = self.send_deadline(options);
+        let started = Instant::now();
+        let deadline = self.send_deadline(started, options);
         let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
         let target = endpoints.request_target(to);
+        let fail_fast = self.fail_fast(&endpoints, to, options)?;
         let reply_to = self.reply_to(options.retry, deadline).await?;
         let msg_id = wire::new_id();
         let pending = self.replies.register(msg_id.clone());
@@ -169,7 +200,9 @@ impl RpcDriver for Amqp1Rpc {
             message::request(&target, request, Some(&call), options.call_monitor_timeout)?;
         let spec = SendSpec {
             settled: self.config().pre_settled.rpc_call,
+            started,
             deadline,
+            fail_fast,
             retry: options.retry,
             call_id: Some(msg_id),
             what: "call",
@@ -308,16 +341,91 @@ impl Replier for Amqp1Replier {
             &reply,
             self.call_monitor_timeout,
         )?;
-        let spec = SendSpec {
-            settled: config.pre_settled.rpc_reply,
-            deadline: Instant::now() + Amqp1Config::secs(config.default_reply_timeout),
-            retry: match config.default_reply_retry {
-                0 => Retry::Never,
-                n => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
-            },
-            call_id: None,
-            what: "reply",
+        let retry = match config.default_reply_retry {
+            0 => Retry::Never,
+            n => Retry::Times(u32::try_from(n).unwrap_or(u32::MAX)),
         };
+        let spec = SendSpec::within(
+            Amqp1Config::secs(config.default_reply_timeout),
+            config.pre_settled.rpc_reply,
+            retry,
+            "reply",
+        );
         self.links.send(&self.reply_to, message, &spec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use messaging_core::TransportUrl;
+
+    use super::*;
+
+    /// A transport whose mode is forced (nothing is connected: these decisions need no peer).
+    fn rpc(query: &str) -> Amqp1Rpc {
+        let url = TransportUrl::parse(&format!("amqp://127.0.0.1:1/?{query}")).unwrap();
+        let config = Arc::new(Amqp1Config::from_url(&url).unwrap());
+        Amqp1Rpc::new(LinkManager::new(&url, config).unwrap())
+    }
+
+    /// A cast gets the caller's send timeout, else `default_send_timeout` (router mode).
+    #[tokio::test]
+    async fn a_cast_is_bounded_by_the_send_timeout() {
+        let rpc = rpc("addressing_mode=routable&default_send_timeout=2");
+        let started = Instant::now();
+        let default = SendOptions::default();
+        assert_eq!(
+            rpc.send_deadline(started, &default),
+            started + Duration::from_secs(2)
+        );
+        let caller = SendOptions {
+            timeout: Some(Duration::from_secs(5)),
+            ..default
+        };
+        assert_eq!(
+            rpc.send_deadline(started, &caller),
+            started + Duration::from_secs(5)
+        );
+    }
+
+    /// The fail-fast window of a request with the caller's `fail_fast`.
+    async fn window(rpc: &Amqp1Rpc, fail_fast: Option<Duration>) -> Result<Option<Duration>> {
+        let to = RpcAddress {
+            exchange: "openstack".into(),
+            topic: "t".into(),
+            server: None,
+            fanout: false,
+        };
+        // A forced mode: known without connecting.
+        let endpoints = rpc.links.endpoints(Retry::Never, None).await?;
+        let options = SendOptions {
+            fail_fast,
+            ..SendOptions::default()
+        };
+        Ok(rpc.fail_fast(&endpoints, &to, &options)?.map(|f| f.window))
+    }
+
+    /// Fail fast is the caller's choice, else the URL's; only a router can tell.
+    #[tokio::test]
+    async fn fail_fast_is_for_routers() {
+        let second = Some(Duration::from_secs(1));
+        let router = rpc("addressing_mode=routable");
+        assert_eq!(window(&router, None).await.unwrap(), None, "off by default");
+        assert_eq!(window(&router, second).await.unwrap(), second);
+        let configured = rpc("addressing_mode=legacy&fail_fast=0.5");
+        assert_eq!(
+            window(&configured, None).await.unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            window(&configured, Some(Duration::ZERO)).await.unwrap(),
+            None
+        );
+        let broker = rpc("addressing_mode=broker");
+        assert_eq!(window(&broker, None).await.unwrap(), None);
+        assert!(matches!(
+            window(&broker, second).await,
+            Err(MessagingError::Unsupported { .. })
+        ));
     }
 }

@@ -8,7 +8,10 @@ fn backend() -> messaging_core::conformance::Backend {
         .with_test_writer()
         .try_init();
     messaging_core::install_driver(std::sync::Arc::new(driver_amqp1::Amqp1Driver));
-    messaging_core::conformance::Backend::from_env("amqp1-rabbitmq", "AMQP1_URL")
+    messaging_core::conformance::Backend::from_env("amqp1-rabbitmq", "AMQP1_URL").without(
+        messaging_core::driver::Feature::FailFast,
+        driver_amqp1::BROKER_NO_FAIL_FAST,
+    )
 }
 
 messaging_core::conformance_suite!(backend());

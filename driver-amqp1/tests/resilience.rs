@@ -572,6 +572,62 @@ async fn call_without_server_times_out_in_broker_mode() {
     );
 }
 
+/// A cast to a topic nobody consumes, while the peer has stopped answering (no answer to the
+/// new link's Begin or Attach): it fails after the send timeout (`default_send_timeout`, or
+/// the caller's), not after the call timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_honour_the_send_timeout() {
+    let Some(url) = broker_url("casts_honour_the_send_timeout") else {
+        return;
+    };
+    let proxy = Proxy::start(upstream(&url), None).await;
+    let via = format!(
+        "amqp://{}127.0.0.1:{}/?default_send_timeout=2",
+        credentials(&url),
+        proxy.port
+    );
+    // The default call timeout (60 s) must not bound casts.
+    let client = RpcClient::new(get_rpc_transport(&via).await.unwrap(), Target::topic("t"));
+    let cast = |topic: String, client: RpcClient| async move {
+        let started = Instant::now();
+        let result = client
+            .topic(topic)
+            .cast(&Context::new(), "echo", &json!({"value": 1}))
+            .await;
+        (result, started.elapsed())
+    };
+    // RabbitMQ takes (and drops) a cast to a topic nobody consumes at once.
+    let (result, elapsed) = cast(topic("nobody"), client.clone()).await;
+    result.expect("taken by the broker");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    proxy.stall();
+    // A new address needs a new link, whose attach is never answered now.
+    let (result, elapsed) = cast(topic("nobody"), client.clone()).await;
+    assert!(
+        matches!(
+            result,
+            Err(MessagingError::SendTimeout { .. } | MessagingError::ConnectionFailure(_))
+        ),
+        "{result:?}"
+    );
+    let default = Duration::from_secs(2);
+    assert!(elapsed >= default && elapsed < default * 2, "{elapsed:?}");
+    let (result, elapsed) = cast(
+        topic("nobody"),
+        client.prepare().send_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(
+        matches!(
+            result,
+            Err(MessagingError::SendTimeout { .. } | MessagingError::ConnectionFailure(_))
+        ),
+        "{result:?}"
+    );
+    assert!(elapsed < default, "the caller's send timeout: {elapsed:?}");
+    proxy.cut();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_heartbeats_keep_an_idle_connection() {
     let Some(url) = broker_url("idle_timeout_heartbeats_keep_an_idle_connection") else {

@@ -93,6 +93,9 @@ pub struct RabbitConfig {
     pub kombu_failover_strategy: FailoverStrategy,
     /// How long a reply to a missing reply queue is retried (every 0.25 s), in seconds.
     pub kombu_missing_consumer_retry_timeout: f64,
+    /// Fail fast: seconds of the broker returning a call or cast as unroutable after which it
+    /// ends with `NoServer`; 0 (the default) waits for the timeout.
+    pub fail_fast: f64,
 }
 
 impl Default for RabbitConfig {
@@ -119,6 +122,7 @@ impl Default for RabbitConfig {
             rabbit_interval_max: 30.0,
             kombu_failover_strategy: FailoverStrategy::RoundRobin,
             kombu_missing_consumer_retry_timeout: 60.0,
+            fail_fast: 0.0,
         }
     }
 }
@@ -230,6 +234,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         F,
         "how long a reply to a missing reply queue is retried, in seconds",
     ),
+    messaging_core::driver::FAIL_FAST_OPTION,
 ];
 
 impl RabbitConfig {
@@ -308,6 +313,7 @@ impl RabbitConfig {
             "kombu_missing_consumer_retry_timeout",
             c.kombu_missing_consumer_retry_timeout,
         )?;
+        c.fail_fast = o.f64("fail_fast", c.fail_fast)?;
         self.validate()?;
         Ok(self)
     }
@@ -327,6 +333,7 @@ impl RabbitConfig {
                 "kombu_missing_consumer_retry_timeout",
                 self.kombu_missing_consumer_retry_timeout,
             ),
+            ("fail_fast", self.fail_fast),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(
@@ -375,6 +382,11 @@ impl RabbitConfig {
     /// How long a reply to a missing queue is retried.
     pub(crate) fn missing_consumer_timeout(&self) -> Duration {
         secs(self.kombu_missing_consumer_retry_timeout)
+    }
+
+    /// The `fail_fast` window (zero: off).
+    pub(crate) fn fail_fast(&self) -> Duration {
+        secs(self.fail_fast)
     }
 }
 

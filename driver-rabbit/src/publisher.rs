@@ -247,7 +247,8 @@ impl Publisher {
     /// message for want of a queue (its consumer is not there yet), for up to `patience`.
     /// Each attempt follows `options`, within what is left of `patience`; with `expire`, the
     /// message's `expiration` is what is left too (the whole `patience` on the first attempt,
-    /// as oslo sets a call's timeout). [`Routed::Returned`] when no queue took it in time.
+    /// as oslo sets a call's timeout). [`Routed::Returned`] when no queue took it in time, or,
+    /// with `options.fail_fast`, once the broker has returned it for that long.
     pub(crate) async fn publish_until_routed(
         &self,
         what: &str,
@@ -258,6 +259,8 @@ impl Publisher {
     ) -> Result<Routed> {
         let deadline = patience.map(|patience| Instant::now() + patience);
         let mut remaining = patience;
+        let fail_fast = options.fail_fast.filter(|window| !window.is_zero());
+        let mut returned_since = None;
         loop {
             if expire {
                 message.expiration = remaining;
@@ -266,7 +269,15 @@ impl Publisher {
                 timeout: remaining.map(|r| r.max(ROUTE_RETRY_INTERVAL)),
                 ..options.clone()
             };
-            match self.publish_mandatory(what, message, &attempt).await? {
+            let routed = self.publish_mandatory(what, message, &attempt).await?;
+            if routed == Routed::Returned
+                && fail_fast.is_some_and(|window| {
+                    returned_since.get_or_insert_with(Instant::now).elapsed() >= window
+                })
+            {
+                return Ok(Routed::Returned);
+            }
+            match routed {
                 Routed::Returned
                     if deadline.is_none_or(|d| Instant::now() + ROUTE_RETRY_INTERVAL <= d) =>
                 {

@@ -91,7 +91,8 @@ impl RabbitRpc {
     /// broker returns it for want of a queue (servers restarting, or reconnecting after a
     /// broker restart, have not declared their queues yet), until the call's timeout: a call
     /// that no server could take ends as a timeout, and one made during an outage reaches the
-    /// servers as soon as they are back.
+    /// servers as soon as they are back. Failing fast, casts are published `mandatory` too,
+    /// and a request returned for the whole fail-fast window ends with `NoServer`.
     async fn publish_request(
         &self,
         to: &RpcAddress,
@@ -112,21 +113,23 @@ impl RabbitRpc {
             expiration: None,
             declarations: &declarations,
         };
-        let Some(msg_id) = message.msg_id() else {
-            return self
-                .shared
-                .publisher
-                .publish(&what, outgoing, options)
-                .await;
+        let fail_fast = options.fail_fast_window(self.shared.config().fail_fast());
+        let options = &SendOptions {
+            fail_fast,
+            ..options.clone()
         };
-        let began = Instant::now();
         let publisher = &self.shared.publisher;
-        match publisher
-            .publish_until_routed(&what, outgoing, options, options.timeout, true)
-            .await?
-        {
-            Routed::Delivered => Ok(()),
-            Routed::Returned => {
+        let msg_id = message.msg_id();
+        if msg_id.is_none() && fail_fast.is_none() {
+            return publisher.publish(&what, outgoing, options).await;
+        }
+        let began = Instant::now();
+        let routed = publisher
+            .publish_until_routed(&what, outgoing, options, options.timeout, msg_id.is_some())
+            .await?;
+        match (routed, msg_id) {
+            (Routed::Delivered, _) => Ok(()),
+            (Routed::Returned, Some(msg_id)) if fail_fast.is_none() => {
                 // No server within the caller's whole timeout, like a call left unanswered.
                 if let Some(timeout) = options.timeout {
                     tokio::time::sleep_until(began + timeout).await;
@@ -136,6 +139,7 @@ impl RabbitRpc {
                     after: began.elapsed(),
                 })
             }
+            (Routed::Returned, _) => Err(to.no_server(began.elapsed())),
         }
     }
 

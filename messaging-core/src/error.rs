@@ -100,6 +100,22 @@ pub enum MessagingError {
         after: Duration,
     },
 
+    /// Fail fast: the transport could tell that no server can take a call or cast (nobody
+    /// consumes its address), so it ended early instead of waiting out its timeout. Only with
+    /// fail fast turned on (`RpcClient::fail_fast`, or the URL option `fail_fast`).
+    #[error(
+        "no server for topic `{topic}`{} took the request within {waited:?}",
+        server.as_ref().map(|s| format!(" (server `{s}`)")).unwrap_or_default()
+    )]
+    NoServer {
+        /// The topic the request was sent to.
+        topic: String,
+        /// The server it was directed to, if any.
+        server: Option<String>,
+        /// How long the sender waited before giving up.
+        waited: Duration,
+    },
+
     /// The remote endpoint raised an error.
     #[error("remote error: {0}")]
     Remote(Box<RemoteError>),
@@ -205,6 +221,7 @@ impl MessagingError {
                 | Self::DeliveryFailure(_)
                 | Self::Timeout { .. }
                 | Self::SendTimeout { .. }
+                | Self::NoServer { .. }
         )
     }
 }

@@ -259,10 +259,14 @@ async fn serve(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Outcome 
             .warm_up(&mut receipts, args.receipts_per_message())
             .await?;
     }
+    // Call servers run until a signal; the others until their count (or a stall).
+    let stop = (args.mode == Mode::RpcCall)
+        .then(crate::shutdown_signal)
+        .transpose()?;
     print_json(&json!({"event": "ready", "topic": topic}));
     let (cpu_before, started) = (cpu_time(), Instant::now());
-    let mut summary = if args.mode == Mode::RpcCall {
-        tokio::signal::ctrl_c().await.ok();
+    let mut summary = if let Some(stop) = stop {
+        stop.await;
         let served = calls_served.load(Ordering::Relaxed);
         json!({"served": served, "cpu_ms_per_msg": per_message_ms(cpu_time() - cpu_before, served)})
     } else {

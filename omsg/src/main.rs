@@ -1,7 +1,9 @@
 //! `omsg`: call, cast, notify, listen, serve, ping and bench over any transport URL.
 //!
-//! Exit codes scripts can rely on: 0 success, 1 remote error, 2 timeout, 3 any other messaging
-//! failure (connection, delivery, …), 64 bad usage or input (bad URL, bad JSON).
+//! Exit codes scripts can rely on: 0 success, 1 remote error, 2 timeout (or no server, failing
+//! fast), 3 any other messaging failure (connection, delivery, …), 64 bad usage or input (bad
+//! URL, bad JSON). Every transport opened is closed before exit; `serve`, `listen` and
+//! `bench` stop gracefully on SIGINT or SIGTERM.
 
 mod bench;
 mod notify;
@@ -9,6 +11,7 @@ mod rpc;
 mod stats;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -100,7 +103,9 @@ impl Failure {
                 ExitCode::from(1)
             }
             Failure::Messaging(
-                error @ (MessagingError::Timeout { .. } | MessagingError::SendTimeout { .. }),
+                error @ (MessagingError::Timeout { .. }
+                | MessagingError::SendTimeout { .. }
+                | MessagingError::NoServer { .. }),
             ) => {
                 eprintln!("omsg: {error}");
                 ExitCode::from(2)
@@ -115,13 +120,21 @@ impl Failure {
 
 type Outcome = Result<(), Failure>;
 
-/// Where to send: the URLs and exchange every command uses.
+/// A transport a command opened, closed before the process exits.
+#[derive(Debug)]
+enum Opened {
+    Rpc(messaging::RpcTransport),
+    Notifications(messaging::NotificationTransport),
+}
+
+/// Where to send: the URLs and exchange every command uses, and the transports opened.
 #[derive(Debug, Clone)]
 struct Endpoints {
     rpc_url: String,
     notify_url: String,
     exchange: String,
     options: messaging::TransportOptions,
+    opened: Arc<Mutex<Vec<Opened>>>,
 }
 
 impl Endpoints {
@@ -155,6 +168,7 @@ impl Endpoints {
             notify_url,
             exchange: options.control_exchange.clone(),
             options,
+            opened: Arc::default(),
         })
     }
 
@@ -162,12 +176,58 @@ impl Endpoints {
         self.options.clone()
     }
 
+    fn opened(&self) -> std::sync::MutexGuard<'_, Vec<Opened>> {
+        self.opened.lock().expect("opened transports poisoned")
+    }
+
     async fn rpc(&self) -> Result<messaging::RpcTransport, Failure> {
-        Ok(messaging::get_rpc_transport_with(&self.rpc_url, &self.options()).await?)
+        let transport = messaging::get_rpc_transport_with(&self.rpc_url, &self.options()).await?;
+        self.opened().push(Opened::Rpc(transport.clone()));
+        Ok(transport)
     }
 
     async fn notifications(&self) -> Result<messaging::NotificationTransport, Failure> {
-        Ok(messaging::get_notification_transport_with(&self.notify_url, &self.options()).await?)
+        let transport =
+            messaging::get_notification_transport_with(&self.notify_url, &self.options()).await?;
+        self.opened().push(Opened::Notifications(transport.clone()));
+        Ok(transport)
+    }
+
+    /// Close every transport opened, so that connections end cleanly (a transport merely
+    /// dropped as the process exits would be cut off mid-connection).
+    async fn close(&self) {
+        let opened = std::mem::take(&mut *self.opened());
+        for transport in opened {
+            match transport {
+                Opened::Rpc(t) => t.close().await,
+                Opened::Notifications(t) => t.close().await,
+            }
+        }
+    }
+}
+
+/// Catch SIGINT (Ctrl-C) and SIGTERM from now on (even when the shell started the process in
+/// the background with SIGINT ignored); the future completes at the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    let failed = |e: std::io::Error| Failure::Usage(format!("cannot catch signals: {e}"));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(failed)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(failed)?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = failed;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -224,16 +284,20 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let outcome = match Endpoints::from_cli(&cli) {
-        Ok(endpoints) => match cli.command {
-            Command::Call(args) => rpc::call(&endpoints, args).await,
-            Command::Cast(args) => rpc::cast(&endpoints, args).await,
-            Command::Ping(args) => rpc::ping(&endpoints, args).await,
-            Command::Serve(args) => rpc::serve(&endpoints, args).await,
-            Command::Notify(args) => notify::notify(&endpoints, args).await,
-            Command::Listen(args) => notify::listen(&endpoints, args).await,
-            Command::Bench(args) => bench::run(&endpoints, args).await,
-            Command::Schemes => unreachable!("handled before opening transports"),
-        },
+        Ok(endpoints) => {
+            let outcome = match cli.command {
+                Command::Call(args) => rpc::call(&endpoints, args).await,
+                Command::Cast(args) => rpc::cast(&endpoints, args).await,
+                Command::Ping(args) => rpc::ping(&endpoints, args).await,
+                Command::Serve(args) => rpc::serve(&endpoints, args).await,
+                Command::Notify(args) => notify::notify(&endpoints, args).await,
+                Command::Listen(args) => notify::listen(&endpoints, args).await,
+                Command::Bench(args) => bench::run(&endpoints, args).await,
+                Command::Schemes => unreachable!("handled before opening transports"),
+            };
+            endpoints.close().await;
+            outcome
+        }
         Err(failure) => Err(failure),
     };
     match outcome {

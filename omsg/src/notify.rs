@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
-    parse_context, parse_json, parse_priority, parse_seconds, print_json, Endpoints, Failure,
-    Outcome,
+    parse_context, parse_json, parse_priority, parse_seconds, print_json, shutdown_signal,
+    Endpoints, Failure, Outcome,
 };
 
 /// `omsg notify`.
@@ -124,23 +124,37 @@ pub async fn listen(endpoints: &Endpoints, args: ListenArgs) -> Outcome {
     if let Some(pool) = &args.pool {
         listener = listener.pool(pool);
     }
+    let stop = shutdown_signal()?;
+    tokio::pin!(stop);
     let listener = listener.start().await?;
+    eprintln!(
+        "omsg: listening on {} (Ctrl-C or SIGTERM to stop)",
+        args.topic
+    );
     let mut printed = 0u64;
     let outcome = loop {
         if args.count.is_some_and(|count| printed >= count) {
             break Ok(());
         }
-        let next = match args.idle_timeout {
-            Some(idle) => match tokio::time::timeout(idle, rx.recv()).await {
+        let received = async {
+            match args.idle_timeout {
+                Some(idle) => tokio::time::timeout(idle, rx.recv())
+                    .await
+                    .map_err(|_| idle),
+                None => Ok(rx.recv().await),
+            }
+        };
+        let next = tokio::select! {
+            received = received => match received {
                 Ok(next) => next,
-                Err(_) => {
+                Err(idle) => {
                     break Err(Failure::Messaging(messaging::MessagingError::Timeout {
                         msg_id: format!("(no notification on {} for {idle:?})", args.topic),
                         after: idle,
                     }))
                 }
             },
-            None => rx.recv().await,
+            () = &mut stop => break Ok(()),
         };
         let Some(line) = next else { break Ok(()) };
         if args.pretty {

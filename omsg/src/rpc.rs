@@ -8,7 +8,10 @@ use messaging::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::{parse_context, parse_json, parse_seconds, print_json, Endpoints, Failure, Outcome};
+use crate::{
+    parse_context, parse_json, parse_seconds, print_json, shutdown_signal, Endpoints, Failure,
+    Outcome,
+};
 
 /// Where a request goes.
 #[derive(Debug, Args)]
@@ -24,6 +27,10 @@ pub struct Destination {
     /// Requested API version (X.Y).
     #[arg(long = "api-version")]
     api_version: Option<String>,
+    /// Fail fast: give up (exit 2, no server) once the transport has seen for this many
+    /// seconds that nobody consumes the address (routers and RabbitMQ can tell).
+    #[arg(long, value_parser = parse_seconds)]
+    fail_fast: Option<Duration>,
 }
 
 /// `omsg call`.
@@ -60,6 +67,10 @@ pub struct CastArgs {
     /// Cast to every server of the topic.
     #[arg(long)]
     fanout: bool,
+    /// Seconds the cast may take to be sent [default: the driver's, e.g. AMQP 1.0's
+    /// default_send_timeout].
+    #[arg(long, value_parser = parse_seconds)]
+    send_timeout: Option<Duration>,
     /// The request context as a JSON object.
     #[arg(long)]
     context: Option<String>,
@@ -111,6 +122,9 @@ async fn client(endpoints: &Endpoints, to: &Destination) -> Result<RpcClient, Fa
     if let Some(version) = &to.api_version {
         client = client.version(version);
     }
+    if let Some(window) = to.fail_fast {
+        client = client.fail_fast(window);
+    }
     Ok(client)
 }
 
@@ -131,7 +145,10 @@ pub async fn call(endpoints: &Endpoints, args: CallArgs) -> Outcome {
 pub async fn cast(endpoints: &Endpoints, args: CastArgs) -> Outcome {
     let kwargs = kwargs(&args.args)?;
     let ctx = parse_context(args.context.as_deref())?;
-    let client = client(endpoints, &args.to).await?.fanout(args.fanout);
+    let mut client = client(endpoints, &args.to).await?.fanout(args.fanout);
+    if let Some(timeout) = args.send_timeout {
+        client = client.send_timeout(timeout);
+    }
     client.cast(&ctx, &args.method, &kwargs).await?;
     Ok(())
 }
@@ -181,8 +198,9 @@ pub fn demo_endpoint() -> Endpoint {
         )
 }
 
-/// `omsg serve`: run until Ctrl-C, then stop gracefully.
+/// `omsg serve`: run until SIGINT (Ctrl-C) or SIGTERM, then stop gracefully.
 pub async fn serve(endpoints: &Endpoints, args: ServeArgs) -> Outcome {
+    let stop = shutdown_signal()?;
     let server = RpcServer::new(
         endpoints.rpc().await?,
         Target::topic(&args.topic).server(&args.server),
@@ -192,12 +210,10 @@ pub async fn serve(endpoints: &Endpoints, args: ServeArgs) -> Outcome {
     .start()
     .await?;
     eprintln!(
-        "omsg: serving {} as {} (Ctrl-C to stop)",
+        "omsg: serving {} as {} (Ctrl-C or SIGTERM to stop)",
         args.topic, args.server
     );
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| Failure::Usage(format!("cannot wait for Ctrl-C: {e}")))?;
+    stop.await;
     server.shutdown().await;
     Ok(())
 }

@@ -121,17 +121,21 @@ fn bad_input_exits_64_with_a_message() {
 }
 
 #[test]
-fn timeout_exits_2() {
-    let output = omsg(&[
-        "--url",
-        "memory://",
-        "call",
-        "nobody",
-        "echo",
-        "--timeout",
-        "0.2",
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+fn timeout_and_no_server_exit_2() {
+    for (flag, says) in [
+        ("--timeout", "timed out after"),
+        ("--fail-fast", "no server for topic `nobody`"),
+    ] {
+        let started = Instant::now();
+        let output = omsg(&["--url", "memory://", "call", "nobody", "echo", flag, "0.2"]);
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{flag}: waited"
+        );
+    }
 }
 
 #[test]
@@ -355,5 +359,54 @@ fn notify_and_listen_against_brokers() {
             (Some("error"), Some("u")),
             "{url}"
         );
+    }
+}
+
+/// `listen` and `serve` stop cleanly (exit 0) on SIGINT and on SIGTERM, also as a script's
+/// background job, which the shell starts with SIGINT ignored.
+#[cfg(unix)]
+#[test]
+fn long_running_commands_stop_cleanly_on_sigint_and_sigterm() {
+    for (command, ready) in [("listen", "listening"), ("serve", "serving")] {
+        for signal in ["INT", "TERM"] {
+            let script = format!(
+                "trap '' INT; exec {} --url memory:// {command} sig_topic",
+                env!("CARGO_BIN_EXE_omsg")
+            );
+            let mut child = Command::new("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sh starts");
+            let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+            let mut line = String::new();
+            while !line.contains(ready) {
+                line.clear();
+                assert!(
+                    stderr.read_line(&mut line).unwrap_or(0) > 0,
+                    "omsg {command} exited before it was ready"
+                );
+            }
+            let child = Running(child);
+            let killed = Command::new("kill")
+                .args(["-s", signal, &child.0.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(killed.success());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut child = child;
+            let status = loop {
+                if let Some(status) = child.0.try_wait().expect("wait") {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "omsg {command} ignored SIG{signal}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "omsg {command} on SIG{signal}: {status}");
+        }
     }
 }

@@ -128,10 +128,12 @@ pub async fn echo(client: &RpcClient, value: &str) -> messaging_core::Result<Val
 }
 
 /// A TCP proxy to `upstream` on 127.0.0.1, optionally terminating TLS. `cut()` drops every
-/// connection it carries at that moment.
+/// connection it carries at that moment; `stall()` stops forwarding on them but keeps them
+/// open (a peer that no longer answers).
 pub struct Proxy {
     pub port: u16,
     cut: watch::Sender<u64>,
+    stall: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -139,12 +141,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = watch::channel(0u64);
-        let cuts = cut.clone();
+        let (stall, _) = watch::channel(false);
+        let (cuts, stalls) = (cut.clone(), stall.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let tls = tls.clone();
-                let cut = cuts.subscribe();
+                let cut = (cuts.subscribe(), stalls.subscribe());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
@@ -162,23 +165,33 @@ impl Proxy {
                 });
             }
         });
-        Self { port, cut }
+        Self { port, cut, stall }
     }
 
     /// Drop every connection now.
     pub fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
     }
+
+    /// Stop forwarding on every connection, keeping them open until `cut()`.
+    pub fn stall(&self) {
+        self.stall.send_replace(true);
+    }
 }
 
-async fn relay<C>(mut client: C, mut server: TcpStream, mut cut: watch::Receiver<u64>)
-where
+async fn relay<C>(
+    mut client: C,
+    mut server: TcpStream,
+    (mut cut, mut stall): (watch::Receiver<u64>, watch::Receiver<bool>),
+) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cut.changed() => {}
+        _ = cut.changed() => return,
+        _ = stall.wait_for(|stalled| *stalled) => {}
     }
+    let _ = cut.changed().await;
 }
 
 /// Poll `what` until it is `Ok` or `within` passes.

@@ -313,6 +313,60 @@ pub async fn rpc_call_times_out_without_server(b: Backend) {
     );
 }
 
+/// Fail fast: a call or cast that nobody can take ends early with `NoServer`, not after its
+/// timeout; a served one is not cut short.
+pub async fn rpc_fail_fast_without_server(b: Backend) {
+    if !b.supports(
+        "rpc_fail_fast_without_server",
+        &[Feature::Rpc, Feature::FailFast],
+    ) {
+        return;
+    }
+    let topic = unique("failfast");
+    let (_t, client) = client(&b, &topic).await;
+    let window = Duration::from_secs(1);
+    let fast = client.prepare().fail_fast(window);
+    let no_server = |result: Result<(), MessagingError>, server: Option<&str>, started: Instant| {
+        match result {
+            Err(MessagingError::NoServer {
+                topic: t,
+                server: s,
+                waited,
+            }) => {
+                assert_eq!((t.as_str(), s.as_deref()), (topic.as_str(), server));
+                assert!(waited >= window, "gave up before the window: {waited:?}");
+            }
+            other => panic!("expected NoServer, got {other:?}"),
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed < window * 10, "not fast: {elapsed:?}");
+    };
+    let started = Instant::now();
+    let call = fast
+        .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
+        .await;
+    no_server(call.map(drop), None, started);
+    let started = Instant::now();
+    no_server(fast.cast(&ctx(), "echo", &json!({})).await, None, started);
+    let server = start_server(&b, Target::topic(&topic).server("srv1"), Recorder::new()).await;
+    let echoed: Value = fast
+        .call(&ctx(), "echo", &json!({"value": 2}))
+        .await
+        .expect("a call that a server takes is not cut short");
+    assert_eq!(echoed, 2);
+    fast.cast(&ctx(), "echo", &json!({"value": 3}))
+        .await
+        .expect("a cast that a server takes");
+    let started = Instant::now();
+    let directed = fast
+        .prepare()
+        .server("no-such-server")
+        .call::<Value>(&ctx(), "echo", &json!({}))
+        .await;
+    no_server(directed.map(drop), Some("no-such-server"), started);
+    server.shutdown().await;
+}
+
 /// An error raised by the endpoint arrives as a remote error with class and message.
 pub async fn rpc_remote_error_is_mapped(b: Backend) {
     if !b.supports("rpc_remote_error_is_mapped", &[Feature::Rpc]) {

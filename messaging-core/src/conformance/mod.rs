@@ -235,6 +235,7 @@ macro_rules! conformance_suite {
             rpc_load_spreads_across_servers,
             rpc_exchanges_are_isolated,
             rpc_call_times_out_without_server,
+            rpc_fail_fast_without_server,
             rpc_remote_error_is_mapped,
             rpc_unknown_method_is_no_such_method,
             rpc_bad_arguments_are_a_remote_type_error,

@@ -1,5 +1,8 @@
 //! Resolved destinations: a [`crate::Target`] with its exchange filled in.
 
+use std::time::Duration;
+
+use crate::error::MessagingError;
 use crate::priority::Priority;
 
 /// Where an RPC request goes.
@@ -27,6 +30,15 @@ impl RpcAddress {
     /// oslo's fanout exchange name: `<topic>_fanout` (the exchange is not part of it).
     pub fn fanout_exchange(&self) -> String {
         format!("{}_fanout", self.topic)
+    }
+
+    /// The fail-fast error for a request to this address: nobody took it within `waited`.
+    pub fn no_server(&self, waited: Duration) -> MessagingError {
+        MessagingError::NoServer {
+            topic: self.topic.clone(),
+            server: self.server.clone(),
+            waited,
+        }
     }
 }
 

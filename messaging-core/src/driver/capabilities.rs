@@ -24,6 +24,9 @@ pub enum Feature {
     StoreBeforeListen,
     /// Messages to a topic (or a pool) are spread over its consumers.
     LoadBalancing,
+    /// Fail fast: the transport can tell that nobody consumes a call's or cast's address and
+    /// end it early with [`MessagingError::NoServer`](crate::MessagingError::NoServer).
+    FailFast,
 }
 
 /// Delivery guarantee of a pattern.

@@ -71,14 +71,36 @@ impl Retry {
 /// Per-send parameters a driver honours.
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
-    /// For calls: the caller's timeout (oslo sets it as the message's expiration). For other
-    /// sends: how long the driver may spend trying, if bounded.
+    /// For calls: the caller's timeout (oslo sets it as the message's expiration). For casts
+    /// and notifications: the caller's send timeout, how long the driver may spend handing the
+    /// message over; `None`: the driver's own default (e.g. `default_send_timeout` of AMQP 1.0).
     pub timeout: Option<Duration>,
     /// For calls: the caller's call-monitor timeout (servers heartbeat every half of it).
     pub call_monitor_timeout: Option<Duration>,
     /// How often to retry when the broker is unreachable.
     pub retry: Retry,
+    /// Calls and casts: end with [`MessagingError::NoServer`] once the transport has seen for
+    /// this long that nobody consumes the address ([`Feature::FailFast`]). `None`: the
+    /// transport's `fail_fast` option; [`Duration::ZERO`]: off.
+    pub fail_fast: Option<Duration>,
 }
+
+impl SendOptions {
+    /// The fail-fast window in effect: the caller's, else `configured` (the transport's
+    /// `fail_fast` option); `None` when it is off.
+    pub fn fail_fast_window(&self, configured: Duration) -> Option<Duration> {
+        Some(self.fail_fast.unwrap_or(configured)).filter(|window| !window.is_zero())
+    }
+}
+
+/// The option `fail_fast` (seconds; 0, the default, is off), for drivers that can tell that
+/// nobody consumes an RPC address ([`Feature::FailFast`]) to declare in their option list.
+pub const FAIL_FAST_OPTION: OptionSpec = OptionSpec::new(
+    "fail_fast",
+    crate::options::OptionKind::Float,
+    "seconds after which a call or cast that nobody can take ends with NoServer (0: wait for \
+     the timeout)",
+);
 
 /// A transport driver: a factory for the RPC and notification sides of one URL scheme.
 #[async_trait]
@@ -245,6 +267,13 @@ pub trait Acknowledger: Send + 'static {
 
     /// Deliver the notification again (to this or another listener of the pool).
     async fn requeue(self: Box<Self>) -> Result<()>;
+
+    /// The notification joined a batch that waits for more before it is handled. A driver
+    /// whose notifier waits for this very acknowledgement (through an AMQP 1.0 router it is
+    /// end to end) may settle the delivery now, so that a notifier does not wait out the batch
+    /// window for each notification, and carry out a later `requeue` by sending it again.
+    /// The default does nothing.
+    async fn batched(&mut self) {}
 }
 
 /// This program's name (`argv[0]` without its directory), as oslo puts it in connection names.

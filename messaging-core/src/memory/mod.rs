@@ -9,7 +9,7 @@ mod bus;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::select_all;
@@ -18,9 +18,10 @@ use tokio::sync::OnceCell;
 use crate::driver::{
     Acknowledger, Capabilities, Driver, IncomingNotification, IncomingRequest, NotificationSource,
     NotifyAddress, NotifyDriver, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
-    RpcListener, SendOptions, ServerAddress,
+    RpcListener, SendOptions, ServerAddress, FAIL_FAST_OPTION,
 };
 use crate::error::{MessagingError, Result};
+use crate::options::OptionSpec;
 use crate::url::TransportUrl;
 use crate::wire::{
     self, NotificationFormat, NotificationMessage, Reply, ReplyMessage, RequestMessage, RpcRequest,
@@ -42,6 +43,10 @@ impl Driver for MemoryDriver {
         &["memory", "fake"]
     }
 
+    fn options(&self) -> &'static [OptionSpec] {
+        &[FAIL_FAST_OPTION]
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::full()
     }
@@ -49,6 +54,7 @@ impl Driver for MemoryDriver {
     async fn rpc(&self, url: &TransportUrl) -> Result<Arc<dyn RpcDriver>> {
         Ok(Arc::new(MemoryRpc {
             bus: bus_of(url),
+            fail_fast: url.options().seconds("fail_fast", Duration::ZERO)?,
             replies: ReplyRouter::new(),
             reply_queue: OnceCell::new(),
             closed: AtomicBool::new(false),
@@ -85,6 +91,8 @@ async fn recv_any(receivers: &[QueueReceiver]) -> Option<(usize, Delivery)> {
 
 struct MemoryRpc {
     bus: Arc<Bus>,
+    /// The URL's `fail_fast` window (zero: off).
+    fail_fast: Duration,
     replies: ReplyRouter,
     /// The transport's reply queue, declared on the first call.
     reply_queue: OnceCell<String>,
@@ -119,17 +127,37 @@ impl MemoryRpc {
             .await
     }
 
-    fn publish_request(&self, to: &RpcAddress, delivery: Delivery) {
-        let routed = if to.fanout {
+    /// Publish a request: dropped if no queue is bound, as a broker would. With fail fast,
+    /// published again every 50 ms (as a returned mandatory message would be) until the
+    /// window ends, then [`MessagingError::NoServer`].
+    async fn publish_request(
+        &self,
+        to: &RpcAddress,
+        delivery: Delivery,
+        options: &SendOptions,
+    ) -> Result<()> {
+        let Some(window) = options.fail_fast_window(self.fail_fast) else {
+            if self.publish_once(to, delivery) == 0 {
+                tracing::debug!(?to, "no queue bound: the request is dropped");
+            }
+            return Ok(());
+        };
+        let started = tokio::time::Instant::now();
+        while self.publish_once(to, delivery.clone()) == 0 {
+            if started.elapsed() >= window {
+                return Err(to.no_server(started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Publish once; how many queues took it.
+    fn publish_once(&self, to: &RpcAddress, delivery: Delivery) -> usize {
+        if to.fanout {
             self.bus.publish_fanout(&to.fanout_exchange(), delivery)
         } else {
             self.bus.publish(&to.exchange, &to.routing_key(), delivery)
-        };
-        if routed == 0 {
-            tracing::debug!(
-                ?to,
-                "no queue bound: the request is dropped, as a broker would"
-            );
         }
     }
 }
@@ -140,18 +168,15 @@ impl RpcDriver for MemoryRpc {
         &self,
         to: &RpcAddress,
         request: &RpcRequest,
-        _options: &SendOptions,
+        options: &SendOptions,
     ) -> Result<()> {
         self.check_open()?;
         let message = RequestMessage::cast(request.clone());
-        self.publish_request(
-            to,
-            Delivery::Request {
-                message,
-                expires: None,
-            },
-        );
-        Ok(())
+        let delivery = Delivery::Request {
+            message,
+            expires: None,
+        };
+        self.publish_request(to, delivery, options).await
     }
 
     async fn call(
@@ -167,7 +192,8 @@ impl RpcDriver for MemoryRpc {
             .replies
             .register(message.msg_id().expect("a call").to_owned());
         let expires = options.timeout.map(|t| Instant::now() + t);
-        self.publish_request(to, Delivery::Request { message, expires });
+        self.publish_request(to, Delivery::Request { message, expires }, options)
+            .await?;
         Ok(pending)
     }
 

@@ -340,7 +340,8 @@ async fn consume(
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         while running.try_join_next().is_some() {}
         let mut taken = vec![first];
-        if let Some((size, timeout)) = batch {
+        if let Some((size, timeout)) = batch.filter(|(size, _)| *size > 1) {
+            taken[0].acker.batched().await;
             let deadline = Instant::now() + timeout;
             while taken.len() < size {
                 let next = async {
@@ -350,7 +351,10 @@ async fn consume(
                     }
                 };
                 match gate.until_stopped(next).await.flatten() {
-                    Some(incoming) => taken.push(incoming),
+                    Some(mut incoming) => {
+                        incoming.acker.batched().await;
+                        taken.push(incoming);
+                    }
                     None => break,
                 }
             }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio::time::{sleep_until, Instant};
 
 use crate::context::{default_serializer, Context, SharedSerializer};
-use crate::driver::{Retry, RpcAddress, SendOptions};
+use crate::driver::{Feature, Retry, RpcAddress, SendOptions};
 use crate::error::{MessagingError, Result};
 use crate::target::{Target, Version};
 use crate::transport::RpcTransport;
@@ -38,6 +38,8 @@ pub struct RpcClient {
     transport: RpcTransport,
     target: Target,
     timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
+    fail_fast: Option<Duration>,
     call_monitor_timeout: Option<Duration>,
     version_cap: Option<String>,
     retry: Retry,
@@ -51,6 +53,8 @@ impl RpcClient {
             transport,
             target,
             timeout: Some(DEFAULT_TIMEOUT),
+            send_timeout: None,
+            fail_fast: None,
             call_monitor_timeout: None,
             version_cap: None,
             retry: Retry::Forever,
@@ -72,6 +76,40 @@ impl RpcClient {
     /// Wait for replies without a time limit (only the call monitor, if set, bounds it).
     pub fn no_timeout(mut self) -> Self {
         self.timeout = None;
+        self
+    }
+
+    /// How long a cast may take to be handed over; a cast that cannot be fails with
+    /// [`MessagingError::SendTimeout`] (or [`MessagingError::ConnectionFailure`]). Unset, the
+    /// driver's default applies (AMQP 1.0: `default_send_timeout`; RabbitMQ: the retry policy
+    /// alone, as oslo). Calls are bounded by their [`timeout`](Self::timeout) instead.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
+    }
+
+    /// Fail fast: end a call or cast with [`MessagingError::NoServer`] once the transport has
+    /// seen for `window` that nobody consumes its address (a router grants no credit, RabbitMQ
+    /// returns the message as unroutable), instead of waiting out the timeout.
+    /// [`Duration::ZERO`] turns it off even when the URL's `fail_fast` option turns it on.
+    /// Transports that cannot tell refuse it with [`MessagingError::Unsupported`] (see
+    /// [`Feature::FailFast`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), messaging_core::MessagingError> {
+    /// use std::time::Duration;
+    /// use messaging_core::{get_rpc_transport, Context, MessagingError, RpcClient, Target};
+    ///
+    /// let transport = get_rpc_transport("memory:///fail-fast-doc").await?;
+    /// let client = RpcClient::new(transport, Target::topic("nobody"))
+    ///     .fail_fast(Duration::from_millis(100));
+    /// let answer = client.call::<serde_json::Value>(&Context::new(), "ping", &()).await;
+    /// assert!(matches!(answer, Err(MessagingError::NoServer { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_fast(mut self, window: Duration) -> Self {
+        self.fail_fast = Some(window);
         self
     }
 
@@ -218,12 +256,28 @@ impl RpcClient {
         Ok((address, request))
     }
 
-    fn send_options(&self) -> SendOptions {
-        SendOptions {
-            timeout: self.timeout,
+    /// A call's options carry its timeout, a cast's its send timeout.
+    fn send_options(&self, call: bool) -> Result<SendOptions> {
+        let opted_in = self.fail_fast.is_some_and(|window| !window.is_zero());
+        if let Some(why) = opted_in
+            .then(|| self.transport.capabilities().why_not(Feature::FailFast))
+            .flatten()
+        {
+            return Err(MessagingError::unsupported(
+                self.transport.driver_name(),
+                format!("fail fast: {why}"),
+            ));
+        }
+        Ok(SendOptions {
+            timeout: if call {
+                self.timeout
+            } else {
+                self.send_timeout
+            },
             call_monitor_timeout: self.call_monitor_timeout,
             retry: self.retry,
-        }
+            fail_fast: self.fail_fast,
+        })
     }
 
     /// Send a request without waiting for a result: to one server of the topic, the named
@@ -237,7 +291,7 @@ impl RpcClient {
         let (address, request) = self.build_signed(ctx, method, args, false)?;
         self.transport
             .driver()
-            .cast(&address, &request, &self.send_options())
+            .cast(&address, &request, &self.send_options(false)?)
             .await
     }
 
@@ -262,7 +316,7 @@ impl RpcClient {
         let started = Instant::now();
         let deadline = self.timeout.map(|t| started + t);
         // Sending counts against the timeout too (the broker may be down and retried).
-        let options = self.send_options();
+        let options = self.send_options(true)?;
         let send = self.transport.driver().call(&address, &request, &options);
         let mut pending = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, send)
@@ -331,4 +385,30 @@ impl RpcClient {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call is bounded by its timeout; a cast by its own send timeout, unset by default (the
+    /// driver's then), never by the call timeout.
+    #[tokio::test]
+    async fn casts_get_the_send_timeout() {
+        let transport = crate::get_rpc_transport("memory://").await.unwrap();
+        let client = RpcClient::new(transport, Target::topic("t"));
+        let timeouts = |client: &RpcClient| {
+            (
+                client.send_options(true).unwrap().timeout,
+                client.send_options(false).unwrap().timeout,
+            )
+        };
+        assert_eq!(timeouts(&client), (Some(DEFAULT_TIMEOUT), None));
+        let second = Duration::from_secs(1);
+        let set = client.prepare().send_timeout(second).timeout(second * 5);
+        assert_eq!(timeouts(&set), (Some(second * 5), Some(second)));
+        assert_eq!(set.send_options(false).unwrap().fail_fast, None);
+        let fast = set.fail_fast(second);
+        assert_eq!(fast.send_options(true).unwrap().fail_fast, Some(second));
+    }
 }
