@@ -25,6 +25,12 @@ use std::sync::Once;
 
 pub use messaging_core::*;
 
+/// Typed services (feature `macros`): see [`service`] and [`typed`].
+#[cfg(feature = "macros")]
+pub use messaging_core::typed::{CallError, Event, JsonSchema, RemoteException};
+#[cfg(feature = "macros")]
+pub use messaging_macros::{service, Event, RemoteException};
+
 /// Install every driver this crate was built with. Idempotent; the `get_*` functions of this
 /// crate call it, so applications only need it when they use `messaging_core` functions
 /// directly.

@@ -153,6 +153,44 @@ impl NotificationEndpoint {
         self
     }
 
+    /// Hand notifications of `priority` whose event type is `event_type` to `handler`, one
+    /// at a time, and the others to the handler registered before for `priority`, if any
+    /// (for typed events, see [`on_event`](Self::on_event)).
+    pub(crate) fn route_event(
+        mut self,
+        priority: Priority,
+        event_type: &'static str,
+        handler: Arc<dyn Fn(Notification) -> BoxFuture<'static, NotificationResult> + Send + Sync>,
+    ) -> Self {
+        let others = self.handlers.remove(&priority);
+        self.handlers.insert(
+            priority,
+            Arc::new(move |batch: Vec<Notification>| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|n| n.event_type == event_type);
+                let (handler, others) = (handler.clone(), others.clone());
+                Box::pin(async move {
+                    let mut results = Vec::with_capacity(mine.len() + 1);
+                    for notification in mine {
+                        results.push(handler(notification).await);
+                    }
+                    match others {
+                        Some(others) if !rest.is_empty() => results.push(others(rest).await),
+                        _ => rest.iter().for_each(|n| {
+                            tracing::debug!(event_type = %n.event_type, "no handler for this event type")
+                        }),
+                    }
+                    if results.contains(&NotificationResult::Requeue) {
+                        NotificationResult::Requeue
+                    } else {
+                        NotificationResult::Handled
+                    }
+                })
+            }),
+        );
+        self
+    }
+
     /// Only pass notifications that `filter` accepts to this endpoint.
     pub fn filter(mut self, filter: NotificationFilter) -> Self {
         self.filter = Some(filter);
