@@ -27,7 +27,7 @@ pub use messaging_core::*;
 
 /// Typed services (feature `macros`): see [`service`] and [`typed`].
 #[cfg(feature = "macros")]
-pub use messaging_core::typed::{CallError, Event, JsonSchema, RemoteException};
+pub use messaging_core::typed::{CallError, Event, RemoteException};
 #[cfg(feature = "macros")]
 pub use messaging_macros::{service, Event, RemoteException};
 
