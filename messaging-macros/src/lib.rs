@@ -6,7 +6,40 @@
 //!
 //! Generated code names the facade (`::messaging`); code that depends on `messaging-core`
 //! directly says so with `crate = "messaging_core"` in the attribute (`#[service(…)]`,
-//! `#[remote(…)]`, `#[event(…)]`).
+//! `#[remote(…)]`, `#[event(…)]`), as here:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), messaging_core::MessagingError> {
+//! use messaging_core::{get_rpc_transport, Context, RpcServer, Target};
+//!
+//! #[messaging_macros::service(crate = "messaging_core", namespace = "calc", version = "1.1")]
+//! pub trait Calc {
+//!     /// `a + b`; `b` defaults to 1 when left out.
+//!     async fn add(&self, ctx: Context, a: i64, b: Option<i64>) -> i64;
+//!     #[since = "1.1"]
+//!     async fn reset(&self, ctx: Context);
+//! }
+//!
+//! struct Adder;
+//! impl Calc for Adder {
+//!     async fn add(&self, _ctx: Context, a: i64, b: Option<i64>) -> i64 { a + b.unwrap_or(1) }
+//!     async fn reset(&self, _ctx: Context) {}
+//! }
+//!
+//! let rpc = get_rpc_transport("memory://").await?;
+//! let server = RpcServer::new(rpc.clone(), Target::topic("calc").server("c1"))
+//!     .endpoint(CalcServer::new(Adder))
+//!     .start()
+//!     .await?;
+//! let calc = CalcClient::new(rpc, Target::topic("calc"));
+//! assert_eq!(calc.add(&Context::new(), 41, None).await?, 42);
+//! // `reset` is since 1.1: refused before sending under a 1.0 cap.
+//! assert!(calc.prepare().version_cap("1.0").cast().reset(&Context::new()).await.is_err());
+//! assert_eq!(CalcClient::SERVICE.method("reset").unwrap().since, "1.1");
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use proc_macro::TokenStream;
 use quote::ToTokens;

@@ -101,7 +101,7 @@ fn method(function: &mut TraitItemFn, args: &ServiceArgs) -> syn::Result<Method>
     let sig = &function.sig;
     let name = sig.ident.clone();
     if sig.asyncness.is_none() {
-        return Err(error(&sig.fn_token, "typed service methods are `async fn`"));
+        return Err(error(sig.fn_token, "typed service methods are `async fn`"));
     }
     if function.default.is_some() {
         return Err(error(
