@@ -143,6 +143,12 @@ impl Drop for Peer {
     }
 }
 
+/// A ready Python RPC server `s1` of `topic`.
+async fn python_server(python: &Path, url: &str, topic: &str) -> Peer {
+    let args = ["server", "--url", url, "--topic", topic, "--server", "s1"];
+    Peer::spawn(python, "python server", &args).ready().await
+}
+
 /// Run `oslo_peer.py call …` and return its one JSON line.
 async fn py_call(python: &Path, args: Vec<String>) -> Value {
     let python = python.to_path_buf();
@@ -189,13 +195,7 @@ async fn rust_client_python_server() {
         return;
     };
     let topic = unique("interop_rc");
-    let mut server = Peer::spawn(
-        &python,
-        "python server",
-        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
-    )
-    .ready()
-    .await;
+    let mut server = python_server(&python, &url, &topic).await;
     let transport = get_rpc_transport(&url).await.unwrap();
     let client =
         RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
@@ -779,13 +779,7 @@ async fn signed_messages_interoperate_with_python_in_warn_mode() {
 
     // Rust (signing) → Python server: the request carries `_signature`, the reply has none.
     let topic = unique("interop_sig_rc");
-    let mut server = Peer::spawn(
-        &python,
-        "python server",
-        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
-    )
-    .ready()
-    .await;
+    let mut server = python_server(&python, &url, &topic).await;
     let transport = get_rpc_transport_with(&url, &options).await.unwrap();
     let client =
         RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
@@ -918,13 +912,7 @@ async fn typed_rust_client_python_server() {
         return;
     };
     let topic = unique("interop_trc");
-    let mut server = Peer::spawn(
-        &python,
-        "python server",
-        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
-    )
-    .ready()
-    .await;
+    let mut server = python_server(&python, &url, &topic).await;
     let transport = get_rpc_transport(&url).await.unwrap();
     let sched = SchedulerClient::new(transport.clone(), Target::topic(&topic))
         .timeout(Duration::from_secs(20));

@@ -2,6 +2,7 @@
 
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 use syn::{FnArg, ItemTrait, LitStr, Pat, Path, ReturnType, TraitItem, TraitItemFn, Type};
 
 use crate::{crate_path, doc_of, error, generic_args, option_inner, Version};
@@ -32,12 +33,19 @@ struct ServiceArgs {
     krate: Path,
 }
 
+/// A keyword parameter: its Rust name, its name on the wire, its type.
+struct Param {
+    ident: Ident,
+    key: String,
+    ty: Type,
+}
+
 /// One method of the trait.
 struct Method {
     name: Ident,
     doc: String,
     since: Version,
-    params: Vec<(Ident, Type)>,
+    params: Vec<Param>,
     /// The result type and the declared error type, if any.
     ok: Type,
     err: Option<Type>,
@@ -98,68 +106,58 @@ fn parse_args(tokens: TokenStream) -> syn::Result<ServiceArgs> {
 
 /// Read one method, removing its `#[since]` attribute.
 fn method(function: &mut TraitItemFn, args: &ServiceArgs) -> syn::Result<Method> {
-    let sig = &function.sig;
-    let name = sig.ident.clone();
-    if sig.asyncness.is_none() {
-        return Err(error(sig.fn_token, "typed service methods are `async fn`"));
-    }
-    if function.default.is_some() {
-        return Err(error(
-            &function.default,
-            "typed service methods have no default body",
-        ));
-    }
-    if !sig.generics.params.is_empty() {
-        return Err(error(
-            &sig.generics,
-            "typed service methods cannot be generic",
-        ));
-    }
-    let text = name.to_string();
-    if text.starts_with('_') {
-        return Err(error(
-            &name,
-            "oslo never dispatches methods whose name starts with `_`",
-        ));
-    }
-    if RESERVED.contains(&text.as_str()) {
-        return Err(error(
-            &name,
-            format!("`{text}` is a method of the typed client; rename this service method"),
-        ));
-    }
+    check_shape(function)?;
     let since = take_since(function, args)?;
     let sig = &function.sig;
-    let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(receiver))
-            if receiver.reference.is_some() && receiver.mutability.is_none() => {}
-        _ => {
-            return Err(error(
-                &sig.ident,
-                "typed service methods take `&self` first",
-            ))
-        }
-    }
-    match inputs.next() {
-        Some(FnArg::Typed(ctx)) if is_context(&ctx.ty) => {}
-        _ => {
-            return Err(error(
-                &sig.ident,
-                "typed service methods take the request context (`ctx: Context`) after `&self`",
-            ))
-        }
-    }
-    let params = inputs.map(param).collect::<syn::Result<Vec<_>>>()?;
     let (ok, err) = result_types(&sig.output);
     Ok(Method {
-        name,
+        name: sig.ident.clone(),
         doc: doc_of(&function.attrs),
         since,
-        params,
+        params: params(sig)?,
         ok,
         err,
     })
+}
+
+/// An `async fn` without generics or body, whose name oslo can dispatch and the client can
+/// take.
+fn check_shape(function: &TraitItemFn) -> syn::Result<()> {
+    let sig = &function.sig;
+    let name = sig.ident.to_string();
+    let problem = if sig.asyncness.is_none() {
+        "typed service methods are `async fn`".to_owned()
+    } else if function.default.is_some() {
+        "typed service methods have no default body".to_owned()
+    } else if !sig.generics.params.is_empty() {
+        "typed service methods cannot be generic".to_owned()
+    } else if name.starts_with('_') {
+        "oslo never dispatches methods whose name starts with `_`".to_owned()
+    } else if RESERVED.contains(&name.as_str()) {
+        format!("`{name}` is a method of the typed client; rename this service method")
+    } else {
+        return Ok(());
+    };
+    Err(error(&sig.ident, problem))
+}
+
+/// The keyword parameters, after `&self` and the context.
+fn params(sig: &syn::Signature) -> syn::Result<Vec<Param>> {
+    let mut inputs = sig.inputs.iter();
+    let by_ref = |r: &syn::Receiver| r.reference.is_some() && r.mutability.is_none();
+    if !matches!(inputs.next(), Some(FnArg::Receiver(r)) if by_ref(r)) {
+        return Err(error(
+            &sig.ident,
+            "typed service methods take `&self` first",
+        ));
+    }
+    if !matches!(inputs.next(), Some(FnArg::Typed(ctx)) if is_context(&ctx.ty)) {
+        return Err(error(
+            &sig.ident,
+            "typed service methods take the request context (`ctx: Context`) after `&self`",
+        ));
+    }
+    inputs.map(param).collect()
 }
 
 /// The method's `#[since = "X.Y"]`, checked against the service version, then removed.
@@ -207,16 +205,16 @@ fn is_context(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Context"))
 }
 
-fn param(arg: &FnArg) -> syn::Result<(Ident, Type)> {
+fn param(arg: &FnArg) -> syn::Result<Param> {
     let FnArg::Typed(typed) = arg else {
         return Err(error(arg, "unexpected receiver"));
     };
     match &*typed.pat {
-        Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => {
-            let name = ident.ident.to_string();
-            let name = name.strip_prefix("r#").unwrap_or(&name);
-            Ok((Ident::new(name, ident.ident.span()), (*typed.ty).clone()))
-        }
+        Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => Ok(Param {
+            ident: pat.ident.clone(),
+            key: pat.ident.unraw().to_string(),
+            ty: (*typed.ty).clone(),
+        }),
         other => Err(error(
             other,
             "parameters are named: their names are the keyword arguments on the wire",
@@ -264,9 +262,9 @@ fn service_info(item: &ItemTrait, methods: &[Method], args: &ServiceArgs) -> Tok
         let method = m.name.to_string();
         let qualname = format!("{name}.{method}");
         let (doc, since, ok) = (&m.doc, m.since.text(), &m.ok);
-        let params = m.params.iter().map(|(ident, ty)| {
-            let (param, required) = (ident.to_string(), option_inner(ty).is_none());
-            quote!(#typed::ParamInfo { name: #param, required: #required, schema: #typed::schema_of::<#ty> })
+        let params = m.params.iter().map(|Param { key, ty, .. }| {
+            let required = option_inner(ty).is_none();
+            quote!(#typed::ParamInfo { name: #key, required: #required, schema: #typed::schema_of::<#ty> })
         });
         let errors = match &m.err {
             Some(err) => quote!(<#err as #typed::RemoteException>::EXCEPTIONS),
@@ -390,14 +388,13 @@ fn wire_args(m: &Method, krate: &Path) -> (Vec<TokenStream>, TokenStream) {
     let params = m
         .params
         .iter()
-        .map(|(name, ty)| quote!(#name: #ty))
+        .map(|Param { ident, ty, .. }| quote!(#ident: #ty))
         .collect();
-    let adds = m.params.iter().map(|(name, ty)| {
-        let key = name.to_string();
+    let adds = m.params.iter().map(|Param { ident, key, ty }| {
         if option_inner(ty).is_some() {
-            quote!(.optional(#key, &#name))
+            quote!(.optional(#key, &#ident))
         } else {
-            quote!(.arg(#key, &#name))
+            quote!(.arg(#key, &#ident))
         }
     });
     (params, quote!(#krate::typed::Args::new() #(#adds)*))
@@ -405,6 +402,7 @@ fn wire_args(m: &Method, krate: &Path) -> (Vec<TokenStream>, TokenStream) {
 
 /// Settings forwarded to the `RpcClient` underneath.
 fn builders(krate: &Path) -> TokenStream {
+    let string = quote!(impl ::core::convert::Into<::std::string::String>);
     let forwards = [
         (
             "timeout",
@@ -428,24 +426,12 @@ fn builders(krate: &Path) -> TokenStream {
         ),
         (
             "version_cap",
-            quote!(impl ::core::convert::Into<::std::string::String>),
+            string.clone(),
             "Refuse, before sending, methods newer than this version.",
         ),
-        (
-            "server",
-            quote!(impl ::core::convert::Into<::std::string::String>),
-            "Address one server of the topic.",
-        ),
-        (
-            "topic",
-            quote!(impl ::core::convert::Into<::std::string::String>),
-            "Address another topic.",
-        ),
-        (
-            "exchange",
-            quote!(impl ::core::convert::Into<::std::string::String>),
-            "Address another exchange.",
-        ),
+        ("server", string.clone(), "Address one server of the topic."),
+        ("topic", string.clone(), "Address another topic."),
+        ("exchange", string.clone(), "Address another exchange."),
     ];
     let forwards = forwards.iter().map(|(name, ty, doc)| {
         let name = Ident::new(name, proc_macro2::Span::call_site());
@@ -476,10 +462,10 @@ fn server(item: &ItemTrait, methods: &[Method], args: &ServiceArgs) -> TokenStre
     let arms = methods.iter().map(|m| {
         let name = &m.name;
         let wire_name = name.to_string();
-        let takes = m.params.iter().map(|(param, _)| {
-            let key = param.to_string();
-            quote!(kwargs.take(#key)?)
-        });
+        let takes = m
+            .params
+            .iter()
+            .map(|Param { key, .. }| quote!(kwargs.take(#key)?));
         let call = quote!(self.0.#name(ctx, #(#takes),*).await);
         match m.err {
             Some(_) => quote!(#wire_name => #typed::reply(#call),),

@@ -59,8 +59,8 @@ pub trait Scheduler {
     #[since = "1.2"]
     async fn ping(&self, ctx: Context);
 
-    /// Who the caller is, as the server sees the context.
-    async fn whoami(&self, ctx: Context) -> Value;
+    /// Who the caller is, as the server sees the context; `type` is a keyword in Rust only.
+    async fn whoami(&self, ctx: Context, r#type: Option<String>) -> Value;
 }
 
 #[derive(Clone, Default)]
@@ -113,8 +113,8 @@ impl Scheduler for MyScheduler {
         self.pings.lock().unwrap().push(self.host);
     }
 
-    async fn whoami(&self, ctx: Context) -> Value {
-        json!({"host": self.host, "user": ctx.get_str("user_id")})
+    async fn whoami(&self, ctx: Context, r#type: Option<String>) -> Value {
+        json!({"host": self.host, "user": ctx.get_str("user_id"), "type": r#type})
     }
 }
 
@@ -228,7 +228,7 @@ async fn typed_calls_return_declared_results_and_errors() {
         Err(CallError::Service(QuotaError::NotAllowed))
     ));
     sched.reserve(&ctx(), "cores".into(), 2).await.unwrap();
-    assert_eq!(sched.whoami(&ctx()).await.unwrap()["user"], "u-1");
+    assert_eq!(sched.whoami(&ctx(), None).await.unwrap()["user"], "u-1");
 
     // Transport errors stay apart from the declared error.
     let nobody = sched
@@ -262,13 +262,13 @@ async fn casts_reach_one_server_the_named_one_or_all() {
     sched
         .prepare()
         .server("host1")
-        .whoami(&ctx())
+        .whoami(&ctx(), None)
         .await
         .unwrap();
     sched
         .prepare()
         .server("host2")
-        .whoami(&ctx())
+        .whoami(&ctx(), None)
         .await
         .unwrap();
     let mut pings = wait_for(&fixture.pings, 4).await;
@@ -303,7 +303,7 @@ async fn versions_follow_since_and_the_cap_refuses_before_sending() {
         }
         other => panic!("expected VersionCap, got {other:?}"),
     }
-    match capped.whoami(&ctx()).await {
+    match capped.whoami(&ctx(), None).await {
         Ok(who) => assert_eq!(who["user"], "u-1"),
         other => panic!("{other:?}"),
     }
@@ -370,6 +370,14 @@ async fn the_server_rejects_bad_keyword_arguments_as_python_does() {
         .await;
     assert!(
         type_error(wrong).starts_with("Scheduler.select_hosts() argument 'count': invalid type")
+    );
+    let who: Value = dynamic
+        .call(&ctx(), "whoami", &json!({"type": "admin"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        who["type"], "admin",
+        "raw identifiers are keywords without `r#`"
     );
     // Optional keywords may be left out; the dynamic API reaches typed servers unchanged.
     let hosts: Vec<Host> = dynamic
