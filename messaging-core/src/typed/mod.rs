@@ -2,7 +2,7 @@
 //! and `#[derive(Event)]` (crate `messaging-macros`, re-exported by the `messaging` facade).
 //!
 //! A service is one Rust trait. The macro turns it into a typed client (a thin wrapper over
-//! [`RpcClient`](crate::RpcClient)) and a server adapter (an [`RpcEndpoint`]), plus a static
+//! [`RpcClient`](crate::RpcClient)) and a server adapter (an [`RpcEndpoint`](crate::RpcEndpoint)), plus a static
 //! [`ServiceInfo`] describing it. Everything those generated items do is here, once:
 //!
 //! - [`Args`] and [`KwArgs`]: parameters as oslo keyword arguments, checked as Python checks a
