@@ -476,13 +476,6 @@ async fn typed_events_reach_only_their_handlers() {
         .target(Target::topic("notifications"))
         .endpoint(
             NotificationEndpoint::new()
-                .on(Priority::Info, move |n| {
-                    let others = others.clone();
-                    async move {
-                        others.send(format!("other {}", n.event_type)).ok();
-                        NotificationResult::Handled
-                    }
-                })
                 .on_event(move |ctx: Context, end: SelectEnd| {
                     let ends = ends.clone();
                     async move {
@@ -492,6 +485,14 @@ async fn typed_events_reach_only_their_handlers() {
                             ctx.get_str("user_id")
                         ))
                         .ok();
+                    }
+                })
+                // Registered after a typed handler of its priority: both keep their share.
+                .on(Priority::Info, move |n| {
+                    let others = others.clone();
+                    async move {
+                        others.send(format!("other {}", n.event_type)).ok();
+                        NotificationResult::Handled
                     }
                 })
                 .on_event(move |_ctx, error: SelectError| {

@@ -77,6 +77,9 @@ impl Notification {
 type BatchHandler =
     Arc<dyn Fn(Vec<Notification>) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
 
+pub(crate) type EventHandler =
+    Arc<dyn Fn(Notification) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
+
 /// Handlers for some priorities, and an optional filter.
 ///
 /// ```
@@ -95,6 +98,8 @@ type BatchHandler =
 #[derive(Clone, Default)]
 pub struct NotificationEndpoint {
     handlers: HashMap<Priority, BatchHandler>,
+    /// Handlers of one event type at one priority (typed events).
+    events: Vec<(Priority, &'static str, EventHandler)>,
     filter: Option<NotificationFilter>,
 }
 
@@ -153,41 +158,17 @@ impl NotificationEndpoint {
         self
     }
 
-    /// Hand notifications of `priority` whose event type is `event_type` to `handler`, one
-    /// at a time, and the others to the handler registered before for `priority`, if any
-    /// (for typed events, see [`on_event`](Self::on_event)).
+    /// Hand notifications of `priority` and `event_type` to `handler`, one at a time, before
+    /// (and instead of) the priority's handler (for typed events, see
+    /// [`on_event`](Self::on_event)).
     pub(crate) fn route_event(
         mut self,
         priority: Priority,
         event_type: &'static str,
-        handler: Arc<dyn Fn(Notification) -> BoxFuture<'static, NotificationResult> + Send + Sync>,
+        handler: EventHandler,
     ) -> Self {
-        let others = self.handlers.remove(&priority);
-        self.handlers.insert(
-            priority,
-            Arc::new(move |batch: Vec<Notification>| {
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    batch.into_iter().partition(|n| n.event_type == event_type);
-                let (handler, others) = (handler.clone(), others.clone());
-                Box::pin(async move {
-                    let mut results = Vec::with_capacity(mine.len() + 1);
-                    for notification in mine {
-                        results.push(handler(notification).await);
-                    }
-                    match others {
-                        Some(others) if !rest.is_empty() => results.push(others(rest).await),
-                        _ => rest.iter().for_each(|n| {
-                            tracing::debug!(event_type = %n.event_type, "no handler for this event type")
-                        }),
-                    }
-                    if results.contains(&NotificationResult::Requeue) {
-                        NotificationResult::Requeue
-                    } else {
-                        NotificationResult::Handled
-                    }
-                })
-            }),
-        );
+        self.events.retain(|e| (e.0, e.1) != (priority, event_type));
+        self.events.push((priority, event_type, handler));
         self
     }
 
@@ -197,22 +178,52 @@ impl NotificationEndpoint {
         self
     }
 
-    /// Run this endpoint's handler for the notifications it accepts; `None` if it has none.
+    /// The priorities this endpoint has handlers for.
+    fn priorities(&self) -> impl Iterator<Item = Priority> + '_ {
+        let typed = self.events.iter().map(|(priority, ..)| *priority);
+        self.handlers.keys().copied().chain(typed)
+    }
+
+    /// Run this endpoint's handlers for the notifications it accepts: each of an event type
+    /// with its own handler goes there, the rest to the priority's handler. `None` if no
+    /// handler took any.
     async fn handle(
         &self,
         priority: Priority,
         batch: &[Notification],
     ) -> Option<NotificationResult> {
-        let handler = self.handlers.get(&priority)?;
-        let accepted: Vec<Notification> = batch
+        let accepted = batch
             .iter()
-            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)))
-            .cloned()
-            .collect();
-        if accepted.is_empty() {
+            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)));
+        let mut rest = Vec::new();
+        let mut results = Vec::new();
+        for notification in accepted.cloned() {
+            match self.event_handler(priority, &notification.event_type) {
+                Some(handler) => results.push(handler(notification).await),
+                None => rest.push(notification),
+            }
+        }
+        match self.handlers.get(&priority) {
+            Some(handler) if !rest.is_empty() => results.push(handler(rest).await),
+            _ => rest.iter().for_each(
+                |n| tracing::debug!(event_type = %n.event_type, "no handler for this event type"),
+            ),
+        }
+        if results.is_empty() {
             return None;
         }
-        Some(handler(accepted).await)
+        Some(if results.contains(&NotificationResult::Requeue) {
+            NotificationResult::Requeue
+        } else {
+            NotificationResult::Handled
+        })
+    }
+
+    fn event_handler(&self, priority: Priority, event_type: &str) -> Option<&EventHandler> {
+        self.events
+            .iter()
+            .find(|(p, e, _)| *p == priority && *e == event_type)
+            .map(|(.., handler)| handler)
     }
 }
 
@@ -327,7 +338,7 @@ impl NotificationListener {
         let mut priorities: Vec<Priority> = self
             .endpoints
             .iter()
-            .flat_map(|e| e.handlers.keys().copied())
+            .flat_map(NotificationEndpoint::priorities)
             .collect();
         priorities.sort();
         priorities.dedup();
