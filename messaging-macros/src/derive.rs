@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::{Attribute, Data, DeriveInput, Fields, Ident, LitStr, Path};
 
 use crate::{crate_path, error, option_inner};
@@ -39,8 +40,16 @@ struct Class {
     /// `Self` or `Self::Variant`.
     path: TokenStream,
     name: String,
-    fields: Vec<(Ident, syn::Type)>,
+    fields: Vec<Field>,
     unit: bool,
+}
+
+/// A field: a keyword argument of the exception.
+struct Field {
+    ident: Ident,
+    /// The keyword (the field name without `r#`).
+    key: String,
+    ty: syn::Type,
 }
 
 pub fn remote_exception(input: DeriveInput) -> syn::Result<TokenStream> {
@@ -80,23 +89,22 @@ pub fn remote_exception(input: DeriveInput) -> syn::Result<TokenStream> {
 }
 
 fn class(path: TokenStream, name: String, fields: &Fields) -> syn::Result<Class> {
-    let (fields, unit) = match fields {
-        Fields::Named(named) => (
-            named
-                .named
-                .iter()
-                .map(|f| (f.ident.clone().expect("named"), f.ty.clone()))
-                .collect(),
-            false,
-        ),
-        Fields::Unit => (Vec::new(), true),
-        Fields::Unnamed(unnamed) => {
-            return Err(error(
-                unnamed,
-                "exception fields are keyword arguments: give them names",
-            ))
-        }
-    };
+    let unit = matches!(fields, Fields::Unit);
+    if let Fields::Unnamed(unnamed) = fields {
+        return Err(error(
+            unnamed,
+            "exception fields are keyword arguments: give them names",
+        ));
+    }
+    let fields = fields
+        .iter()
+        .filter_map(|f| f.ident.clone().map(|ident| (ident, f.ty.clone())))
+        .map(|(ident, ty)| Field {
+            key: ident.unraw().to_string(),
+            ident,
+            ty,
+        })
+        .collect();
     Ok(Class {
         path,
         name,
@@ -114,42 +122,12 @@ fn expand_remote(
     let typed = quote!(#krate::typed);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let infos = classes.iter().map(|c| {
-        let name = &c.name;
-        let fields = c.fields.iter().map(|(field, ty)| {
-            let (key, required) = (field.to_string(), option_inner(ty).is_none());
-            quote!(#typed::ParamInfo { name: #key, required: #required, schema: #typed::schema_of::<#ty> })
-        });
-        quote!(#typed::ExceptionInfo { class: #name, module: #module, fields: &[#(#fields),*] })
-    });
-    let to_arms = classes.iter().enumerate().map(|(index, c)| {
-        let path = &c.path;
-        let names: Vec<&Ident> = c.fields.iter().map(|(f, _)| f).collect();
-        let keys = names.iter().map(|f| f.to_string());
-        let pattern = if c.unit {
-            quote!(#path)
-        } else {
-            quote!(#path { #(#names),* })
-        };
-        quote! {
-            #pattern => {
-                let mut kwargs = #typed::__private::Map::new();
-                #(kwargs.insert(#keys.into(), #typed::kwarg(#names));)*
-                #typed::exception(&Self::EXCEPTIONS[#index], self.to_string(), kwargs)
-            }
-        }
-    });
-    let from_arms = classes.iter().map(|c| {
-        let (path, name) = (&c.path, &c.name);
-        let names = c.fields.iter().map(|(f, _)| f);
-        let keys = c.fields.iter().map(|(f, _)| f.to_string());
-        let value = if c.unit {
-            quote!(#path)
-        } else {
-            quote!(#path { #(#names: kwargs.take(#keys).ok()?),* })
-        };
-        quote!(#name => ::core::option::Option::Some(#value),)
-    });
+    let infos = classes.iter().map(|c| exception_info(c, &typed, module));
+    let to_arms = classes
+        .iter()
+        .enumerate()
+        .map(|(index, c)| to_remote_arm(index, c, &typed));
+    let from_arms = classes.iter().map(from_remote_arm);
     quote! {
         impl #impl_generics #typed::RemoteException for #ident #ty_generics #where_clause {
             const EXCEPTIONS: &'static [#typed::ExceptionInfo] = &[#(#infos),*];
@@ -171,6 +149,48 @@ fn expand_remote(
             }
         }
     }
+}
+
+/// The class's `ExceptionInfo`: name, module, keyword arguments.
+fn exception_info(class: &Class, typed: &TokenStream, module: &TokenStream) -> TokenStream {
+    let name = &class.name;
+    let fields = class.fields.iter().map(|Field { key, ty, .. }| {
+        let required = option_inner(ty).is_none();
+        quote!(#typed::ParamInfo { name: #key, required: #required, schema: #typed::schema_of::<#ty> })
+    });
+    quote!(#typed::ExceptionInfo { class: #name, module: #module, fields: &[#(#fields),*] })
+}
+
+/// `to_remote` for the class: its fields as kwargs, `Display` as the message.
+fn to_remote_arm(index: usize, class: &Class, typed: &TokenStream) -> TokenStream {
+    let path = &class.path;
+    let idents: Vec<&Ident> = class.fields.iter().map(|f| &f.ident).collect();
+    let keys = class.fields.iter().map(|f| &f.key);
+    let pattern = if class.unit {
+        quote!(#path)
+    } else {
+        quote!(#path { #(#idents),* })
+    };
+    quote! {
+        #pattern => {
+            let mut kwargs = #typed::__private::Map::new();
+            #(kwargs.insert(#keys.into(), #typed::kwarg(#idents));)*
+            #typed::exception(&Self::EXCEPTIONS[#index], self.to_string(), kwargs)
+        }
+    }
+}
+
+/// `from_remote` for the class: its fields from the kwargs, or `None`.
+fn from_remote_arm(class: &Class) -> TokenStream {
+    let (path, name) = (&class.path, &class.name);
+    let idents = class.fields.iter().map(|f| &f.ident);
+    let keys = class.fields.iter().map(|f| &f.key);
+    let value = if class.unit {
+        quote!(#path)
+    } else {
+        quote!(#path { #(#idents: kwargs.take(#keys).ok()?),* })
+    };
+    quote!(#name => ::core::option::Option::Some(#value),)
 }
 
 pub fn event(input: DeriveInput) -> syn::Result<TokenStream> {
