@@ -18,12 +18,59 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Typed services (feature `macros`, on by default): see [`service`](macro@service).
+//!
 //! See the `messaging-core` documentation for the API: [`RpcClient`], [`RpcServer`],
-//! [`Notifier`], [`NotificationListener`].
+//! [`Notifier`], [`NotificationListener`], and [`typed`] for what typed services do on the
+//! wire.
 
 use std::sync::Once;
 
 pub use messaging_core::*;
+
+/// The traits typed services implement, and the error of a typed call (feature `macros`).
+#[cfg(feature = "macros")]
+pub use messaging_core::typed::{CallError, Event, RemoteException};
+#[cfg(feature = "macros")]
+pub use messaging_macros::{Event, RemoteException};
+
+/// A typed service (feature `macros`, on by default) is one trait; the macro generates its
+/// client and server adapter, and the declared error comes back as its type:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use messaging::{CallError, Context, RpcServer, Target};
+///
+/// #[messaging::service(version = "1.1")]
+/// pub trait Greeter {
+///     async fn greet(&self, ctx: Context, name: String) -> Result<String, Unknown>;
+/// }
+///
+/// #[derive(Debug, thiserror::Error, messaging::RemoteException)]
+/// #[error("who is {name}?")]
+/// pub struct Unknown { name: String }
+///
+/// struct English;
+/// impl Greeter for English {
+///     async fn greet(&self, _ctx: Context, name: String) -> Result<String, Unknown> {
+///         if name.is_empty() { Err(Unknown { name }) } else { Ok(format!("hello, {name}")) }
+///     }
+/// }
+///
+/// let rpc = messaging::get_rpc_transport("memory://").await?;
+/// let server = RpcServer::new(rpc.clone(), Target::topic("greeter").server("g1"))
+///     .endpoint(GreeterServer::new(English))
+///     .start()
+///     .await?;
+/// let greeter = GreeterClient::new(rpc, Target::topic("greeter"));
+/// assert_eq!(greeter.greet(&Context::new(), "ada".into()).await?, "hello, ada");
+/// assert!(matches!(greeter.greet(&Context::new(), "".into()).await, Err(CallError::Service(Unknown { .. }))));
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "macros")]
+pub use messaging_macros::service;
 
 /// Install every driver this crate was built with. Idempotent; the `get_*` functions of this
 /// crate call it, so applications only need it when they use `messaging_core` functions

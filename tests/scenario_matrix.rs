@@ -1,7 +1,8 @@
 //! One RPC + notification scenario over every pair of transports whose brokers are configured:
-//! a compute service serves calls and, while handling each, emits a notification that a billing
-//! service's listener (in a pool) receives; a fanout reaches every server; a remote error
-//! crosses back.
+//! a typed compute service serves calls and, while handling each, emits a typed notification
+//! that a billing service's listener (in a pool) receives; a fanout cast reaches every server;
+//! the service's declared error crosses back as its type; a method above the client's version
+//! cap is refused before sending.
 //!
 //! Pairs (each skipped with a visible line unless its URL variables are set; under
 //! `MESSAGING_REQUIRE_BROKERS=1` a pair whose variables are missing fails, except the router
@@ -11,15 +12,71 @@
 use std::time::Duration;
 
 use messaging::{
-    get_notification_transport, get_rpc_transport, Context, Endpoint, MessagingError, NoArgs,
-    NotificationEndpoint, NotificationListener, NotificationResult, Notifier, RemoteError,
-    RpcClient, RpcServer, Target,
+    get_notification_transport, get_rpc_transport, CallError, Context, MessagingError,
+    NotificationEndpoint, NotificationListener, Notifier, RpcServer, Target,
 };
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// How long to wait for each expected notification.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The compute service of the scenario.
+#[messaging::service(namespace = "scenario", version = "1.1")]
+trait Compute {
+    /// Boot `instance`, announcing it with a `Booted` notification.
+    async fn boot(&self, ctx: Context, instance: u32) -> Result<Booted, FlavorMissing>;
+    /// Record that this server was reached (fanout).
+    #[since = "1.1"]
+    async fn refresh(&self, ctx: Context);
+    /// Always fails with the declared error.
+    async fn resize(&self, ctx: Context, flavor: String) -> Result<(), FlavorMissing>;
+}
+
+#[derive(Debug, PartialEq, thiserror::Error, messaging::RemoteException)]
+#[error("flavor {flavor} does not exist")]
+struct FlavorMissing {
+    flavor: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, messaging::Event,
+)]
+#[event(type = "compute.instance.boot")]
+struct Booted {
+    instance: u32,
+    host: String,
+}
+
+struct ComputeHost {
+    host: &'static str,
+    notifier: Notifier,
+    fanout: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Compute for ComputeHost {
+    async fn boot(&self, ctx: Context, instance: u32) -> Result<Booted, FlavorMissing> {
+        let booted = Booted {
+            instance,
+            host: self.host.into(),
+        };
+        self.notifier
+            .emit(&ctx, &booted)
+            .await
+            .map_err(|e| FlavorMissing {
+                flavor: format!("(notification failed: {e})"),
+            })?;
+        Ok(booted)
+    }
+
+    async fn refresh(&self, _ctx: Context) {
+        self.fanout.send(self.host).ok();
+    }
+
+    async fn resize(&self, _ctx: Context, flavor: String) -> Result<(), FlavorMissing> {
+        Err(FlavorMissing { flavor })
+    }
+}
 
 /// The URL of `var`, or `None` (with a `skipped:` line) when it is unset and not required.
 fn url(var: &str, required: bool) -> Option<String> {
@@ -46,18 +103,19 @@ async fn scenario(pair: &str, rpc_url: &str, notify_url: &str, settle: Duration)
         .await
         .unwrap_or_else(|e| panic!("{pair}: {e}"));
 
-    // The billing service listens in a pool.
+    // The billing service listens in a pool, for `Booted` events only.
     let (billed_tx, mut billed) = mpsc::unbounded_channel();
     let listener = NotificationListener::new(notify.clone())
         .target(Target::topic(&events))
         .pool(&pool)
-        .endpoint(NotificationEndpoint::new().on_all(move |n| {
-            let billed = billed_tx.clone();
-            async move {
-                billed.send((n.event_type, n.payload, n.context)).ok();
-                NotificationResult::Handled
-            }
-        }))
+        .endpoint(
+            NotificationEndpoint::new().on_event(move |ctx: Context, booted: Booted| {
+                let billed = billed_tx.clone();
+                async move {
+                    billed.send((booted, ctx)).ok();
+                }
+            }),
+        )
         .start()
         .await
         .unwrap_or_else(|e| panic!("{pair}: listener: {e}"));
@@ -66,35 +124,13 @@ async fn scenario(pair: &str, rpc_url: &str, notify_url: &str, settle: Duration)
     let (fanout_tx, mut fanout) = mpsc::unbounded_channel();
     let mut servers = Vec::new();
     for host in ["compute1", "compute2"] {
-        let notifier = Notifier::new(notify.clone(), format!("compute.{host}")).topics([&events]);
-        let fanout_tx = fanout_tx.clone();
-        let endpoint = Endpoint::new()
-            .method("boot", move |ctx: Context, args: Value| {
-                let notifier = notifier.clone();
-                async move {
-                    notifier
-                        .info(
-                            &ctx,
-                            "compute.instance.boot",
-                            &json!({"instance": args["instance"], "host": host}),
-                        )
-                        .await
-                        .map_err(RemoteError::from)?;
-                    Ok::<_, RemoteError>(json!({"booted": args["instance"], "host": host}))
-                }
-            })
-            .method("refresh", move |_ctx: Context, _: NoArgs| {
-                let fanout_tx = fanout_tx.clone();
-                async move {
-                    fanout_tx.send(host).ok();
-                    Ok::<_, RemoteError>(())
-                }
-            })
-            .method("resize", |_ctx: Context, _: NoArgs| async move {
-                Err::<(), _>(RemoteError::value_error("flavor does not exist"))
-            });
+        let service = ComputeHost {
+            host,
+            notifier: Notifier::new(notify.clone(), format!("compute.{host}")).topics([&events]),
+            fanout: fanout_tx.clone(),
+        };
         let server = RpcServer::new(rpc.clone(), Target::topic(&topic).server(host))
-            .endpoint(endpoint)
+            .endpoint(ComputeServer::new(service))
             .start()
             .await
             .unwrap_or_else(|e| panic!("{pair}: server: {e}"));
@@ -102,31 +138,31 @@ async fn scenario(pair: &str, rpc_url: &str, notify_url: &str, settle: Duration)
     }
     tokio::time::sleep(settle).await;
 
-    let client =
-        RpcClient::new(rpc.clone(), Target::topic(&topic)).timeout(Duration::from_secs(30));
+    let compute =
+        ComputeClient::new(rpc.clone(), Target::topic(&topic)).timeout(Duration::from_secs(30));
     let ctx = Context::new().with("request_id", format!("req-{id}"));
     for instance in 0..5 {
-        let reply: Value = client
-            .call(&ctx, "boot", &json!({"instance": instance}))
+        let booted = compute
+            .boot(&ctx, instance)
             .await
             .unwrap_or_else(|e| panic!("{pair}: boot: {e}"));
-        assert_eq!(reply["booted"], instance, "{pair}");
+        assert_eq!(booted.instance, instance, "{pair}");
     }
     let mut seen = Vec::new();
     while seen.len() < 5 {
-        let (event_type, payload, context) = tokio::time::timeout(PATIENCE, billed.recv())
+        let (booted, context) = tokio::time::timeout(PATIENCE, billed.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!("{pair}: billing got only {} of 5 notifications", seen.len())
             })
             .expect("listener alive");
-        assert_eq!(event_type, "compute.instance.boot", "{pair}");
+        assert!(booted.host.starts_with("compute"), "{pair}: {booted:?}");
         assert_eq!(
             context.get_str("request_id"),
             Some(format!("req-{id}").as_str()),
             "{pair}"
         );
-        seen.push(payload["instance"].as_i64().expect("instance"));
+        seen.push(booted.instance);
     }
     seen.sort();
     assert_eq!(
@@ -135,10 +171,9 @@ async fn scenario(pair: &str, rpc_url: &str, notify_url: &str, settle: Duration)
         "{pair}: every call's notification, once"
     );
 
-    client
-        .prepare()
-        .fanout(true)
-        .cast(&ctx, "refresh", &NoArgs {})
+    compute
+        .fanout()
+        .refresh(&ctx)
         .await
         .unwrap_or_else(|e| panic!("{pair}: fanout: {e}"));
     let mut reached = Vec::new();
@@ -151,15 +186,25 @@ async fn scenario(pair: &str, rpc_url: &str, notify_url: &str, settle: Duration)
     reached.sort();
     assert_eq!(reached, ["compute1", "compute2"], "{pair}");
 
-    match client.call::<Value>(&ctx, "resize", &NoArgs {}).await {
-        Err(MessagingError::Remote(remote)) => {
-            assert_eq!(
-                (remote.class.as_str(), remote.message.as_str()),
-                ("ValueError", "flavor does not exist"),
-                "{pair}"
-            );
-        }
-        other => panic!("{pair}: expected a remote ValueError, got {other:?}"),
+    match compute.resize(&ctx, "m1.huge".into()).await {
+        Err(CallError::Service(error)) => assert_eq!(
+            error,
+            FlavorMissing {
+                flavor: "m1.huge".into()
+            },
+            "{pair}"
+        ),
+        other => panic!("{pair}: expected FlavorMissing, got {other:?}"),
+    }
+    match compute
+        .prepare()
+        .version_cap("1.0")
+        .fanout()
+        .refresh(&ctx)
+        .await
+    {
+        Err(MessagingError::VersionCap { version, .. }) => assert_eq!(version, "1.1", "{pair}"),
+        other => panic!("{pair}: expected a VersionCap refusal, got {other:?}"),
     }
 
     for server in servers {

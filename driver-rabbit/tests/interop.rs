@@ -143,6 +143,12 @@ impl Drop for Peer {
     }
 }
 
+/// A ready Python RPC server `s1` of `topic`.
+async fn python_server(python: &Path, url: &str, topic: &str) -> Peer {
+    let args = ["server", "--url", url, "--topic", topic, "--server", "s1"];
+    Peer::spawn(python, "python server", &args).ready().await
+}
+
 /// Run `oslo_peer.py call …` and return its one JSON line.
 async fn py_call(python: &Path, args: Vec<String>) -> Value {
     let python = python.to_path_buf();
@@ -168,6 +174,17 @@ async fn py_call(python: &Path, args: Vec<String>) -> Value {
     .unwrap()
 }
 
+/// Assert that a Python call failed with oslo's `RemoteError` naming `exc_type`: the class of a
+/// module the client does not allow (`allowed_remote_exmods`).
+fn assert_python_remote_error(answer: &Value, exc_type: &str) {
+    let error = &answer["error"];
+    assert_eq!(
+        (error["class"].as_str(), error["exc_type"].as_str()),
+        (Some("RemoteError"), Some(exc_type)),
+        "{answer}"
+    );
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -189,13 +206,7 @@ async fn rust_client_python_server() {
         return;
     };
     let topic = unique("interop_rc");
-    let mut server = Peer::spawn(
-        &python,
-        "python server",
-        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
-    )
-    .ready()
-    .await;
+    let mut server = python_server(&python, &url, &topic).await;
     let transport = get_rpc_transport(&url).await.unwrap();
     let client =
         RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
@@ -521,22 +532,8 @@ async fn python_client_rust_server() {
         "{fail}"
     );
     // oslo_messaging.rpc.dispatcher is not an allowed module: RemoteError(exc_type=...).
-    assert_eq!(
-        (
-            no_such["error"]["class"].clone(),
-            no_such["error"]["exc_type"].clone()
-        ),
-        (json!("RemoteError"), json!("NoSuchMethod")),
-        "{no_such}"
-    );
-    assert_eq!(
-        (
-            bad_version["error"]["class"].clone(),
-            bad_version["error"]["exc_type"].clone()
-        ),
-        (json!("RemoteError"), json!("UnsupportedVersion")),
-        "{bad_version}"
-    );
+    assert_python_remote_error(&no_such, "NoSuchMethod");
+    assert_python_remote_error(&bad_version, "UnsupportedVersion");
     assert_eq!(missing["error"]["class"], "MessagingTimeout", "{missing}");
     assert_eq!(monitored["result"], 3.5, "{monitored}");
     assert_eq!(cast, json!({"result": null}));
@@ -779,13 +776,7 @@ async fn signed_messages_interoperate_with_python_in_warn_mode() {
 
     // Rust (signing) → Python server: the request carries `_signature`, the reply has none.
     let topic = unique("interop_sig_rc");
-    let mut server = Peer::spawn(
-        &python,
-        "python server",
-        &["server", "--url", &url, "--topic", &topic, "--server", "s1"],
-    )
-    .ready()
-    .await;
+    let mut server = python_server(&python, &url, &topic).await;
     let transport = get_rpc_transport_with(&url, &options).await.unwrap();
     let client =
         RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(Duration::from_secs(20));
@@ -886,4 +877,231 @@ async fn signed_messages_interoperate_with_python_in_warn_mode() {
         .map(|p| format!("{notify_topic}.{}", p.as_str()))
         .collect();
     delete_queues(&url, &queues).await;
+}
+
+/// The typed service the Python peer's `SchedulerEndpoint` implements.
+#[messaging_macros::service(crate = "messaging_core", namespace = "sched", version = "1.2")]
+trait Scheduler {
+    async fn select_hosts(
+        &self,
+        ctx: Context,
+        flavor: String,
+        count: u32,
+        zone: Option<String>,
+    ) -> std::result::Result<Vec<String>, NoValidHost>;
+    #[since = "1.2"]
+    async fn ping(&self, ctx: Context);
+}
+
+/// The peer's `peer_exceptions.NoValidHost`.
+#[derive(Debug, PartialEq, thiserror::Error, messaging_macros::RemoteException)]
+#[remote(crate = "messaging_core", module = "peer_exceptions")]
+#[error("no valid host: {reason}")]
+struct NoValidHost {
+    reason: String,
+}
+
+/// A typed Rust client calls the Python server: keyword arguments (an `Option` left out takes
+/// Python's default), the Python exception as the Rust type, a version-cap refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_rust_client_python_server() {
+    let Some((url, python)) = setup("typed_rust_client_python_server") else {
+        return;
+    };
+    let topic = unique("interop_trc");
+    let mut server = python_server(&python, &url, &topic).await;
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let sched = SchedulerClient::new(transport.clone(), Target::topic(&topic))
+        .timeout(Duration::from_secs(20));
+
+    let hosts = sched
+        .select_hosts(&ctx(), "m1.small".into(), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(hosts, ["nova-s1-0", "nova-s1-1"]);
+    let zoned = sched
+        .select_hosts(&ctx(), "m1.small".into(), 1, Some("az1".into()))
+        .await
+        .unwrap();
+    assert_eq!(zoned, ["az1-s1-0"]);
+    match sched.select_hosts(&ctx(), "m1.huge".into(), 1, None).await {
+        Err(typed::CallError::Service(error)) => assert_eq!(
+            error,
+            NoValidHost {
+                reason: "no host has room for m1.huge".into()
+            }
+        ),
+        other => panic!("expected NoValidHost from Python, got {other:?}"),
+    }
+
+    // `ping` is since 1.2: sent under no cap, refused (not sent) under a 1.1 cap.
+    sched.cast().ping(&ctx()).await.unwrap();
+    assert_eq!(server.next().await["event"], "ping");
+    match sched.prepare().version_cap("1.1").cast().ping(&ctx()).await {
+        Err(MessagingError::VersionCap { version, cap }) => {
+            assert_eq!((version.as_str(), cap.as_str()), ("1.2", "1.1"))
+        }
+        other => panic!("expected VersionCap, got {other:?}"),
+    }
+    RpcClient::new(transport.clone(), Target::topic(&topic))
+        .cast(&ctx(), "record", &json!({"value": "after the refusal"}))
+        .await
+        .unwrap();
+    let line = server.next().await;
+    assert_eq!(
+        (line["event"].clone(), line["value"].clone()),
+        (json!("cast"), json!("after the refusal")),
+        "the refused ping reached the server"
+    );
+
+    transport.close().await;
+    drop(server);
+    delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
+}
+
+/// The Rust implementation of `Scheduler` that Python clients call.
+struct RustScheduler {
+    pings: mpsc::UnboundedSender<Value>,
+}
+
+impl Scheduler for RustScheduler {
+    async fn select_hosts(
+        &self,
+        _ctx: Context,
+        flavor: String,
+        count: u32,
+        zone: Option<String>,
+    ) -> std::result::Result<Vec<String>, NoValidHost> {
+        if flavor == "m1.huge" {
+            return Err(NoValidHost {
+                reason: format!("no host has room for {flavor}"),
+            });
+        }
+        let zone = zone.unwrap_or_else(|| "nova".into());
+        Ok((0..count).map(|i| format!("{zone}-rust-{i}")).collect())
+    }
+
+    async fn ping(&self, ctx: Context) {
+        self.pings.send(Value::Object(ctx.0)).ok();
+    }
+}
+
+/// Python clients call a typed Rust server: results, the declared error as a Python remote
+/// exception (rebuilt as its class, kwargs included, when the module is allowed), Python's
+/// TypeError for unknown or missing keyword arguments, and the advertised version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_typed_rust_server() {
+    let Some((url, python)) = setup("python_client_typed_rust_server") else {
+        return;
+    };
+    let topic = unique("interop_tpc");
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let (pings_tx, mut pings) = mpsc::unbounded_channel();
+    let server = RpcServer::new(transport.clone(), Target::topic(&topic).server("s1"))
+        .endpoint(SchedulerServer::new(RustScheduler { pings: pings_tx }))
+        .start()
+        .await
+        .unwrap();
+    let call = |method: &str, args: &str, extra: &[&str]| {
+        let mut all = strings(&[
+            "call",
+            "--url",
+            &url,
+            "--topic",
+            &topic,
+            "--timeout",
+            "20",
+            "--namespace",
+            "sched",
+            "--method",
+            method,
+            "--args",
+            args,
+        ]);
+        all.extend(strings(extra));
+        all
+    };
+    let calls = vec![
+        call("select_hosts", r#"{"flavor": "m1.small", "count": 2}"#, &[]),
+        call("select_hosts", r#"{"flavor": "m1.huge", "count": 1}"#, &[]),
+        call(
+            "select_hosts",
+            r#"{"flavor": "m1.huge", "count": 1}"#,
+            &["--allowed-remote-exmods", "peer_exceptions"],
+        ),
+        call(
+            "select_hosts",
+            r#"{"flavor": "m1", "count": 1, "zonee": "az1"}"#,
+            &[],
+        ),
+        call("select_hosts", r#"{"flavor": "m1"}"#, &[]),
+        call("ping", "{}", &["--version", "1.3"]),
+        call(
+            "ping",
+            "{}",
+            &[
+                "--version",
+                "1.2",
+                "--cast",
+                "--ctxt",
+                r#"{"user_id": "u-py"}"#,
+            ],
+        ),
+    ];
+    let results =
+        futures_util::future::join_all(calls.into_iter().map(|args| py_call(&python, args))).await;
+    let [hosts, remote, rebuilt, unknown, missing, too_new, pinged]: [Value; 7] =
+        results.try_into().unwrap();
+
+    assert_eq!(
+        hosts["result"],
+        json!(["nova-rust-0", "nova-rust-1"]),
+        "{hosts}"
+    );
+    // Module not allowed: oslo's RemoteError naming the class.
+    assert_python_remote_error(&remote, "NoValidHost");
+    // Module allowed: Python rebuilds its own class from the class name, module and kwargs.
+    assert_eq!(rebuilt["error"]["class"], "NoValidHost_Remote", "{rebuilt}");
+    assert_eq!(
+        rebuilt["error"]["kwargs"],
+        json!({"reason": "no host has room for m1.huge"}),
+        "{rebuilt}"
+    );
+    assert!(
+        rebuilt["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no valid host: no host has room for m1.huge"),
+        "{rebuilt}"
+    );
+    for (answer, expected) in [
+        (
+            &unknown,
+            "Scheduler.select_hosts() got an unexpected keyword argument 'zonee'",
+        ),
+        (
+            &missing,
+            "Scheduler.select_hosts() missing 1 required positional argument: 'count'",
+        ),
+    ] {
+        assert_eq!(answer["error"]["class"], "TypeError", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(expected),
+            "{answer}"
+        );
+    }
+    assert_python_remote_error(&too_new, "UnsupportedVersion");
+    assert_eq!(pinged, json!({"result": null}));
+    let ctxt = tokio::time::timeout(WAIT, pings.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctxt["user_id"], "u-py");
+
+    server.shutdown().await;
+    transport.close().await;
+    delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
 }

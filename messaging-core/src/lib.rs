@@ -56,6 +56,7 @@ mod service;
 pub mod signing;
 mod target;
 mod transport;
+pub mod typed;
 mod url;
 pub mod wire;
 

@@ -1,10 +1,12 @@
-//! `omsg`: call, cast, notify, listen, serve, ping and bench over any transport URL.
+//! `omsg`: call, cast, notify, listen, serve, ping and bench over any transport URL, and calls
+//! checked against a typed service's AsyncAPI document (`api-call`).
 //!
 //! Exit codes scripts can rely on: 0 success, 1 remote error, 2 timeout (or no server, failing
 //! fast), 3 any other messaging failure (connection, delivery, …), 64 bad usage or input (bad
 //! URL, bad JSON). Every transport opened is closed before exit; `serve`, `listen` and
 //! `bench` stop gracefully on SIGINT or SIGTERM.
 
+mod api;
 mod bench;
 mod notify;
 mod rpc;
@@ -61,6 +63,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the transport URL schemes this build supports, as a JSON array.
     Schemes,
+    /// Call (or cast) METHOD as a typed service's AsyncAPI document describes it: arguments
+    /// checked before sending, namespace and version from the document.
+    ApiCall(api::ApiCallArgs),
 }
 
 /// What went wrong, mapped to an exit code.
@@ -293,6 +298,7 @@ async fn main() -> ExitCode {
                 Command::Notify(args) => notify::notify(&endpoints, args).await,
                 Command::Listen(args) => notify::listen(&endpoints, args).await,
                 Command::Bench(args) => bench::run(&endpoints, args).await,
+                Command::ApiCall(args) => api::api_call(&endpoints, args).await,
                 Command::Schemes => unreachable!("handled before opening transports"),
             };
             endpoints.close().await;

@@ -102,7 +102,7 @@ pub struct ServeArgs {
     server: String,
 }
 
-fn kwargs(text: &str) -> Result<Map<String, Value>, Failure> {
+pub(crate) fn kwargs(text: &str) -> Result<Map<String, Value>, Failure> {
     match parse_json("ARGS_JSON", text)? {
         Value::Object(map) => Ok(map),
         _ => Err(Failure::Usage(

@@ -7,6 +7,7 @@ Run it with the venv made by `.ci/brokers setup python` ($OSLO_PYTHON):
   oslo_peer.py call   --url U --topic T [--server S] [--method M] [--args JSON]
                       [--ctxt JSON] [--namespace N] [--version V] [--timeout SECS]
                       [--call-monitor-timeout N] [--cast] [--fanout]
+                      [--allowed-remote-exmods MOD,...]
   oslo_peer.py notify --url U --topic T --publisher-id P --event-type E
                       --payload JSON [--priority info] [--ctxt JSON]
                       [--driver messagingv2|messaging] [--count N]
@@ -42,6 +43,8 @@ import time
 
 from oslo_config import cfg
 import oslo_messaging
+
+import peer_exceptions
 
 LOG = logging.getLogger("oslo_peer")
 _out_lock = threading.Lock()
@@ -144,13 +147,32 @@ class OtherNsEndpoint:
         return {"server": self.server_name, "namespace": "otherns"}
 
 
+class SchedulerEndpoint:
+    """The typed `Scheduler` service of the interop tests, written in Python."""
+    target = oslo_messaging.Target(namespace="sched", version="1.2")
+
+    def __init__(self, server_name):
+        self.server_name = server_name
+
+    def select_hosts(self, ctxt, flavor, count, zone=None):
+        if flavor == "m1.huge":
+            raise peer_exceptions.NoValidHost(
+                reason="no host has room for %s" % flavor)
+        return ["%s-%s-%d" % (zone or "nova", self.server_name, i)
+                for i in range(count)]
+
+    def ping(self, ctxt):
+        emit({"event": "ping", "ctxt": ctxt})
+
+
 def cmd_server(args):
     conf = init_conf(args)
     stop = stop_event(watch_stdin=not args.ignore_stdin)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     target = oslo_messaging.Target(topic=args.topic, server=args.server,
                                    exchange=args.exchange)
-    endpoints = [DefaultEndpoint(args.server), OtherNsEndpoint(args.server)]
+    endpoints = [DefaultEndpoint(args.server), OtherNsEndpoint(args.server),
+                 SchedulerEndpoint(args.server)]
     # threading is the default (and only non-deprecated) executor in 18.x
     server = oslo_messaging.get_rpc_server(transport, target, endpoints)
     server.start()
@@ -168,12 +190,15 @@ def cmd_server(args):
 def error_json(exc):
     return {"error": {"class": exc.__class__.__name__,
                       "exc_type": getattr(exc, "exc_type", None),
-                      "message": str(exc)}}
+                      "message": str(exc),
+                      "kwargs": getattr(exc, "kwargs", None)}}
 
 
 def cmd_call(args):
     conf = init_conf(args)
-    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    exmods = [m for m in (args.allowed_remote_exmods or "").split(",") if m]
+    transport = oslo_messaging.get_rpc_transport(
+        conf, url=args.url, allowed_remote_exmods=exmods)
     cast = args.cast or args.fanout
     target = oslo_messaging.Target(topic=args.topic, server=args.server,
                                    exchange=args.exchange,
@@ -342,6 +367,8 @@ def parse_args(argv):
     c.add_argument("--call-monitor-timeout", type=float, default=None)
     c.add_argument("--cast", action="store_true")
     c.add_argument("--fanout", action="store_true", help="fanout cast")
+    c.add_argument("--allowed-remote-exmods", default=None,
+                   help="comma-separated modules whose remote exceptions are rebuilt")
 
     n = sub.add_parser("notify", help="send notifications")
     common(n)

@@ -77,6 +77,9 @@ impl Notification {
 type BatchHandler =
     Arc<dyn Fn(Vec<Notification>) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
 
+pub(crate) type EventHandler =
+    Arc<dyn Fn(Notification) -> BoxFuture<'static, NotificationResult> + Send + Sync>;
+
 /// Handlers for some priorities, and an optional filter.
 ///
 /// ```
@@ -95,6 +98,8 @@ type BatchHandler =
 #[derive(Clone, Default)]
 pub struct NotificationEndpoint {
     handlers: HashMap<Priority, BatchHandler>,
+    /// Handlers of one event type at one priority (typed events).
+    events: Vec<(Priority, &'static str, EventHandler)>,
     filter: Option<NotificationFilter>,
 }
 
@@ -153,28 +158,72 @@ impl NotificationEndpoint {
         self
     }
 
+    /// Hand notifications of `priority` and `event_type` to `handler`, one at a time, before
+    /// (and instead of) the priority's handler (for typed events, see
+    /// [`on_event`](Self::on_event)).
+    pub(crate) fn route_event(
+        mut self,
+        priority: Priority,
+        event_type: &'static str,
+        handler: EventHandler,
+    ) -> Self {
+        self.events.retain(|e| (e.0, e.1) != (priority, event_type));
+        self.events.push((priority, event_type, handler));
+        self
+    }
+
     /// Only pass notifications that `filter` accepts to this endpoint.
     pub fn filter(mut self, filter: NotificationFilter) -> Self {
         self.filter = Some(filter);
         self
     }
 
-    /// Run this endpoint's handler for the notifications it accepts; `None` if it has none.
+    /// The priorities this endpoint has handlers for.
+    fn priorities(&self) -> impl Iterator<Item = Priority> + '_ {
+        let typed = self.events.iter().map(|(priority, ..)| *priority);
+        self.handlers.keys().copied().chain(typed)
+    }
+
+    /// Run this endpoint's handlers for the notifications it accepts: each of an event type
+    /// with its own handler goes there, the rest to the priority's handler. `None` if no
+    /// handler took any.
     async fn handle(
         &self,
         priority: Priority,
         batch: &[Notification],
     ) -> Option<NotificationResult> {
-        let handler = self.handlers.get(&priority)?;
-        let accepted: Vec<Notification> = batch
+        let accepted = batch
             .iter()
-            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)))
-            .cloned()
-            .collect();
-        if accepted.is_empty() {
+            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)));
+        let mut rest = Vec::new();
+        let mut results = Vec::new();
+        for notification in accepted.cloned() {
+            match self.event_handler(priority, &notification.event_type) {
+                Some(handler) => results.push(handler(notification).await),
+                None => rest.push(notification),
+            }
+        }
+        match self.handlers.get(&priority) {
+            Some(handler) if !rest.is_empty() => results.push(handler(rest).await),
+            _ => rest.iter().for_each(
+                |n| tracing::debug!(event_type = %n.event_type, "no handler for this event type"),
+            ),
+        }
+        if results.is_empty() {
             return None;
         }
-        Some(handler(accepted).await)
+        Some(if results.contains(&NotificationResult::Requeue) {
+            NotificationResult::Requeue
+        } else {
+            NotificationResult::Handled
+        })
+    }
+
+    fn event_handler(&self, priority: Priority, event_type: &str) -> Option<&EventHandler> {
+        self.events
+            .iter()
+            .find(|(p, e, _)| *p == priority && *e == event_type)
+            .map(|(.., handler)| handler)
     }
 }
 
@@ -289,7 +338,7 @@ impl NotificationListener {
         let mut priorities: Vec<Priority> = self
             .endpoints
             .iter()
-            .flat_map(|e| e.handlers.keys().copied())
+            .flat_map(NotificationEndpoint::priorities)
             .collect();
         priorities.sort();
         priorities.dedup();
