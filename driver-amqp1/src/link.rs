@@ -355,10 +355,7 @@ impl LinkManager {
         waiting: &str,
     ) -> MessagingError {
         match &spec.call_id {
-            Some(msg_id) => MessagingError::Timeout {
-                msg_id: msg_id.clone(),
-                after: started.elapsed(),
-            },
+            Some(msg_id) => MessagingError::not_taken(msg_id, started.elapsed()),
             None => MessagingError::SendTimeout {
                 what: format!("{} to `{address}` ({waiting})", spec.what),
                 after: started.elapsed(),

@@ -119,7 +119,8 @@ impl MemoryRpc {
             .await
     }
 
-    fn publish_request(&self, to: &RpcAddress, delivery: Delivery) {
+    /// Publish a request; false if no queue took it.
+    fn publish_request(&self, to: &RpcAddress, delivery: Delivery) -> bool {
         let routed = if to.fanout {
             self.bus.publish_fanout(&to.fanout_exchange(), delivery)
         } else {
@@ -131,6 +132,7 @@ impl MemoryRpc {
                 "no queue bound: the request is dropped, as a broker would"
             );
         }
+        routed > 0
     }
 }
 
@@ -163,12 +165,19 @@ impl RpcDriver for MemoryRpc {
         self.check_open()?;
         let reply_q = self.reply_queue().await.to_owned();
         let message = RequestMessage::call(request.clone(), reply_q, options.call_monitor_timeout);
-        let pending = self
-            .replies
-            .register(message.msg_id().expect("a call").to_owned());
+        let msg_id = message.msg_id().expect("a call").to_owned();
+        let pending = self.replies.register(msg_id.clone());
         let expires = options.timeout.map(|t| Instant::now() + t);
-        self.publish_request(to, Delivery::Request { message, expires });
-        Ok(pending)
+        let taken = self.publish_request(to, Delivery::Request { message, expires });
+        match options.timeout {
+            // Nobody serves the topic: say so at the caller's timeout, as a broker that
+            // returns the call unroutable does.
+            Some(timeout) if !taken => {
+                tokio::time::sleep(timeout).await;
+                Err(MessagingError::not_taken(msg_id, timeout))
+            }
+            _ => Ok(pending),
+        }
     }
 
     async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {
