@@ -308,9 +308,10 @@ fn timeout_text(msg_id: &str, after: Duration, call: Option<&RpcCall>, delivered
     let after = seconds(after);
     match (call, delivered) {
         (Some(call), false) => format!("no server took the call {call} within {after}"),
-        (Some(call), true) => {
-            format!("no reply within {after} to the call {call} (message ID {msg_id})")
-        }
+        (Some(call), true) => format!(
+            "no reply within {after} to the call {call} (message ID {msg_id}): it was sent, \
+             but no server answered in time"
+        ),
         (None, false) => format!("no server took message ID {msg_id} within {after}"),
         (None, true) => format!("no reply within {after} to message ID {msg_id}"),
     }

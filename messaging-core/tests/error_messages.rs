@@ -137,7 +137,8 @@ async fn a_call_left_unanswered_says_no_reply_came() {
         error.to_string(),
         format!(
             "no reply within 0.3 s to the call `sleep` on topic `sched` (exchange `openstack`, \
-             any server, no namespace, version 1.0) (message ID {msg_id})"
+             any server, no namespace, version 1.0) (message ID {msg_id}): it was sent, but \
+             no server answered in time"
         )
     );
     server.shutdown().await;
