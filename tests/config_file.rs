@@ -94,8 +94,8 @@ async fn nothing_arrives(rx: &mut mpsc::UnboundedReceiver<String>, what: &str) {
     assert!(late.is_err(), "{what}: {late:?}");
 }
 
-/// `rpc_response_timeout`, `executor_thread_pool_size`, `rpc_ping_enabled`,
-/// `control_exchange`, `[oslo_messaging_signing]`, on the RPC side.
+/// The RPC side: `rpc_ping_enabled`, `executor_thread_pool_size`, `rpc_response_timeout`,
+/// `control_exchange`, `[oslo_messaging_signing]`.
 async fn check_rpc(config: &MessagingConfig, rpc: &RpcTransport, id: &str) {
     let topic = format!("test_cfg_rpc_{id}");
     let (busy, most) = (Arc::default(), Arc::<AtomicUsize>::default());
@@ -138,44 +138,33 @@ async fn check_rpc(config: &MessagingConfig, rpc: &RpcTransport, id: &str) {
     let text = error.to_string();
     assert!(text.contains("exchange `test_cfg`"), "{text}");
 
-    // Same URL and keys, but oslo's default exchange: the server is not there.
+    check_exchange_and_signing(config, rpc, &topic).await;
+    server.shutdown().await;
+}
+
+/// `control_exchange` and `[oslo_messaging_signing]`: a client on a transport opened without
+/// one of them misses the server of `topic`.
+async fn check_exchange_and_signing(config: &MessagingConfig, rpc: &RpcTransport, topic: &str) {
     let keys_only = TransportOptions {
         signing: config.signing.clone(),
         ..TransportOptions::default()
     };
-    let elsewhere = messaging::get_rpc_transport_with(&config.transport_url, &keys_only)
-        .await
-        .unwrap();
-    let missed = messaging::RpcClient::new(elsewhere.clone(), Target::topic(&topic))
-        .timeout(Duration::from_millis(700))
-        .call::<()>(&ctx, "work", &NoArgs {})
-        .await;
+    let missed = call_work(config, &keys_only, Target::topic(topic)).await;
     assert!(
         matches!(missed, Err(MessagingError::Timeout { .. })),
         "control_exchange: {missed:?}"
     );
-    let reached = messaging::RpcClient::new(elsewhere, Target::topic(&topic))
-        .exchange(&config.control_exchange)
-        .call::<()>(&ctx, "work", &NoArgs {})
-        .await;
-    assert!(
-        reached.is_ok(),
-        "control_exchange named explicitly: {reached:?}"
-    );
+    let named = Target::topic(topic).exchange(&config.control_exchange);
+    let reached = call_work(config, &keys_only, named).await;
+    assert!(reached.is_ok(), "control_exchange named: {reached:?}");
 
-    // Unsigned requests are dropped by the server of a signing file (mode = reject).
-    let unsigned_options = TransportOptions {
+    // The server of a signing file (mode = reject) drops unsigned requests.
+    let exchange_only = TransportOptions {
         control_exchange: config.control_exchange.clone(),
         ..TransportOptions::default()
     };
-    let unsigned = messaging::get_rpc_transport_with(&config.transport_url, &unsigned_options)
-        .await
-        .unwrap();
     let failures_before = rpc.signature_failures();
-    let refused = messaging::RpcClient::new(unsigned, Target::topic(&topic))
-        .timeout(Duration::from_millis(700))
-        .call::<()>(&ctx, "work", &NoArgs {})
-        .await;
+    let refused = call_work(config, &exchange_only, Target::topic(topic)).await;
     assert!(
         matches!(refused, Err(MessagingError::Timeout { .. })),
         "signing: {refused:?}"
@@ -184,7 +173,19 @@ async fn check_rpc(config: &MessagingConfig, rpc: &RpcTransport, id: &str) {
         rpc.signature_failures() > failures_before,
         "signing: counted"
     );
-    server.shutdown().await;
+}
+
+/// Call `work` at `target` through a transport to the file's URL opened with `options`.
+async fn call_work(
+    config: &MessagingConfig,
+    options: &TransportOptions,
+    target: Target,
+) -> Result<(), MessagingError> {
+    let transport = messaging::get_rpc_transport_with(&config.transport_url, options).await?;
+    messaging::RpcClient::new(transport, target)
+        .timeout(Duration::from_millis(700))
+        .call(&Context::new(), "work", &NoArgs {})
+        .await
 }
 
 /// The notification side: its own `transport_url`, `topics`, `driver`, the outbox settings.

@@ -3,7 +3,7 @@
 
 use super::MessagingConfig;
 use crate::driver::Retry;
-use crate::error::Result;
+use crate::error::{MessagingError, Result};
 use crate::notify::{NotificationListener, Notifier, NotifierDriver};
 use crate::rpc::{RpcClient, RpcServer};
 use crate::target::Target;
@@ -74,6 +74,15 @@ impl MessagingConfig {
         publisher_id: impl Into<String>,
     ) -> Result<Notifier> {
         let settings = &self.notifications;
+        if settings.topics.is_empty() || settings.driver.is_empty() {
+            // Possible from serde, not from a file: it would send nowhere without a word.
+            return Err(MessagingError::InvalidConfig {
+                line: None,
+                reason: "[oslo_messaging_notifications] `topics` and `driver` must not be empty \
+                         (driver = noop sends nothing on purpose)"
+                    .into(),
+            });
+        }
         let drivers = settings
             .driver
             .iter()
@@ -93,5 +102,26 @@ impl MessagingConfig {
     /// endpoints, then start.
     pub fn notification_listener(&self, transport: NotificationTransport) -> NotificationListener {
         NotificationListener::new(transport).max_concurrency(self.executor_thread_pool_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_notifier_that_would_send_nowhere_is_refused() {
+        let config: MessagingConfig = serde_json::from_value(serde_json::json!({
+            "transport_url": "memory://",
+            "notifications": {"topics": []},
+        }))
+        .unwrap();
+        let transport = config.notification_transport().await.unwrap();
+        let refused = config.notifier(transport, "p").await;
+        assert!(
+            matches!(refused, Err(MessagingError::InvalidConfig { .. })),
+            "{:?}",
+            refused.err()
+        );
     }
 }
