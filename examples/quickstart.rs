@@ -2,9 +2,9 @@
 //! notifier with a listener in a pool.
 //!
 //! ```text
-//! cargo run --example quickstart                                   # in-process memory://
-//! cargo run --features rabbit --example quickstart -- rabbit://guest:guest@127.0.0.1:5672/
-//! cargo run --features rabbit --example quickstart -- RPC_URL NOTIFY_URL   # hybrid
+//! cargo quickstart                     # in-process memory://, builds no broker driver
+//! cargo run --example quickstart -- rabbit://guest:guest@127.0.0.1:5672/
+//! cargo run --example quickstart -- RPC_URL NOTIFY_URL                # hybrid
 //! ```
 
 use std::time::Duration;
