@@ -17,10 +17,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fe2o3_amqp::types::messaging::{AmqpValue, Body, Header, Message, MessageId, Properties};
 use fe2o3_amqp::types::primitives::{Timestamp, Value};
 use messaging_core::wire::{
-    self, json, ContextStyle, NotificationFormat, NotificationMessage, Reply, ReplyEvent,
-    RpcRequest, SIGNATURE_KEY,
+    self, json, NotificationFormat, NotificationMessage, Reply, ReplyEvent, RpcRequest,
+    SIGNATURE_KEY,
 };
 use messaging_core::{MessagingError, Result};
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
 use serde_amqp::lazy::LazyValue;
 use serde_json::{Map, Value as Json};
 
@@ -85,13 +87,10 @@ pub fn request(
     call: Option<&CallInfo>,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
-    let mut body = Map::with_capacity(3);
-    body.insert("request".into(), Json::Object(request.to_request_dict()));
-    body.insert("context".into(), Json::Object(request.context.clone()));
-    if let (Some(_), Some(monitor)) = (call, call_monitor_timeout) {
-        body.insert("call_monitor_timeout".into(), seconds_json(monitor));
-    }
-    let text = json::to_string(&body)?;
+    let text = json::to_string(&RequestBody {
+        request,
+        call_monitor_timeout: call.and(call_monitor_timeout),
+    })?;
     let mut properties = Properties::builder().to(to);
     let mut header = None;
     if let Some(call) = call {
@@ -117,34 +116,25 @@ pub fn reply(
     reply: &Reply,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
-    let signed = |mut body: Map<String, Json>| {
-        if let Some(signature) = &reply.signature {
-            body.insert(SIGNATURE_KEY.into(), Json::String(signature.clone()));
-        }
-        json::to_string(&body).map(string_body)
-    };
     let properties = Properties::builder()
         .to(to)
         .correlation_id(MessageId::String(correlation_id.to_owned()))
         .build();
     let builder = Message::builder().properties(properties);
+    let signature = reply.signature.as_deref();
     let message = match &reply.event {
         ReplyEvent::Heartbeat => builder
             .header(call_monitor_timeout.map(|t| Header::builder().ttl(Some(millis(t))).build()))
             .body(Body::Empty)
             .build(),
-        ReplyEvent::Result { value, .. } => {
-            let mut body = Map::with_capacity(2);
-            body.insert("response".into(), value.clone());
-            builder.body(signed(body)?).build()
-        }
+        ReplyEvent::Result { value, .. } => builder
+            .body(ReplyBody::text("response", value, signature)?)
+            .build(),
         ReplyEvent::Failure(failure) => {
-            let mut body = Map::with_capacity(2);
-            body.insert(
-                "failure".into(),
-                Json::String(wire::encode_failure(failure)?),
-            );
-            builder.body(signed(body)?).build()
+            let failure = wire::encode_failure(failure)?;
+            builder
+                .body(ReplyBody::text("failure", &failure, signature)?)
+                .build()
         }
     };
     Ok(message)
@@ -156,32 +146,96 @@ pub fn notification(
     message: &NotificationMessage,
     format: NotificationFormat,
 ) -> Result<AmqpMessage> {
-    // The context travels beside the message, not inside it (and no `_unique_id`), as oslo's
-    // AMQP 1.0 driver sends it.
-    let mut inner = message.to_map(ContextStyle::Flattened, None);
-    inner.retain(|key, _| !key.starts_with(wire::CONTEXT_PREFIX));
-    let request = match format {
-        NotificationFormat::V2 => {
-            let mut envelope = Map::with_capacity(2);
-            envelope.insert(
-                wire::VERSION_KEY.into(),
-                Json::String(wire::ENVELOPE_VERSION.into()),
-            );
-            envelope.insert(
-                wire::MESSAGE_KEY.into(),
-                Json::String(json::to_string(&inner)?),
-            );
-            envelope
-        }
-        NotificationFormat::V1 => inner,
-    };
-    let mut body = Map::with_capacity(2);
-    body.insert("request".into(), Json::Object(request));
-    body.insert("context".into(), Json::Object(message.context.clone()));
+    let body = NotificationBody { message, format };
     Ok(Message::builder()
         .properties(Properties::builder().to(to).build())
         .body(string_body(json::to_string(&body)?))
         .build())
+}
+
+/// A request's body, `{"request": <request dict>, "context": <ctxt>[, "call_monitor_timeout":
+/// N]}`, serialized from the request's own fields.
+struct RequestBody<'a> {
+    request: &'a RpcRequest,
+    call_monitor_timeout: Option<Duration>,
+}
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("request", &self.request.request_dict())?;
+        map.serialize_entry("context", &self.request.context)?;
+        if let Some(monitor) = self.call_monitor_timeout {
+            map.serialize_entry("call_monitor_timeout", &seconds_json(monitor))?;
+        }
+        map.end()
+    }
+}
+
+/// A reply's body: `{"response": r}` or `{"failure": "<failure JSON>"}`, and its signature.
+struct ReplyBody<'a, T> {
+    key: &'static str,
+    value: &'a T,
+    signature: Option<&'a str>,
+}
+
+impl<'a, T: Serialize> ReplyBody<'a, T> {
+    /// The body as an amqp-value string.
+    fn text(key: &'static str, value: &'a T, signature: Option<&'a str>) -> Result<Body<Value>> {
+        let body = Self {
+            key,
+            value,
+            signature,
+        };
+        Ok(string_body(json::to_string(&body)?))
+    }
+}
+
+impl<T: Serialize> Serialize for ReplyBody<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(self.key, self.value)?;
+        if let Some(signature) = self.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        map.end()
+    }
+}
+
+/// A notification's body: the message dict (in the `2.0` envelope with `messagingv2`) under
+/// `request`, the context beside it, not inside (and no `_unique_id`), as oslo's AMQP 1.0
+/// driver sends it.
+struct NotificationBody<'a> {
+    message: &'a NotificationMessage,
+    format: NotificationFormat,
+}
+
+impl Serialize for NotificationBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let dict = self.message.dict(None, None);
+        let mut map = serializer.serialize_map(None)?;
+        match self.format {
+            NotificationFormat::V2 => {
+                let inner = json::to_string(&dict).map_err(S::Error::custom)?;
+                map.serialize_entry("request", &Envelope(&inner))?;
+            }
+            NotificationFormat::V1 => map.serialize_entry("request", &dict)?,
+        }
+        map.serialize_entry("context", &self.message.context)?;
+        map.end()
+    }
+}
+
+/// The `2.0` envelope as a JSON object: `{"oslo.version": "2.0", "oslo.message": "<inner>"}`.
+struct Envelope<'a>(&'a str);
+
+impl Serialize for Envelope<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map([
+            (wire::VERSION_KEY, wire::ENVELOPE_VERSION),
+            (wire::MESSAGE_KEY, self.0),
+        ])
+    }
 }
 
 /// The body as bytes, for decoding and for logging: an amqp-value string or binary, or the

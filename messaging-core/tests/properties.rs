@@ -36,6 +36,13 @@ fn priority() -> impl Strategy<Value = Priority> {
 }
 
 proptest! {
+    /// Encoding straight into the envelope gives the bytes of the two-pass encoding.
+    #[test]
+    fn one_pass_envelopes_equal_two_pass_envelopes(value in json_value()) {
+        let two_passes = messaging_core::wire::envelope(&messaging_core::wire::json::to_vec(&value).unwrap());
+        prop_assert_eq!(messaging_core::wire::to_envelope(&value).unwrap(), two_passes);
+    }
+
     #[test]
     fn requests_round_trip(
         method in "[a-z_]{1,12}",

@@ -1,10 +1,49 @@
 //! Notification messages (oslo-wire.md §6, §8).
 
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{envelope, flatten_context, json, take_string, unflatten_context, SIGNATURE_KEY};
+use super::{
+    json, serialize_flattened_context, take_string, to_envelope, unflatten_context, SIGNATURE_KEY,
+};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
+
+/// The message dict of a [`NotificationMessage`] (see [`NotificationMessage::dict`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationDict<'a> {
+    message: &'a NotificationMessage,
+    context: Option<ContextStyle>,
+    unique_id: Option<&'a str>,
+}
+
+impl Serialize for NotificationDict<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let message = self.message;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("message_id", &message.message_id)?;
+        map.serialize_entry("publisher_id", &message.publisher_id)?;
+        map.serialize_entry("event_type", &message.event_type)?;
+        map.serialize_entry("priority", message.priority.as_upper_str())?;
+        map.serialize_entry("payload", &message.payload)?;
+        map.serialize_entry("timestamp", &message.timestamp)?;
+        if let Some(unique_id) = self.unique_id {
+            map.serialize_entry("_unique_id", unique_id)?;
+        }
+        if let Some(signature) = &message.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        match self.context {
+            Some(ContextStyle::Flattened) => {
+                serialize_flattened_context(&mut map, &message.context)?
+            }
+            Some(ContextStyle::Nested) => map.serialize_entry("_context", &message.context)?,
+            None => {}
+        }
+        map.end()
+    }
+}
 
 /// Body format, chosen by the notifier's driver name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,34 +86,19 @@ pub struct NotificationMessage {
 }
 
 impl NotificationMessage {
-    /// The message dict, keys in oslo's order (`_signature`, when signed, before the context).
-    pub fn to_map(&self, style: ContextStyle, unique_id: Option<&str>) -> Map<String, Value> {
-        let mut msg = Map::with_capacity(8);
-        msg.insert("message_id".into(), Value::String(self.message_id.clone()));
-        msg.insert(
-            "publisher_id".into(),
-            Value::String(self.publisher_id.clone()),
-        );
-        msg.insert("event_type".into(), Value::String(self.event_type.clone()));
-        msg.insert(
-            "priority".into(),
-            Value::String(self.priority.as_upper_str().into()),
-        );
-        msg.insert("payload".into(), self.payload.clone());
-        msg.insert("timestamp".into(), Value::String(self.timestamp.clone()));
-        if let Some(unique_id) = unique_id {
-            msg.insert("_unique_id".into(), Value::String(unique_id.into()));
+    /// The message dict to serialize (borrowing, not copying), keys in oslo's order
+    /// (`_signature`, when signed, before the context); the context in `context` style, or
+    /// left out with `None` (the AMQP 1.0 driver sends it beside the message).
+    pub fn dict<'a>(
+        &'a self,
+        context: Option<ContextStyle>,
+        unique_id: Option<&'a str>,
+    ) -> NotificationDict<'a> {
+        NotificationDict {
+            message: self,
+            context,
+            unique_id,
         }
-        if let Some(signature) = &self.signature {
-            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
-        }
-        match style {
-            ContextStyle::Flattened => flatten_context(&mut msg, &self.context),
-            ContextStyle::Nested => {
-                msg.insert("_context".into(), Value::Object(self.context.clone()));
-            }
-        }
-        msg
     }
 
     /// Encode as a message body in `format`.
@@ -84,10 +108,10 @@ impl NotificationMessage {
         style: ContextStyle,
         unique_id: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let inner = json::to_vec(&self.to_map(style, unique_id))?;
+        let dict = self.dict(Some(style), unique_id);
         Ok(match format {
-            NotificationFormat::V2 => envelope(&inner),
-            NotificationFormat::V1 => inner,
+            NotificationFormat::V2 => to_envelope(&dict)?,
+            NotificationFormat::V1 => json::to_vec(&dict)?,
         })
     }
 
