@@ -23,6 +23,7 @@ use crate::topology;
 pub(crate) struct RabbitNotify {
     connector: Arc<Connector>,
     publisher: Publisher,
+    destinations: topology::Destinations<NotifyAddress>,
 }
 
 impl RabbitNotify {
@@ -30,6 +31,7 @@ impl RabbitNotify {
         Self {
             publisher: Publisher::new(connector.clone(), "notify-send"),
             connector,
+            destinations: topology::Destinations::default(),
         }
     }
 }
@@ -44,14 +46,17 @@ impl NotifyDriver for RabbitNotify {
         options: &SendOptions,
     ) -> Result<()> {
         let body = message.encode(format, ContextStyle::Flattened, Some(&wire::new_id()))?;
-        let (exchange, routing_key, declarations) =
-            topology::notify_destination(self.connector.config(), to);
+        let config = self.connector.config();
+        let destination = self
+            .destinations
+            .get(to, |to| topology::notify_destination(config, to));
+        let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
         let outgoing = Outgoing {
-            exchange: &exchange,
-            routing_key: &routing_key,
+            exchange,
+            routing_key,
             body: &body,
             expiration: None,
-            declarations: &declarations,
+            declarations: &destination.declarations,
         };
         let what = format!("notifying {exchange}/{routing_key}");
         self.publisher.publish(&what, outgoing, options).await

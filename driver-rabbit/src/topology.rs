@@ -1,6 +1,9 @@
 //! oslo's broker topology (oslo-wire.md §1): exchange, queue and binding names, their flags
 //! and arguments, and declaring them on a channel.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -12,7 +15,7 @@ use crate::config::RabbitConfig;
 use crate::connection::{lapin_failure, Failure};
 
 /// An exchange to declare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ExchangeSpec {
     pub(crate) name: String,
     pub(crate) fanout: bool,
@@ -21,7 +24,7 @@ pub(crate) struct ExchangeSpec {
 }
 
 /// A queue to declare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct QueueSpec {
     pub(crate) name: String,
     pub(crate) durable: bool,
@@ -35,7 +38,7 @@ pub(crate) struct QueueSpec {
 }
 
 /// One step of a topology.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Declaration {
     Exchange(ExchangeSpec),
     Queue(QueueSpec),
@@ -46,18 +49,50 @@ pub(crate) enum Declaration {
     },
 }
 
-impl Declaration {
-    /// A key identifying what is declared, to declare it once per channel.
-    pub(crate) fn key(&self) -> String {
-        match self {
-            Declaration::Exchange(e) => format!("x:{}", e.name),
-            Declaration::Queue(q) => format!("q:{}", q.name),
-            Declaration::Bind {
-                queue,
-                exchange,
-                key,
-            } => format!("b:{queue}\u{0}{exchange}\u{0}{key}"),
+/// Where messages to one address are published, and what to declare before.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Destination {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) declarations: Vec<Declaration>,
+}
+
+/// The destinations of the addresses a sender publishes to, each worked out once rather than
+/// on every publish.
+#[derive(Debug)]
+pub(crate) struct Destinations<A> {
+    known: Mutex<HashMap<A, Arc<Destination>>>,
+}
+
+impl<A> Default for Destinations<A> {
+    fn default() -> Self {
+        Self {
+            known: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl<A: Clone + Eq + Hash> Destinations<A> {
+    /// How many addresses are remembered: a sender to more (casts to very many servers)
+    /// starts over, so that memory stays bounded.
+    const LIMIT: usize = 1024;
+
+    /// The destination of `to`, worked out by `destination` the first time.
+    pub(crate) fn get(
+        &self,
+        to: &A,
+        destination: impl FnOnce(&A) -> Destination,
+    ) -> Arc<Destination> {
+        let mut known = self.known.lock().expect("destinations poisoned");
+        if let Some(known) = known.get(to) {
+            return known.clone();
+        }
+        if known.len() >= Self::LIMIT {
+            known.clear();
+        }
+        let found = Arc::new(destination(to));
+        known.insert(to.clone(), found.clone());
+        found
     }
 }
 
@@ -109,26 +144,18 @@ pub(crate) fn transient_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
     }
 }
 
-/// Where an RPC request is published: `(exchange, routing key)` and what to declare first
-/// (the exchange, as oslo's publisher does).
-pub(crate) fn rpc_destination(
-    config: &RabbitConfig,
-    to: &RpcAddress,
-) -> (String, String, Vec<Declaration>) {
-    if to.fanout {
-        let exchange = fanout_exchange(config, to);
-        (
-            exchange.name.clone(),
-            String::new(),
-            vec![Declaration::Exchange(exchange)],
-        )
+/// Where an RPC request is published, and what to declare first (the exchange, as oslo's
+/// publisher does).
+pub(crate) fn rpc_destination(config: &RabbitConfig, to: &RpcAddress) -> Destination {
+    let (exchange, routing_key) = if to.fanout {
+        (fanout_exchange(config, to), String::new())
     } else {
-        let exchange = topic_exchange(config, &to.exchange);
-        (
-            exchange.name.clone(),
-            to.routing_key(),
-            vec![Declaration::Exchange(exchange)],
-        )
+        (topic_exchange(config, &to.exchange), to.routing_key())
+    };
+    Destination {
+        exchange: exchange.name.clone(),
+        routing_key,
+        declarations: vec![Declaration::Exchange(exchange)],
     }
 }
 
@@ -166,10 +193,7 @@ pub(crate) fn rpc_server(
 
 /// What a notifier declares before publishing to `to` (once per channel): the exchange and
 /// the `<topic>.<priority>` queue bound to it, so that nothing is lost before a listener exists.
-pub(crate) fn notify_destination(
-    config: &RabbitConfig,
-    to: &NotifyAddress,
-) -> (String, String, Vec<Declaration>) {
+pub(crate) fn notify_destination(config: &RabbitConfig, to: &NotifyAddress) -> Destination {
     let key = to.routing_key();
     let exchange = topic_exchange(config, &to.exchange);
     let declarations = vec![
@@ -181,7 +205,11 @@ pub(crate) fn notify_destination(
             key: key.clone(),
         },
     ];
-    (exchange.name, key, declarations)
+    Destination {
+        exchange: exchange.name,
+        routing_key: key,
+        declarations,
+    }
 }
 
 /// What a notification listener declares and consumes: one `<topic>.<priority>` queue per
@@ -344,7 +372,7 @@ mod tests {
         })));
         let Some(Declaration::Queue(fanout)) = declarations
             .iter()
-            .find(|d| d.key() == "q:testtopic_fanout_abc")
+            .find(|d| matches!(d, Declaration::Queue(q) if q.name == "testtopic_fanout_abc"))
         else {
             panic!("no fanout queue")
         };
@@ -360,13 +388,43 @@ mod tests {
     #[test]
     fn fanout_casts_go_to_the_fanout_exchange_with_an_empty_key() {
         let config = RabbitConfig::default();
-        let (exchange, key, _) = rpc_destination(&config, &server().fanout_address());
-        assert_eq!((exchange.as_str(), key.as_str()), ("testtopic_fanout", ""));
-        let (exchange, key, _) = rpc_destination(&config, &server().server_address());
+        let fanout = rpc_destination(&config, &server().fanout_address());
         assert_eq!(
-            (exchange.as_str(), key.as_str()),
+            (fanout.exchange.as_str(), fanout.routing_key.as_str()),
+            ("testtopic_fanout", "")
+        );
+        let direct = rpc_destination(&config, &server().server_address());
+        assert_eq!(
+            (direct.exchange.as_str(), direct.routing_key.as_str()),
             ("openstack", "testtopic.srv1")
         );
+    }
+
+    /// A destination is worked out once per address, and the cache stays bounded.
+    #[test]
+    fn destinations_are_worked_out_once_per_address() {
+        let config = RabbitConfig::default();
+        let destinations = Destinations::default();
+        let worked_out = std::cell::Cell::new(0);
+        let get = |to: &RpcAddress| {
+            destinations.get(to, |to| {
+                worked_out.set(worked_out.get() + 1);
+                rpc_destination(&config, to)
+            })
+        };
+        let first = get(&server().server_address());
+        let again = get(&server().server_address());
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(*first, rpc_destination(&config, &server().server_address()));
+        get(&server().topic_address());
+        assert_eq!(worked_out.get(), 2);
+        for i in 0..Destinations::<RpcAddress>::LIMIT + 1 {
+            let mut to = server().server_address();
+            to.server = Some(format!("s{i}"));
+            get(&to);
+        }
+        let known = destinations.known.lock().unwrap().len();
+        assert!(known <= Destinations::<RpcAddress>::LIMIT, "{known}");
     }
 
     #[test]
