@@ -330,7 +330,7 @@ pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
         .ok_or_else(|| MessagingError::MalformedMessage("request without a body".into()))?;
     let mut body = json_object(&bytes)?;
     let context = take_object(&mut body, "context")?;
-    let mut request_dict = match body.shift_remove("request") {
+    let request_dict = match body.shift_remove("request") {
         Some(Json::Object(request)) => request,
         _ => {
             return Err(MessagingError::MalformedMessage(
@@ -338,7 +338,7 @@ pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
             ))
         }
     };
-    let request = RpcRequest::from_request_dict(&mut request_dict, context)?;
+    let request = RpcRequest::from_request_dict(request_dict, context)?;
     let call_monitor_timeout = body
         .get("call_monitor_timeout")
         .and_then(Json::as_f64)
@@ -403,16 +403,15 @@ pub fn decode_notification(message: &AmqpMessage) -> Result<NotificationMessage>
     let mut body = json_object(&bytes)?;
     let context = take_object(&mut body, "context")?;
     let request = match body.shift_remove("request") {
-        Some(request @ Json::Object(_)) => request,
+        Some(Json::Object(request)) => request,
         _ => {
             return Err(MessagingError::MalformedMessage(
                 "body has no `request` object".into(),
             ))
         }
     };
-    // The shared decoder reads both the `2.0` envelope and a bare (v1) dict.
-    let inner = wire::decode_body(&serde_json::to_vec(&request)?)?;
-    let (mut notification, _) = NotificationMessage::from_map(inner)?;
+    // Either the `2.0` envelope or a bare (v1) dict.
+    let (mut notification, _) = NotificationMessage::from_map(wire::open_envelope(request)?)?;
     if notification.context.is_empty() {
         notification.context = context;
     }

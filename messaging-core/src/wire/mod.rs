@@ -9,10 +9,14 @@ pub mod json;
 mod notification;
 mod rpc;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{MessagingError, Result};
@@ -74,11 +78,17 @@ pub fn envelope(inner: &[u8]) -> Vec<u8> {
 pub fn decode_body(body: &[u8]) -> Result<Map<String, Value>> {
     let outer: Value = serde_json::from_slice(body)
         .map_err(|e| MessagingError::MalformedMessage(format!("body is not JSON: {e}")))?;
-    let Value::Object(mut outer) = outer else {
+    let Value::Object(outer) = outer else {
         return Err(MessagingError::MalformedMessage(
             "body is not a JSON object".into(),
         ));
     };
+    open_envelope(outer)
+}
+
+/// The inner message dict of a decoded body: the `2.0` envelope's, after checking its version,
+/// or the body itself when it is not an envelope (un-enveloped `1.0`).
+pub fn open_envelope(mut outer: Map<String, Value>) -> Result<Map<String, Value>> {
     if !(outer.contains_key(VERSION_KEY) && outer.contains_key(MESSAGE_KEY)) {
         return Ok(outer);
     }
@@ -181,21 +191,6 @@ impl Serialize for ContextKey<'_> {
     }
 }
 
-/// Take the `_context_<key>` entries out of `msg`, as a context map.
-pub(crate) fn unflatten_context(msg: &mut Map<String, Value>) -> Map<String, Value> {
-    let keys: Vec<String> = msg
-        .keys()
-        .filter(|k| k.starts_with(CONTEXT_PREFIX))
-        .cloned()
-        .collect();
-    keys.into_iter()
-        .filter_map(|key| {
-            let value = msg.shift_remove(&key)?;
-            Some((key[CONTEXT_PREFIX.len()..].to_owned(), value))
-        })
-        .collect()
-}
-
 /// Drops messages whose `_unique_id` is among the last few seen, as oslo's rabbit driver does
 /// (a redelivery after a reconnect must not run a request twice).
 #[derive(Debug, Clone)]
@@ -244,14 +239,81 @@ impl DuplicateFilter {
     }
 }
 
-/// Read a string field of a decoded message.
-pub(crate) fn take_string(msg: &mut Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match msg.shift_remove(key) {
+/// A string entry of a decoded message (`null` counts as absent).
+pub(crate) fn string_entry(key: &str, value: Option<Value>) -> Result<Option<String>> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(MessagingError::MalformedMessage(format!(
             "`{key}` should be a string, got {other}"
         ))),
+    }
+}
+
+/// Collects the entries of an inner message dict that a decoder reads, as they are parsed, so
+/// that no map of them is built (see [`decode_entries`]).
+pub(crate) trait Entries: Default {
+    /// Take one entry; a later one with the same key wins, as in a map.
+    fn set(&mut self, key: String, value: Value);
+
+    /// The entries of a decoded map.
+    fn of(map: Map<String, Value>) -> Self {
+        let mut entries = Self::default();
+        for (key, value) in map {
+            entries.set(key, value);
+        }
+        entries
+    }
+}
+
+/// Decode a body's inner message into `E`: a `2.0` envelope straight into the entries; anything
+/// else (an un-enveloped `1.0` message, or a malformed body, with its error) through
+/// [`decode_body`].
+pub(crate) fn decode_entries<E: Entries>(body: &[u8]) -> Result<E> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "oslo.version", borrow)]
+        version: Cow<'a, str>,
+        #[serde(rename = "oslo.message")]
+        message: String,
+    }
+    let collected = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .filter(|envelope| envelope_version_supported(&envelope.version))
+        .and_then(|envelope| serde_json::from_str::<Collected<E>>(&envelope.message).ok());
+    match collected {
+        Some(Collected(entries)) => Ok(entries),
+        None => decode_body(body).map(E::of),
+    }
+}
+
+/// A JSON object's entries, collected by `E`.
+struct Collected<E>(E);
+
+impl<'de, E: Entries> Deserialize<'de> for Collected<E> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Collect<E>(PhantomData<E>);
+
+        impl<'de, E: Entries> Visitor<'de> for Collect<E> {
+            type Value = Collected<E>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut entries = E::default();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    entries.set(key, value);
+                }
+                Ok(Collected(entries))
+            }
+        }
+
+        deserializer.deserialize_map(Collect(PhantomData))
     }
 }
 

@@ -5,7 +5,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    json, serialize_flattened_context, take_string, to_envelope, unflatten_context, SIGNATURE_KEY,
+    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Entries,
+    CONTEXT_PREFIX, SIGNATURE_KEY,
 };
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
@@ -118,35 +119,82 @@ impl NotificationMessage {
     /// Decode a body in either format and either context style; also returns the
     /// `_unique_id`, if any.
     pub fn decode(body: &[u8]) -> Result<(Self, Option<String>)> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<NotificationEntries>(body)?.into_message()
     }
 
     /// Read a decoded message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<(Self, Option<String>)> {
-        let priority = take_string(&mut msg, "priority")?
+    pub fn from_map(msg: Map<String, Value>) -> Result<(Self, Option<String>)> {
+        NotificationEntries::of(msg).into_message()
+    }
+}
+
+/// The entries of a notification's message dict, before they are checked.
+#[derive(Debug, Default)]
+struct NotificationEntries {
+    message_id: Option<Value>,
+    publisher_id: Option<Value>,
+    event_type: Option<Value>,
+    priority: Option<Value>,
+    payload: Option<Value>,
+    timestamp: Option<Value>,
+    signature: Option<Value>,
+    unique_id: Option<Value>,
+    /// `_context` (kafka).
+    nested_context: Option<Value>,
+    /// From the `_context_<key>` entries (rabbit).
+    context: Map<String, Value>,
+}
+
+impl Entries for NotificationEntries {
+    fn set(&mut self, key: String, value: Value) {
+        let slot = match key.as_str() {
+            "message_id" => &mut self.message_id,
+            "publisher_id" => &mut self.publisher_id,
+            "event_type" => &mut self.event_type,
+            "priority" => &mut self.priority,
+            "payload" => &mut self.payload,
+            "timestamp" => &mut self.timestamp,
+            SIGNATURE_KEY => &mut self.signature,
+            "_unique_id" => &mut self.unique_id,
+            "_context" => &mut self.nested_context,
+            _ => {
+                if let Some(name) = key.strip_prefix(CONTEXT_PREFIX) {
+                    self.context.insert(name.to_owned(), value);
+                }
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+}
+
+impl NotificationEntries {
+    fn into_message(self) -> Result<(NotificationMessage, Option<String>)> {
+        let priority = string_entry("priority", self.priority)?
             .ok_or_else(|| {
                 MessagingError::MalformedMessage("notification has no `priority`".into())
             })?
             .parse()?;
-        let context = match msg.shift_remove("_context") {
+        let context = match self.nested_context {
             Some(Value::Object(context)) => context,
-            Some(Value::Null) | None => unflatten_context(&mut msg),
+            Some(Value::Null) | None => self.context,
             Some(other) => {
                 return Err(MessagingError::MalformedMessage(format!(
                     "`_context` should be an object, got {other}"
                 )))
             }
         };
-        let message = Self {
-            message_id: take_string(&mut msg, "message_id")?.unwrap_or_default(),
-            publisher_id: take_string(&mut msg, "publisher_id")?.unwrap_or_default(),
-            event_type: take_string(&mut msg, "event_type")?.unwrap_or_default(),
+        let text = |key, value| string_entry(key, value).map(Option::unwrap_or_default);
+        let message = NotificationMessage {
+            message_id: text("message_id", self.message_id)?,
+            publisher_id: text("publisher_id", self.publisher_id)?,
+            event_type: text("event_type", self.event_type)?,
             priority,
-            payload: msg.shift_remove("payload").unwrap_or(Value::Null),
-            timestamp: take_string(&mut msg, "timestamp")?.unwrap_or_default(),
+            payload: self.payload.unwrap_or(Value::Null),
+            timestamp: text("timestamp", self.timestamp)?,
             context,
-            signature: take_string(&mut msg, SIGNATURE_KEY)?,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         };
-        Ok((message, take_string(&mut msg, "_unique_id")?))
+        Ok((message, string_entry("_unique_id", self.unique_id)?))
     }
 }

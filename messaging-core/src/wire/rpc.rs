@@ -5,7 +5,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    json, serialize_flattened_context, take_string, to_envelope, unflatten_context, SIGNATURE_KEY,
+    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Entries,
+    CONTEXT_PREFIX, SIGNATURE_KEY,
 };
 use crate::error::{MessagingError, RemoteError, Result};
 
@@ -50,15 +51,71 @@ impl RpcRequest {
         Ok(())
     }
 
-    /// Read `method`, `args`, `namespace` and `version` out of a request dict; the remaining
-    /// keys stay in `msg`.
-    pub fn from_request_dict(
-        msg: &mut Map<String, Value>,
-        context: Map<String, Value>,
-    ) -> Result<Self> {
-        let method = take_string(msg, "method")?
+    /// Read `method`, `args`, `namespace`, `version` and `_signature` out of a request dict
+    /// (other keys are ignored).
+    pub fn from_request_dict(msg: Map<String, Value>, context: Map<String, Value>) -> Result<Self> {
+        RequestEntries {
+            context,
+            ..RequestEntries::of(msg)
+        }
+        .into_request()
+    }
+}
+
+/// The entries of a request's inner dict that decoders read, before they are checked.
+#[derive(Debug, Default)]
+struct RequestEntries {
+    method: Option<Value>,
+    args: Option<Value>,
+    namespace: Option<Value>,
+    version: Option<Value>,
+    signature: Option<Value>,
+    msg_id: Option<Value>,
+    reply_q: Option<Value>,
+    timeout: Option<Value>,
+    unique_id: Option<Value>,
+    /// From the `_context_<key>` entries.
+    context: Map<String, Value>,
+}
+
+impl Entries for RequestEntries {
+    fn set(&mut self, key: String, value: Value) {
+        let slot = match key.as_str() {
+            "method" => &mut self.method,
+            "args" => &mut self.args,
+            "namespace" => &mut self.namespace,
+            "version" => &mut self.version,
+            SIGNATURE_KEY => &mut self.signature,
+            "_msg_id" => &mut self.msg_id,
+            "_reply_q" => &mut self.reply_q,
+            "_timeout" => &mut self.timeout,
+            "_unique_id" => &mut self.unique_id,
+            _ => {
+                if let Some(name) = key.strip_prefix(CONTEXT_PREFIX) {
+                    self.context.insert(name.to_owned(), value);
+                }
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+}
+
+impl RequestEntries {
+    fn into_message(mut self) -> Result<RequestMessage> {
+        let call = self.call()?;
+        let unique_id = string_entry("_unique_id", self.unique_id.take())?;
+        Ok(RequestMessage {
+            request: self.into_request()?,
+            call,
+            unique_id,
+        })
+    }
+
+    fn into_request(self) -> Result<RpcRequest> {
+        let method = string_entry("method", self.method)?
             .ok_or_else(|| MessagingError::MalformedMessage("request has no `method`".into()))?;
-        let args = match msg.shift_remove("args") {
+        let args = match self.args {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(args)) => args,
             Some(other) => {
@@ -67,14 +124,40 @@ impl RpcRequest {
                 )))
             }
         };
-        Ok(Self {
+        Ok(RpcRequest {
             method,
             args,
-            namespace: take_string(msg, "namespace")?,
-            version: take_string(msg, "version")?,
-            context,
-            signature: take_string(msg, SIGNATURE_KEY)?,
+            namespace: string_entry("namespace", self.namespace)?,
+            version: string_entry("version", self.version)?,
+            context: self.context,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         })
+    }
+
+    /// The call's reply information, taken out; `None` for a cast.
+    fn call(&mut self) -> Result<Option<CallInfo>> {
+        let msg_id = string_entry("_msg_id", self.msg_id.take())?;
+        let reply_q = string_entry("_reply_q", self.reply_q.take())?;
+        let monitor_timeout = match self.timeout.take() {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(other) => {
+                return Err(MessagingError::MalformedMessage(format!(
+                    "`_timeout` should be a number, got {other}"
+                )))
+            }
+        };
+        match (msg_id, reply_q) {
+            (Some(msg_id), Some(reply_q)) => Ok(Some(CallInfo {
+                msg_id,
+                reply_q,
+                monitor_timeout,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(MessagingError::MalformedMessage(
+                "a call needs both `_msg_id` and `_reply_q`".into(),
+            )),
+        }
     }
 }
 
@@ -221,42 +304,12 @@ impl RequestMessage {
 
     /// Decode an envelope (or un-enveloped `1.0`) body.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<RequestEntries>(body)?.into_message()
     }
 
     /// Read a decoded inner message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
-        let context = unflatten_context(&mut msg);
-        let request = RpcRequest::from_request_dict(&mut msg, context)?;
-        let msg_id = take_string(&mut msg, "_msg_id")?;
-        let reply_q = take_string(&mut msg, "_reply_q")?;
-        let monitor_timeout = match msg.shift_remove("_timeout") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(other) => {
-                return Err(MessagingError::MalformedMessage(format!(
-                    "`_timeout` should be a number, got {other}"
-                )))
-            }
-        };
-        let call = match (msg_id, reply_q) {
-            (Some(msg_id), Some(reply_q)) => Some(CallInfo {
-                msg_id,
-                reply_q,
-                monitor_timeout,
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(MessagingError::MalformedMessage(
-                    "a call needs both `_msg_id` and `_reply_q`".into(),
-                ))
-            }
-        };
-        Ok(Self {
-            request,
-            call,
-            unique_id: take_string(&mut msg, "_unique_id")?,
-        })
+    pub fn from_map(msg: Map<String, Value>) -> Result<Self> {
+        RequestEntries::of(msg).into_message()
     }
 }
 
@@ -356,17 +409,52 @@ impl ReplyMessage {
 
     /// Decode an envelope body.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<ReplyEntries>(body)?.into_message()
     }
 
     /// Read a decoded inner message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
-        let msg_id = take_string(&mut msg, "_msg_id")?
+    pub fn from_map(msg: Map<String, Value>) -> Result<Self> {
+        ReplyEntries::of(msg).into_message()
+    }
+}
+
+/// The entries of a reply's inner dict, before they are checked.
+#[derive(Debug, Default)]
+struct ReplyEntries {
+    result: Option<Value>,
+    failure: Option<Value>,
+    ending: Option<Value>,
+    msg_id: Option<Value>,
+    unique_id: Option<Value>,
+    signature: Option<Value>,
+}
+
+impl Entries for ReplyEntries {
+    fn set(&mut self, key: String, value: Value) {
+        let slot = match key.as_str() {
+            "result" => &mut self.result,
+            "failure" => &mut self.failure,
+            "ending" => &mut self.ending,
+            "_msg_id" => &mut self.msg_id,
+            "_unique_id" => &mut self.unique_id,
+            SIGNATURE_KEY => &mut self.signature,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+}
+
+impl ReplyEntries {
+    fn into_message(self) -> Result<ReplyMessage> {
+        let msg_id = string_entry("_msg_id", self.msg_id)?
             .ok_or_else(|| MessagingError::MalformedMessage("reply has no `_msg_id`".into()))?;
-        let ending = msg.get("ending").and_then(Value::as_bool).unwrap_or(false);
-        let failure = take_string(&mut msg, "failure")?;
-        let result = msg.shift_remove("result").unwrap_or(Value::Null);
-        let event = match failure {
+        let ending = self
+            .ending
+            .as_ref()
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let result = self.result.unwrap_or(Value::Null);
+        let event = match string_entry("failure", self.failure)? {
             Some(failure) => ReplyEvent::Failure(decode_failure(&failure)?),
             None if !ending && result.is_null() => ReplyEvent::Heartbeat,
             None => ReplyEvent::Result {
@@ -374,11 +462,11 @@ impl ReplyMessage {
                 ending,
             },
         };
-        Ok(Self {
+        Ok(ReplyMessage {
             msg_id,
             event,
-            unique_id: take_string(&mut msg, "_unique_id")?,
-            signature: take_string(&mut msg, SIGNATURE_KEY)?,
+            unique_id: string_entry("_unique_id", self.unique_id)?,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         })
     }
 }
