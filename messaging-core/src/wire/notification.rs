@@ -146,8 +146,8 @@ struct NotificationEntries {
 }
 
 impl Entries for NotificationEntries {
-    fn set(&mut self, key: String, value: Value) {
-        let slot = match key.as_str() {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
             "message_id" => &mut self.message_id,
             "publisher_id" => &mut self.publisher_id,
             "event_type" => &mut self.event_type,

@@ -79,8 +79,8 @@ struct RequestEntries {
 }
 
 impl Entries for RequestEntries {
-    fn set(&mut self, key: String, value: Value) {
-        let slot = match key.as_str() {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
             "method" => &mut self.method,
             "args" => &mut self.args,
             "namespace" => &mut self.namespace,
@@ -430,8 +430,8 @@ struct ReplyEntries {
 }
 
 impl Entries for ReplyEntries {
-    fn set(&mut self, key: String, value: Value) {
-        let slot = match key.as_str() {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
             "result" => &mut self.result,
             "failure" => &mut self.failure,
             "ending" => &mut self.ending,
