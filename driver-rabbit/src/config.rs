@@ -93,6 +93,12 @@ pub struct RabbitConfig {
     pub kombu_failover_strategy: FailoverStrategy,
     /// How long a reply to a missing reply queue is retried (every 0.25 s), in seconds.
     pub kombu_missing_consumer_retry_timeout: f64,
+    /// Up to this many seconds, at random, added to every reconnection delay, so that many
+    /// clients do not reconnect at the same moment (oslo's `kombu_reconnect_splay`).
+    pub kombu_reconnect_splay: f64,
+    /// Consume with `x-cancel-on-ha-failover`: the broker cancels consumers of a mirrored queue
+    /// when its leader fails over, and the listener re-declares and consumes again.
+    pub enable_cancel_on_failover: bool,
 }
 
 impl Default for RabbitConfig {
@@ -119,6 +125,8 @@ impl Default for RabbitConfig {
             rabbit_interval_max: 30.0,
             kombu_failover_strategy: FailoverStrategy::RoundRobin,
             kombu_missing_consumer_retry_timeout: 60.0,
+            kombu_reconnect_splay: 0.0,
+            enable_cancel_on_failover: false,
         }
     }
 }
@@ -230,6 +238,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         F,
         "how long a reply to a missing reply queue is retried, in seconds",
     ),
+    OptionSpec::new(
+        "kombu_reconnect_splay",
+        F,
+        "up to this many seconds added at random to every reconnection delay",
+    ),
+    OptionSpec::new(
+        "enable_cancel_on_failover",
+        B,
+        "consume with x-cancel-on-ha-failover (consumers re-subscribe on failover)",
+    ),
 ];
 
 impl RabbitConfig {
@@ -308,6 +326,9 @@ impl RabbitConfig {
             "kombu_missing_consumer_retry_timeout",
             c.kombu_missing_consumer_retry_timeout,
         )?;
+        c.kombu_reconnect_splay = o.f64("kombu_reconnect_splay", c.kombu_reconnect_splay)?;
+        c.enable_cancel_on_failover =
+            o.bool("enable_cancel_on_failover", c.enable_cancel_on_failover)?;
         self.validate()?;
         Ok(self)
     }
@@ -327,6 +348,7 @@ impl RabbitConfig {
                 "kombu_missing_consumer_retry_timeout",
                 self.kombu_missing_consumer_retry_timeout,
             ),
+            ("kombu_reconnect_splay", self.kombu_reconnect_splay),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(
@@ -376,6 +398,11 @@ impl RabbitConfig {
     pub(crate) fn missing_consumer_timeout(&self) -> Duration {
         secs(self.kombu_missing_consumer_retry_timeout)
     }
+
+    /// A random extra reconnection delay, up to `kombu_reconnect_splay`.
+    pub(crate) fn reconnect_splay(&self) -> Duration {
+        secs(self.kombu_reconnect_splay * fastrand::f64())
+    }
 }
 
 /// Seconds as a duration (invalid values were refused by [`RabbitConfig::validate`]).
@@ -403,7 +430,8 @@ mod tests {
     fn url_options_override() {
         let c = RabbitConfig::from_url(&url(
             "amqp_durable_queues=true&rabbit_qos_prefetch_count=7&rabbit_login_method=AMQPLAIN\
-             &kombu_failover_strategy=shuffle&rabbit_retry_interval=0.5&rabbit_transient_queues_ttl=0",
+             &kombu_failover_strategy=shuffle&rabbit_retry_interval=0.5&rabbit_transient_queues_ttl=0\
+             &kombu_reconnect_splay=2&enable_cancel_on_failover=true",
         ))
         .unwrap();
         assert!(c.amqp_durable_queues);
@@ -412,6 +440,8 @@ mod tests {
         assert_eq!(c.kombu_failover_strategy, FailoverStrategy::Shuffle);
         assert_eq!(c.rabbit_retry_interval, 0.5);
         assert_eq!(c.transient_ttl(), None);
+        assert!(c.enable_cancel_on_failover);
+        assert!(c.reconnect_splay() <= Duration::from_secs(2));
     }
 
     #[test]
@@ -433,5 +463,6 @@ mod tests {
         assert!(RabbitConfig::from_url(&url("ssl_cert_file=/c.pem")).is_err());
         assert!(RabbitConfig::from_url(&url("rabbit_login_method=EXTERNAL")).is_err());
         assert!(RabbitConfig::from_url(&url("rabbit_qos_prefetch_count=70000")).is_err());
+        assert!(RabbitConfig::from_url(&url("kombu_reconnect_splay=-1")).is_err());
     }
 }

@@ -23,7 +23,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
     QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -105,6 +105,12 @@ impl Plan {
                 .map_err(lapin_failure("setting the prefetch count"))?;
         }
         declare_all(&channel, &self.declarations).await?;
+        let mut arguments = FieldTable::default();
+        if self.connector.config().enable_cancel_on_failover {
+            // The broker cancels the consumer when a mirrored queue fails over; the run loop
+            // then declares and consumes again.
+            arguments.insert("x-cancel-on-ha-failover".into(), AMQPValue::Boolean(true));
+        }
         let mut consumers = Vec::with_capacity(self.queues.len());
         for (index, queue) in self.queues.iter().enumerate() {
             // Consumer tags are per-connection counters, as oslo's.
@@ -113,7 +119,7 @@ impl Plan {
                     queue.as_str().into(),
                     (index + 1).to_string().into(),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    arguments.clone(),
                 )
                 .await
                 .map_err(lapin_failure(&format!("consuming `{queue}`")))?;
@@ -234,7 +240,7 @@ async fn run(
                     Some(Control::Stop(stopped)) => break Some(stopped),
                     Some(Control::Finish) | None => break None,
                 },
-                _ = sleep(delay) => {}
+                _ = plan.connector.pause(delay) => {}
             }
             // Settlements of deliveries from the lost connection cannot be sent any more.
             while settle.try_recv().is_ok() {}
