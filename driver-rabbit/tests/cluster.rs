@@ -379,11 +379,9 @@ impl NoteRun {
             notes.receiving.longest(),
             timeline.render(),
         );
-        let errors = notes.errors.lock().unwrap();
-        for error in errors.iter().take(5) {
+        for error in notes.errors.lock().unwrap().iter().take(5) {
             println!("{test}: send error: {error}");
         }
-        drop(errors);
         assert!(drained.is_ok(), "{test}: the listener did not drain");
         self.listener.shutdown().await;
         self.listen.close().await;
