@@ -35,6 +35,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The least time one attempt of an operation with a deadline is given (see [`with_retry`]).
 const MIN_ATTEMPT: Duration = Duration::from_secs(2);
+/// The most time one attempt of an operation without a deadline is given (see [`with_retry`]).
+const MAX_ATTEMPT: Duration = Duration::from_secs(30);
 
 /// One broker host, resolved to what lapin needs.
 #[derive(Clone)]
@@ -391,10 +393,11 @@ pub(crate) fn backoff(config: &RabbitConfig) -> Backoff {
 /// configured back-off (cut short when the broker answers again after an outage), within
 /// `options.timeout`.
 ///
-/// With a timeout, one attempt may take half of what is left (at least [`MIN_ATTEMPT`]):
-/// an attempt stuck on a node that is changing state (a handshake or a declaration that
-/// does not finish, a confirm that does not come) is cut (see [`within`]), so that the next
-/// one, on another connection and host, still has time. `op` gets its attempt's deadline.
+/// With a timeout, one attempt may take half of what is left (at least [`MIN_ATTEMPT`]);
+/// without one, [`MAX_ATTEMPT`]. An attempt stuck on a node that is changing state (a
+/// handshake or a declaration that does not finish, a confirm that does not come) is cut (see
+/// [`within`]), so that the next one, on another connection and host, still has time. `op`
+/// gets its attempt's deadline.
 pub(crate) async fn with_retry<T, F, Fut>(
     connector: &Connector,
     what: &str,
@@ -408,7 +411,10 @@ where
     let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
     let pause = |delay| connector.pause(delay);
     retry::with_retry_paced(what, options, backoff(connector.config()), pause, || {
-        op(deadline.map(attempt_deadline))
+        op(Some(deadline.map_or_else(
+            || Instant::now() + MAX_ATTEMPT,
+            attempt_deadline,
+        )))
     })
     .await
 }

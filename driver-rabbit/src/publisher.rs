@@ -85,6 +85,10 @@ struct Session {
     /// What was declared on `channel`.
     declared: Mutex<HashSet<String>>,
     mandatory: OnceCell<Mandatory>,
+    /// A publish on these channels was nacked. RabbitMQ 3.10 can go on nacking every publish
+    /// of a channel that began publishing to a quorum queue while the queue elected a leader,
+    /// where a new channel's publishes are taken: the next publish opens new channels.
+    nacked: AtomicBool,
 }
 
 /// The channel of mandatory publishes and its confirm collector.
@@ -95,7 +99,8 @@ struct Mandatory {
 
 impl Session {
     fn alive(&self) -> bool {
-        self.connection.status().connected()
+        !self.nacked.load(Ordering::Acquire)
+            && self.connection.status().connected()
             && self.channel.status().connected()
             && self
                 .mandatory
@@ -167,8 +172,11 @@ impl Publisher {
             }
             if session.connection.status().connected() {
                 // Only the channel is gone (the broker closes a channel that made a bad
-                // declaration): open another one on the same connection.
+                // declaration) or was nacked: open another one on the same connection.
                 let connection = session.connection.clone();
+                if session.nacked.load(Ordering::Acquire) {
+                    session.retire();
+                }
                 *current = None;
                 if let Ok(channel) = confirm_channel(&connection).await {
                     let session = Arc::new(Session::new(connection, channel));
@@ -315,9 +323,26 @@ impl Session {
             channel,
             declared: Mutex::new(HashSet::new()),
             mandatory: OnceCell::new(),
+            nacked: AtomicBool::new(false),
         }
     }
+
+    /// Close the channels of a replaced session once the publishes still in flight on them
+    /// have had their confirms.
+    fn retire(&self) {
+        let mut channels = vec![self.channel.clone()];
+        channels.extend(self.mandatory.get().map(|m| m.channel.clone()));
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            for channel in channels {
+                let _ = channel.close(200, "OK".into()).await;
+            }
+        });
+    }
 }
+
+/// How long the channels of a replaced session stay open for the confirms still due on them.
+const RETIRE_AFTER: Duration = Duration::from_secs(30);
 
 /// A nack: RabbitMQ refuses a message for a reason of the moment (a quorum queue without a
 /// leader or quorum, a classic queue whose node died, a queue full with `reject-publish`):
@@ -350,7 +375,10 @@ async fn publish_once(
         .await
         .map_err(|e| lapin_failure("waiting for the publisher confirm", &e))?
     {
-        Confirmation::Nack(_) => Err(nacked(message.exchange, message.routing_key)),
+        Confirmation::Nack(_) => {
+            session.nacked.store(true, Ordering::Release);
+            Err(nacked(message.exchange, message.routing_key))
+        }
         Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
     }
 }
@@ -400,7 +428,10 @@ async fn publish_mandatory_once(
     match outcome.await.map_err(|_| lost())? {
         Ok(Outcome::Delivered) => Ok(Routed::Delivered),
         Ok(Outcome::Returned) => Ok(Routed::Returned),
-        Ok(Outcome::Nacked) => Err(nacked(message.exchange, message.routing_key)),
+        Ok(Outcome::Nacked) => {
+            session.nacked.store(true, Ordering::Release);
+            Err(nacked(message.exchange, message.routing_key))
+        }
         Err(error) => Err(lapin_failure("publishing", &error)),
     }
 }
