@@ -1250,3 +1250,59 @@ async fn nacked_calls_are_retried_within_their_timeout() {
     delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
     transport.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_notifications_are_dropped_and_counted() {
+    let Some(url) = rabbit_url("redelivered_notifications_are_dropped_and_counted") else {
+        return;
+    };
+    let topic = unique("test_dups");
+    let queue = format!("{topic}.info");
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "dups").topics([topic.as_str()]);
+    // The original, then the same bytes (same `_unique_id`) 100 messages later, as a send
+    // retried after a lost confirm arrives behind other senders' messages.
+    notifier
+        .info(&ctx(), "e", &json!({"n": "original"}))
+        .await
+        .unwrap();
+    let (connection, channel) = raw(&url).await;
+    let original = raw_get(&channel, &queue, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .delivery
+        .data;
+    raw_publish(&channel, "openstack", &queue, &original, json_properties()).await;
+    for n in 0..100 {
+        notifier
+            .info(&ctx(), "e", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    raw_publish(&channel, "openstack", &queue, &original, json_properties()).await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let listener = NotificationListener::new(transport.clone())
+        .target(Target::topic(topic.as_str()))
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                seen_tx.send(n.payload["n"].clone()).unwrap();
+                NotificationResult::Handled
+            }
+        }))
+        .max_concurrency(1)
+        .start()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), seen.recv()).await {
+        got.push(n);
+    }
+    assert_eq!(got.len(), 101, "{got:?}");
+    assert_eq!(got.iter().filter(|n| **n == "original").count(), 1);
+    assert_eq!(transport.duplicates_suppressed(), 1);
+    listener.shutdown().await;
+    let _ = connection.close(200, "OK".into()).await;
+    delete_queues(&url, &[queue]).await;
+    transport.close().await;
+}
