@@ -518,6 +518,46 @@ mod tests {
     }
 
     #[test]
+    fn refusals_of_the_moment_are_retried_and_the_rest_is_fatal() {
+        use lapin::protocol::AMQPError;
+        let refusal = |soft, message: &str| {
+            let amqp = AMQPError::new(AMQPErrorKind::Soft(soft), message.into());
+            lapin_failure(
+                "declaring",
+                &lapin::Error::from(ErrorKind::ProtocolError(amqp)),
+            )
+        };
+        let home_node_down = "NOT_FOUND - home node 'r2@localhost' of durable queue 'q' in \
+                              vhost '/' is down or inaccessible";
+        assert!(matches!(
+            refusal(AMQPSoftError::NOTFOUND, home_node_down),
+            Failure::Retry(MessagingError::DeliveryFailure(_))
+        ));
+        assert!(matches!(
+            refusal(AMQPSoftError::RESOURCELOCKED, "RESOURCE_LOCKED"),
+            Failure::Retry(_)
+        ));
+        for (soft, message) in [
+            (
+                AMQPSoftError::NOTFOUND,
+                "NOT_FOUND - no exchange 'x' in vhost '/'",
+            ),
+            (AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED - no access"),
+            (
+                AMQPSoftError::PRECONDITIONFAILED,
+                "PRECONDITION_FAILED - inequivalent arg 'durable'",
+            ),
+        ] {
+            match refusal(soft, message) {
+                Failure::Fatal(MessagingError::DeliveryFailure(reason)) => {
+                    assert!(reason.contains(message), "{reason}")
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn backoff_grows_to_the_maximum() {
         let mut b = backoff(&RabbitConfig::default());
         let delays: Vec<f64> = (0..7).map(|_| b.next_delay().as_secs_f64()).collect();
