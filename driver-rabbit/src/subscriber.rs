@@ -25,12 +25,16 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
+use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::sleep;
+use tokio::time::{sleep, timeout};
 
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
+
+/// How long declaring and consuming may take on a new connection.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a subscriber declares and consumes.
 pub(crate) struct Plan {
@@ -79,16 +83,47 @@ pub(crate) struct Subscriber {
     task: Option<JoinHandle<()>>,
 }
 
-/// One connection's channel and its merged consumers; `None` items mark a consumer's end.
+/// Deliveries of merged consumers; `None` items mark a consumer's end.
+type Deliveries = BoxStream<'static, Option<lapin::Result<Delivery>>>;
+
+/// One connection's channel and its consumers.
 struct Live {
     connection: Connection,
     channel: Channel,
-    deliveries: BoxStream<'static, Option<lapin::Result<Delivery>>>,
+    deliveries: Deliveries,
 }
 
 impl Plan {
+    /// Connect, declare and consume. Declaring and consuming may take [`SUBSCRIBE_TIMEOUT`]:
+    /// a quorum queue still electing its leader after a cluster outage can leave them
+    /// unanswered, and then a new connection is tried.
     async fn setup(&self) -> Result<Live, Failure> {
         let connection = self.connector.connect(self.role).await?;
+        match timeout(SUBSCRIBE_TIMEOUT, self.subscribe(&connection)).await {
+            Ok(Ok((channel, deliveries))) => Ok(Live {
+                connection,
+                channel,
+                deliveries,
+            }),
+            Ok(Err(failure)) => {
+                close_connection(&connection).await;
+                Err(failure)
+            }
+            Err(_) => {
+                // Closing a connection stuck on a node may hang too.
+                tokio::spawn(async move {
+                    let _ = timeout(SUBSCRIBE_TIMEOUT, close_connection(&connection)).await;
+                });
+                Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                    "declaring and consuming {:?}: no answer within {SUBSCRIBE_TIMEOUT:?}",
+                    self.queues
+                ))))
+            }
+        }
+    }
+
+    /// Declare the topology on a new channel of `connection` and consume the queues.
+    async fn subscribe(&self, connection: &Connection) -> Result<(Channel, Deliveries), Failure> {
         let lapin_failure = |what: &str| {
             let what = what.to_owned();
             move |e: lapin::Error| lapin_failure(&what, &e)
@@ -130,11 +165,7 @@ impl Plan {
                     .boxed(),
             );
         }
-        Ok(Live {
-            connection,
-            channel,
-            deliveries: stream::select_all(consumers).boxed(),
-        })
+        Ok((channel, stream::select_all(consumers).boxed()))
     }
 }
 
