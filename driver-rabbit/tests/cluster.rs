@@ -111,6 +111,28 @@ async fn nodes(action: &'static str, names: &[&'static str]) {
         .unwrap();
 }
 
+/// What every test starts with: the cluster to itself, every node started again when it ends
+/// (failing or not: fields drop in order), and the timeline of its report.
+struct Stage {
+    url: String,
+    timeline: Timeline,
+    _keep: KeepClusterRunning,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Stage {
+    async fn begin(test: &str) -> Option<Self> {
+        let url = cluster_url(test)?;
+        let serial = CLUSTER.lock().await;
+        Some(Self {
+            url,
+            timeline: Timeline::new(),
+            _keep: KeepClusterRunning,
+            _serial: serial,
+        })
+    }
+}
+
 /// Starts every node again when a test ends, failing or not.
 struct KeepClusterRunning;
 
@@ -156,6 +178,27 @@ fn durable_exchange() -> TransportOptions {
         control_exchange: DURABLE_EXCHANGE.into(),
         ..TransportOptions::default()
     }
+}
+
+/// A listener of `topic`'s info notifications (in `pool`, if any) handing each to `seen`.
+async fn listen_to(
+    transport: &NotificationTransport,
+    topic: &str,
+    pool: Option<String>,
+    seen: impl Fn(Notification) + Clone + Send + Sync + 'static,
+) -> ServiceHandle {
+    let mut listener = NotificationListener::new(transport.clone()).target(Target::topic(topic));
+    if let Some(pool) = pool {
+        listener = listener.pool(pool);
+    }
+    let endpoint = NotificationEndpoint::new().on(Priority::Info, move |n| {
+        let seen = seen.clone();
+        async move {
+            seen(n);
+            NotificationResult::Handled
+        }
+    });
+    listener.endpoint(endpoint).start().await.unwrap()
 }
 
 /// When something last got through, and the longest wait between two.
@@ -294,21 +337,13 @@ impl NoteRun {
         .await
         .unwrap();
         let seen = notes.clone();
-        let listener = NotificationListener::new(listen.clone())
-            .target(Target::topic(topic.as_str()))
-            .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
-                let seen = seen.clone();
-                async move {
-                    if let Some(key) = n.payload["key"].as_str() {
-                        *seen.received.lock().unwrap().entry(key.into()).or_default() += 1;
-                        seen.receiving.tick();
-                    }
-                    NotificationResult::Handled
-                }
-            }))
-            .start()
-            .await
-            .unwrap();
+        let listener = listen_to(&listen, &topic, None, move |n| {
+            if let Some(key) = n.payload["key"].as_str() {
+                *seen.received.lock().unwrap().entry(key.into()).or_default() += 1;
+                seen.receiving.tick();
+            }
+        })
+        .await;
         let mut senders = JoinSet::new();
         for sender in 0..SENDERS {
             let notifier =
@@ -410,25 +445,26 @@ impl NoteRun {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_quorum_notifications_survive_the_loss_of_the_notifiers_then_the_listeners_node() {
     let test = "a_quorum_notifications";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
     // Reconnecting within ~0.2 s, the notifier publishes while the queue elects a leader:
     // RabbitMQ 3.10 then nacks every publish of that channel, which a new channel cures.
-    let run = NoteRun::start(&url, 0, 1, &format!("{QUORUM}&{FAST_RECONNECT}")).await;
+    let run = NoteRun::start(&stage.url, 0, 1, &format!("{QUORUM}&{FAST_RECONNECT}")).await;
     for (node, whose) in [("r1", "notifier"), ("r2", "listener")] {
         nodes("kill", &[node]).await;
-        timeline.note(format!("{node} ({whose}'s node) killed"));
+        stage
+            .timeline
+            .note(format!("{node} ({whose}'s node) killed"));
         run.notes.wait_for_traffic("after the kill", 300).await;
-        timeline.note("traffic flows");
+        stage.timeline.note("traffic flows");
         nodes("start", &[node]).await;
-        timeline.note(format!("{node} back"));
+        stage.timeline.note(format!("{node} back"));
         all_members_online(&run.queue).await;
-        timeline.note("3 members online");
+        stage.timeline.note("3 members online");
     }
     run.notes.wait_for_traffic("at the end", 100).await;
-    let (lost, failed) = run.finish(test, &timeline).await;
+    let (lost, failed) = run.finish(test, &stage.timeline).await;
     assert_eq!(lost, 0, "{test}: notifications lost");
     assert_eq!(failed, 0, "{test}: sends failed");
 }
@@ -438,24 +474,25 @@ async fn a_quorum_notifications_survive_the_loss_of_the_notifiers_then_the_liste
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn b_without_quorum_notifications_wait_and_nothing_is_lost() {
     let test = "b_without_quorum";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
-    let run = NoteRun::start(&url, 0, 1, &format!("{QUORUM}&{FAST_RECONNECT}")).await;
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
+    let run = NoteRun::start(&stage.url, 0, 1, &format!("{QUORUM}&{FAST_RECONNECT}")).await;
     nodes("kill", &["r2", "r3"]).await;
-    timeline.note("r2 and r3 killed");
+    stage.timeline.note("r2 and r3 killed");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    timeline.note(format!("{} confirmed so far", run.notes.sent()));
+    stage
+        .timeline
+        .note(format!("{} confirmed so far", run.notes.sent()));
     nodes("start", &["r2"]).await;
-    timeline.note("r2 back");
+    stage.timeline.note("r2 back");
     run.notes.wait_for_traffic("with quorum again", 300).await;
-    timeline.note("traffic flows");
+    stage.timeline.note("traffic flows");
     nodes("start", &["r3"]).await;
-    timeline.note("r3 back");
+    stage.timeline.note("r3 back");
     all_members_online(&run.queue).await;
-    timeline.note("3 members online");
-    let (lost, failed) = run.finish(test, &timeline).await;
+    stage.timeline.note("3 members online");
+    let (lost, failed) = run.finish(test, &stage.timeline).await;
     assert_eq!(lost, 0, "{test}: notifications lost");
     assert_eq!(failed, 0, "{test}: sends failed");
 }
@@ -525,18 +562,19 @@ impl Calls {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c_calls_end_within_their_timeout_while_the_servers_then_the_clients_node_dies() {
     let test = "c_calls";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
     let options = &format!("{QUORUM}&{FAST_RECONNECT}");
     let topic = common::unique("cluster_rpc");
-    let server_side = get_rpc_transport_with(&from_node(&url, 1, options), &durable_exchange())
-        .await
-        .unwrap();
-    let client_side = get_rpc_transport_with(&from_node(&url, 0, options), &durable_exchange())
-        .await
-        .unwrap();
+    let server_side =
+        get_rpc_transport_with(&from_node(&stage.url, 1, options), &durable_exchange())
+            .await
+            .unwrap();
+    let client_side =
+        get_rpc_transport_with(&from_node(&stage.url, 0, options), &durable_exchange())
+            .await
+            .unwrap();
     let calls = Arc::new(Calls::default());
     let handled = calls.clone();
     let server = RpcServer::new(
@@ -574,13 +612,15 @@ async fn c_calls_end_within_their_timeout_while_the_servers_then_the_clients_nod
     calls.wait_for_answers("warming up", 100).await;
     for (node, whose) in [("r2", "server"), ("r1", "client")] {
         nodes("kill", &[node]).await;
-        timeline.note(format!("{node} ({whose}'s node) killed"));
+        stage
+            .timeline
+            .note(format!("{node} ({whose}'s node) killed"));
         calls.wait_for_answers("after the kill", 200).await;
-        timeline.note("calls answered");
+        stage.timeline.note("calls answered");
         nodes("start", &[node]).await;
-        timeline.note(format!("{node} back"));
+        stage.timeline.note(format!("{node} back"));
         all_members_online(&topic).await;
-        timeline.note("3 members online");
+        stage.timeline.note("3 members online");
     }
     calls.wait_for_answers("at the end", 100).await;
     calls.stop.store(true, Ordering::Relaxed);
@@ -602,7 +642,7 @@ async fn c_calls_end_within_their_timeout_while_the_servers_then_the_clients_nod
         calls.answered(),
         *calls.longest.lock().unwrap(),
         calls.answering.longest(),
-        timeline.render()
+        stage.timeline.render()
     );
     assert_eq!(hung, 0, "{test}: calls hung");
     server.shutdown().await;
@@ -640,23 +680,26 @@ async fn first_answer(url: &str) -> Instant {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
     let test = "d_full_outage";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
     // oslo's default reconnection back-off: 1 s, then +2 s × 2ⁿ up to 30 s.
-    let server_side = get_rpc_transport_with(&from_node(&url, 0, QUORUM), &durable_exchange())
-        .await
-        .unwrap();
-    let client_side = get_rpc_transport_with(&from_node(&url, 1, QUORUM), &durable_exchange())
-        .await
-        .unwrap();
-    let listen = get_notification_transport_with(&from_node(&url, 1, QUORUM), &durable_exchange())
-        .await
-        .unwrap();
-    let send = get_notification_transport_with(&from_node(&url, 2, QUORUM), &durable_exchange())
-        .await
-        .unwrap();
+    let server_side =
+        get_rpc_transport_with(&from_node(&stage.url, 0, QUORUM), &durable_exchange())
+            .await
+            .unwrap();
+    let client_side =
+        get_rpc_transport_with(&from_node(&stage.url, 1, QUORUM), &durable_exchange())
+            .await
+            .unwrap();
+    let listen =
+        get_notification_transport_with(&from_node(&stage.url, 1, QUORUM), &durable_exchange())
+            .await
+            .unwrap();
+    let send =
+        get_notification_transport_with(&from_node(&stage.url, 2, QUORUM), &durable_exchange())
+            .await
+            .unwrap();
     let topic = common::unique("cluster_outage");
     let server = RpcServer::new(
         server_side.clone(),
@@ -671,18 +714,10 @@ async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
     .await
     .unwrap();
     let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
-    let listener = NotificationListener::new(listen.clone())
-        .target(Target::topic(topic.as_str()))
-        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
-            let got_tx = got_tx.clone();
-            async move {
-                let _ = got_tx.send((n.event_type, Instant::now()));
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let listener = listen_to(&listen, &topic, None, move |n| {
+        let _ = got_tx.send((n.event_type, Instant::now()));
+    })
+    .await;
     let client = RpcClient::new(client_side.clone(), Target::topic(topic.as_str()));
     let notifier = Notifier::new(send.clone(), "outage").topics([topic.as_str()]);
     let ctx = Context::new();
@@ -702,7 +737,7 @@ async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     nodes("kill", &["r1", "r2", "r3"]).await;
-    timeline.note("r1, r2, r3 killed");
+    stage.timeline.note("r1, r2, r3 killed");
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Made during the outage: they wait it out.
     let during_call = {
@@ -719,12 +754,12 @@ async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
     };
     tokio::time::sleep(Duration::from_secs(14)).await;
     let answer = tokio::spawn({
-        let url = url.clone();
+        let url = stage.url.clone();
         async move { first_answer(&url).await }
     });
     nodes("start", &["r1", "r2", "r3"]).await;
     let first = answer.await.unwrap();
-    timeline.note("r1, r2, r3 back");
+    stage.timeline.note("r1, r2, r3 back");
 
     let (event, received_at) = tokio::time::timeout(Duration::from_secs(60), got.recv())
         .await
@@ -750,7 +785,7 @@ async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
         "{test}: outage of all 3 nodes, 15 s: the notification sent during it was received \
          {listener_back:.1?} and the call made during it answered {server_back:.1?} after the \
          first node accepted connections again (bound {COME_BACK:?}); 0 lost; {}",
-        timeline.render()
+        stage.timeline.render()
     );
     assert!(
         listener_back <= COME_BACK,
@@ -774,41 +809,34 @@ async fn d_services_come_back_after_a_full_cluster_outage_within_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e_a_returning_node_rejoins_and_carries_traffic() {
     let test = "e_node_returns";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
     let topic = common::unique("cluster_return");
     let queue = format!("{topic}.info");
     // One listener per node, each in its own pool (each pool gets every notification).
     let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
     let mut listeners = Vec::new();
     for node in 0..3 {
-        let transport =
-            get_notification_transport_with(&only_node(&url, node, QUORUM), &durable_exchange())
-                .await
-                .unwrap();
+        let transport = get_notification_transport_with(
+            &only_node(&stage.url, node, QUORUM),
+            &durable_exchange(),
+        )
+        .await
+        .unwrap();
         let got_tx = got_tx.clone();
-        let listener = NotificationListener::new(transport.clone())
-            .target(Target::topic(topic.as_str()))
-            .pool(format!("{topic}_pool_{node}"))
-            .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
-                let got_tx = got_tx.clone();
-                async move {
-                    let _ = got_tx.send((node, n.event_type));
-                    NotificationResult::Handled
-                }
-            }))
-            .start()
-            .await
-            .unwrap();
+        let pool = Some(format!("{topic}_pool_{node}"));
+        let listener = listen_to(&transport, &topic, pool, move |n| {
+            let _ = got_tx.send((node, n.event_type));
+        })
+        .await;
         listeners.push((listener, transport));
     }
     let senders: Vec<(NotificationTransport, Notifier)> = {
         let mut senders = Vec::new();
         for node in 0..3 {
             let transport = get_notification_transport_with(
-                &only_node(&url, node, QUORUM),
+                &only_node(&stage.url, node, QUORUM),
                 &durable_exchange(),
             )
             .await
@@ -827,12 +855,14 @@ async fn e_a_returning_node_rejoins_and_carries_traffic() {
     all_members_online(&queue).await;
 
     nodes("kill", &["r3"]).await;
-    timeline.note("r3 killed");
+    stage.timeline.note("r3 killed");
     tokio::time::sleep(Duration::from_secs(2)).await;
     nodes("start", &["r3"]).await;
-    timeline.note("r3 back");
+    stage.timeline.note("r3 back");
     let rejoined = all_members_online(&queue).await;
-    timeline.note(format!("3 members online after {rejoined:.1?}"));
+    stage
+        .timeline
+        .note(format!("3 members online after {rejoined:.1?}"));
 
     // The listener on r3 reconnects by itself; every node sends one notification, and every
     // listener must get all three (those sent before it resumed wait in its durable pool queue).
@@ -853,12 +883,12 @@ async fn e_a_returning_node_rejoins_and_carries_traffic() {
             _ => panic!("{test}: only {seen:?} within 60 s"),
         }
     }
-    timeline.note("9 of 9 received");
+    stage.timeline.note("9 of 9 received");
     println!(
         "{test}: r3 killed and started again; quorum members online {rejoined:.1?} after it \
          answered; a notification sent through each node reached the listeners on all 3 \
          nodes (9 of 9); {}",
-        timeline.render()
+        stage.timeline.render()
     );
     for (listener, transport) in listeners {
         listener.shutdown().await;
@@ -875,10 +905,9 @@ async fn e_a_returning_node_rejoins_and_carries_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
     let test = "f_pool_queue";
-    let Some(url) = cluster_url(test) else { return };
-    let _serial = CLUSTER.lock().await;
-    let _keep = KeepClusterRunning;
-    let timeline = Timeline::new();
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
     let topic = common::unique("cluster_pool");
     let pool = format!("{topic}_pool");
     // Non-durable, with oslo's enable_cancel_on_failover (accepted by every queue type).
@@ -891,26 +920,18 @@ async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
     let mut members = Vec::new();
     // The first member declares the pool queue on r1; the second consumes it from r2.
     for node in [0, 1] {
-        let transport = get_notification_transport_with(&from_node(&url, node, &options), &control)
-            .await
-            .unwrap();
+        let transport =
+            get_notification_transport_with(&from_node(&stage.url, node, &options), &control)
+                .await
+                .unwrap();
         let got_tx = got_tx.clone();
-        let listener = NotificationListener::new(transport.clone())
-            .target(Target::topic(topic.as_str()))
-            .pool(pool.as_str())
-            .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
-                let got_tx = got_tx.clone();
-                async move {
-                    let _ = got_tx.send(n.event_type);
-                    NotificationResult::Handled
-                }
-            }))
-            .start()
-            .await
-            .unwrap();
+        let listener = listen_to(&transport, &topic, Some(pool.clone()), move |n| {
+            let _ = got_tx.send(n.event_type);
+        })
+        .await;
         members.push((listener, transport));
     }
-    let send = get_notification_transport_with(&from_node(&url, 2, &options), &control)
+    let send = get_notification_transport_with(&from_node(&stage.url, 2, &options), &control)
         .await
         .unwrap();
     let notifier = Notifier::new(send.clone(), "pool").topics([topic.as_str()]);
@@ -921,7 +942,7 @@ async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
     assert_eq!(got.recv().await.unwrap(), "before");
 
     nodes("kill", &["r1"]).await;
-    timeline.note("r1 (the pool queue's node) killed");
+    stage.timeline.note("r1 (the pool queue's node) killed");
     // Both members re-declare the queue (now on r2 or r3) and consume again. Until then a
     // notification has no queue to go to: send until one comes through.
     let began = Instant::now();
@@ -941,9 +962,11 @@ async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
             "{test}: the pool never resumed"
         );
     };
-    timeline.note(format!("pool receives again after {resumed:.1?}"));
+    stage
+        .timeline
+        .note(format!("pool receives again after {resumed:.1?}"));
     nodes("start", &["r1"]).await;
-    timeline.note("r1 back");
+    stage.timeline.note("r1 back");
     let mut lost = 0;
     for i in 0..20 {
         notifier
@@ -965,7 +988,7 @@ async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
     println!(
         "{test}: the pool queue's node died; the pool received again {resumed:.1?} later \
          ({attempts} probes); after the node's return 20 sent, {received} received, {lost} lost; {}",
-        timeline.render()
+        stage.timeline.render()
     );
     assert_eq!(
         lost, 0,
