@@ -405,16 +405,13 @@ pub(crate) async fn with_retry<T, F, Fut>(
     mut op: F,
 ) -> Result<T>
 where
-    F: FnMut(Option<Instant>) -> Fut,
+    F: FnMut(Instant) -> Fut,
     Fut: Future<Output = std::result::Result<T, Failure>>,
 {
     let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
     let pause = |delay| connector.pause(delay);
     retry::with_retry_paced(what, options, backoff(connector.config()), pause, || {
-        op(Some(deadline.map_or_else(
-            || Instant::now() + MAX_ATTEMPT,
-            attempt_deadline,
-        )))
+        op(deadline.map_or_else(|| Instant::now() + MAX_ATTEMPT, attempt_deadline))
     })
     .await
 }
@@ -426,16 +423,13 @@ fn attempt_deadline(deadline: Instant) -> Instant {
     (now + share).min(deadline)
 }
 
-/// Run one attempt until `until` (its deadline from [`with_retry`], if any); an attempt cut
-/// there fails with a [`Failure::Retry`] saying how long it was given.
+/// Run one attempt until `until` (its deadline from [`with_retry`]); an attempt cut there
+/// fails with a [`Failure::Retry`] saying how long it was given.
 pub(crate) async fn within<T>(
-    until: Option<Instant>,
+    until: Instant,
     what: &str,
     attempt: impl Future<Output = std::result::Result<T, Failure>>,
 ) -> std::result::Result<T, Failure> {
-    let Some(until) = until else {
-        return attempt.await;
-    };
     let given = until.saturating_duration_since(Instant::now());
     timeout_at(until, attempt).await.unwrap_or_else(|_| {
         Err(Failure::Retry(MessagingError::ConnectionFailure(format!(

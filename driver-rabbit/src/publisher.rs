@@ -218,7 +218,7 @@ impl Publisher {
     async fn attempt<T, Fut>(
         &self,
         what: &str,
-        until: Option<Instant>,
+        until: Instant,
         op: impl FnOnce(Arc<Session>) -> Fut,
     ) -> std::result::Result<T, Failure>
     where
@@ -232,7 +232,7 @@ impl Publisher {
         };
         let outcome = within(until, what, attempt).await;
         if let (Err(Failure::Retry(_)), Some(session)) = (&outcome, used) {
-            if until.is_some_and(|until| Instant::now() >= until) {
+            if Instant::now() >= until {
                 tracing::info!(role = self.role, what, "giving up a stalled connection");
                 self.discard(&session).await;
             }
