@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,8 @@ struct Info {
     capabilities: Capabilities,
     options: TransportOptions,
     guard: Option<Guard>,
+    /// Notifications dropped by listeners as duplicates.
+    duplicates: AtomicU64,
 }
 
 /// Parse `url`, find its driver, add the driver's configured option defaults that the URL does
@@ -134,6 +137,7 @@ impl Info {
             url,
             options: options.clone(),
             guard: options.signing.clone().map(Guard::new),
+            duplicates: AtomicU64::new(0),
         })
     }
 }
@@ -199,6 +203,17 @@ impl NotificationTransport {
 
     pub(crate) fn guard(&self) -> Option<&Guard> {
         self.info.guard.as_ref()
+    }
+
+    /// How many notifications this transport's listeners dropped (acknowledged unhandled)
+    /// because their `_unique_id` was handled recently: redeliveries, and sends retried after
+    /// a lost confirm (see [`NotificationListener::duplicate_window`](crate::NotificationListener::duplicate_window)).
+    pub fn duplicates_suppressed(&self) -> u64 {
+        self.info.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_duplicate(&self) {
+        self.info.duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The driver side, for the API types.

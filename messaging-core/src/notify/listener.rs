@@ -259,6 +259,7 @@ pub struct NotificationListener {
     batch: Option<(usize, Duration)>,
     max_concurrency: usize,
     serializer: SharedSerializer,
+    duplicates: DuplicateFilter,
 }
 
 impl NotificationListener {
@@ -273,6 +274,7 @@ impl NotificationListener {
             batch: None,
             max_concurrency: crate::rpc::DEFAULT_MAX_CONCURRENCY,
             serializer: default_serializer(),
+            duplicates: DuplicateFilter::default(),
         }
     }
 
@@ -311,6 +313,15 @@ impl NotificationListener {
     /// How many notifications (or batches) are handled at once.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// Drop a notification whose `_unique_id` is among the last `count` handled within `age`
+    /// (a redelivery, or a send retried after a lost confirm); by default the last
+    /// [`DuplicateFilter::DEFAULT_COUNT`] within [`DuplicateFilter::DEFAULT_AGE`]. Dropped
+    /// duplicates are counted by [`NotificationTransport::duplicates_suppressed`].
+    pub fn duplicate_window(mut self, count: usize, age: Duration) -> Self {
+        self.duplicates = DuplicateFilter::new(count, age);
         self
     }
 
@@ -372,8 +383,9 @@ impl NotificationListener {
             transport: self.transport,
         });
         let batch = self.batch;
+        let duplicates = Arc::new(Mutex::new(self.duplicates));
         Ok(service::spawn(self.max_concurrency, move |gate| {
-            consume(source, dispatcher, gate, batch)
+            consume(source, dispatcher, gate, batch, duplicates)
         }))
     }
 }
@@ -383,9 +395,9 @@ async fn consume(
     dispatcher: Arc<Dispatcher>,
     mut gate: Gate,
     batch: Option<(usize, Duration)>,
+    duplicates: Arc<Mutex<DuplicateFilter>>,
 ) {
     let mut running = JoinSet::new();
-    let duplicates = Arc::new(Mutex::new(DuplicateFilter::default()));
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         while running.try_join_next().is_some() {}
         let mut taken = vec![first];
@@ -426,6 +438,7 @@ async fn consume(
             });
             if duplicate {
                 tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
+                dispatcher.transport.count_duplicate();
                 Settlement::of(incoming)
                     .settle(NotificationResult::Handled, &duplicates)
                     .await;
