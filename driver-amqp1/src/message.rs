@@ -12,6 +12,7 @@
 //!
 //! The JSON content comes from [`messaging_core::wire`]; this module only frames it.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fe2o3_amqp::types::messaging::{AmqpValue, Body, Header, Message, MessageId, Properties};
@@ -21,9 +22,10 @@ use messaging_core::wire::{
     SIGNATURE_KEY,
 };
 use messaging_core::{MessagingError, Result};
-use serde::ser::{Error as _, SerializeMap};
-use serde::{Serialize, Serializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_amqp::lazy::LazyValue;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 /// The one message type the driver sends and reads.
@@ -140,16 +142,30 @@ pub fn reply(
     Ok(message)
 }
 
-/// A notification to `to`: `{"request": <envelope>, "context": <ctxt>}`.
+/// A notification to `to`: `{"request": <envelope>, "context": <ctxt>}`: the message dict (in
+/// the `2.0` envelope with `messagingv2`) under `request`, the context beside it, not inside
+/// (and no `_unique_id`), as oslo's AMQP 1.0 driver sends it.
 pub fn notification(
     to: &str,
     message: &NotificationMessage,
     format: NotificationFormat,
 ) -> Result<AmqpMessage> {
-    let body = NotificationBody { message, format };
+    let dict = message.dict(None, None);
+    let request = match format {
+        NotificationFormat::V2 => wire::to_envelope(&dict)?,
+        NotificationFormat::V1 => json::to_vec(&dict)?,
+    };
+    // The request goes in as it was encoded (one pass), not as a string encoded again.
+    let mut body = Vec::with_capacity(request.len() + 64);
+    body.extend_from_slice(b"{\"request\": ");
+    body.extend_from_slice(&request);
+    body.extend_from_slice(b", \"context\": ");
+    body.extend_from_slice(&json::to_vec(&message.context)?);
+    body.push(b'}');
+    let text = String::from_utf8(body).expect("wire::json writes ASCII");
     Ok(Message::builder()
         .properties(Properties::builder().to(to).build())
-        .body(string_body(json::to_string(&body)?))
+        .body(string_body(text))
         .build())
 }
 
@@ -202,53 +218,19 @@ impl<T: Serialize> Serialize for ReplyBody<'_, T> {
     }
 }
 
-/// A notification's body: the message dict (in the `2.0` envelope with `messagingv2`) under
-/// `request`, the context beside it, not inside (and no `_unique_id`), as oslo's AMQP 1.0
-/// driver sends it.
-struct NotificationBody<'a> {
-    message: &'a NotificationMessage,
-    format: NotificationFormat,
-}
-
-impl Serialize for NotificationBody<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let dict = self.message.dict(None, None);
-        let mut map = serializer.serialize_map(None)?;
-        match self.format {
-            NotificationFormat::V2 => {
-                let inner = json::to_string(&dict).map_err(S::Error::custom)?;
-                map.serialize_entry("request", &Envelope(&inner))?;
-            }
-            NotificationFormat::V1 => map.serialize_entry("request", &dict)?,
-        }
-        map.serialize_entry("context", &self.message.context)?;
-        map.end()
-    }
-}
-
-/// The `2.0` envelope as a JSON object: `{"oslo.version": "2.0", "oslo.message": "<inner>"}`.
-struct Envelope<'a>(&'a str);
-
-impl Serialize for Envelope<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_map([
-            (wire::VERSION_KEY, wire::ENVELOPE_VERSION),
-            (wire::MESSAGE_KEY, self.0),
-        ])
-    }
-}
-
 /// The body as bytes, for decoding and for logging: an amqp-value string or binary, or the
-/// data sections; `None` when there is no body (or a null value).
-pub fn body_bytes(body: &Body<Value>) -> Result<Option<Vec<u8>>> {
+/// data sections (copied only when there are several); `None` when there is no body (or a null
+/// value).
+pub fn body_bytes(body: &Body<Value>) -> Result<Option<Cow<'_, [u8]>>> {
     match body {
         Body::Empty => Ok(None),
         Body::Value(AmqpValue(Value::Null)) => Ok(None),
-        Body::Value(AmqpValue(Value::String(s))) => Ok(Some(s.clone().into_bytes())),
-        Body::Value(AmqpValue(Value::Binary(b))) => Ok(Some(b.to_vec())),
-        Body::Data(sections) => Ok(Some(
-            sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
-        )),
+        Body::Value(AmqpValue(Value::String(s))) => Ok(Some(Cow::Borrowed(s.as_bytes()))),
+        Body::Value(AmqpValue(Value::Binary(b))) => Ok(Some(Cow::Borrowed(b))),
+        Body::Data(sections) => Ok(Some(match sections.as_slice() {
+            [one] => Cow::Borrowed(&one.0),
+            several => Cow::Owned(several.iter().flat_map(|d| d.0.iter().copied()).collect()),
+        })),
         Body::Value(AmqpValue(other)) => Err(MessagingError::MalformedMessage(format!(
             "amqp-value body is not a string: {other:?}"
         ))),
@@ -314,13 +296,44 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Json>> {
     }
 }
 
-fn take_object(map: &mut Map<String, Json>, key: &str) -> Result<Map<String, Json>> {
-    match map.shift_remove(key) {
-        Some(Json::Object(object)) => Ok(object),
-        None | Some(Json::Null) => Ok(Map::new()),
-        Some(other) => Err(MessagingError::MalformedMessage(format!(
-            "`{key}` should be an object, got {other}"
-        ))),
+/// A request's or notification's body as it is read: the `request` object left as JSON text
+/// for the shared decoder, the rest beside it.
+#[derive(Deserialize)]
+struct Framed<'a> {
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+    #[serde(default)]
+    context: Json,
+    #[serde(default)]
+    call_monitor_timeout: Json,
+}
+
+impl<'a> Framed<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            MessagingError::MalformedMessage(format!("body is not a JSON object: {e}"))
+        })
+    }
+
+    /// The `request` object's JSON text.
+    fn request(&self) -> Result<&'a [u8]> {
+        match self.request.map(RawValue::get) {
+            Some(text) if text.starts_with('{') => Ok(text.as_bytes()),
+            _ => Err(MessagingError::MalformedMessage(
+                "body has no `request` object".into(),
+            )),
+        }
+    }
+
+    /// The context (none when absent or null).
+    fn context(&mut self) -> Result<Map<String, Json>> {
+        match self.context.take() {
+            Json::Object(context) => Ok(context),
+            Json::Null => Ok(Map::new()),
+            other => Err(MessagingError::MalformedMessage(format!(
+                "`context` should be an object, got {other}"
+            ))),
+        }
     }
 }
 
@@ -328,20 +341,11 @@ fn take_object(map: &mut Map<String, Json>, key: &str) -> Result<Map<String, Jso
 pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
     let bytes = body_bytes(&message.body)?
         .ok_or_else(|| MessagingError::MalformedMessage("request without a body".into()))?;
-    let mut body = json_object(&bytes)?;
-    let context = take_object(&mut body, "context")?;
-    let request_dict = match body.shift_remove("request") {
-        Some(Json::Object(request)) => request,
-        _ => {
-            return Err(MessagingError::MalformedMessage(
-                "body has no `request` object".into(),
-            ))
-        }
-    };
-    let request = RpcRequest::from_request_dict(request_dict, context)?;
+    let mut body = Framed::read(&bytes)?;
+    let request = RpcRequest::decode_request_dict(body.request()?, body.context()?)?;
     let call_monitor_timeout = body
-        .get("call_monitor_timeout")
-        .and_then(Json::as_f64)
+        .call_monitor_timeout
+        .as_f64()
         .filter(|s| *s > 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok());
     let properties = message.properties.as_ref();
@@ -400,18 +404,10 @@ pub fn decode_reply(message: &AmqpMessage) -> Result<(String, Reply)> {
 pub fn decode_notification(message: &AmqpMessage) -> Result<NotificationMessage> {
     let bytes = body_bytes(&message.body)?
         .ok_or_else(|| MessagingError::MalformedMessage("notification without a body".into()))?;
-    let mut body = json_object(&bytes)?;
-    let context = take_object(&mut body, "context")?;
-    let request = match body.shift_remove("request") {
-        Some(Json::Object(request)) => request,
-        _ => {
-            return Err(MessagingError::MalformedMessage(
-                "body has no `request` object".into(),
-            ))
-        }
-    };
-    // Either the `2.0` envelope or a bare (v1) dict.
-    let (mut notification, _) = NotificationMessage::from_map(wire::open_envelope(request)?)?;
+    let mut body = Framed::read(&bytes)?;
+    // Either the `2.0` envelope or a bare (v1) dict: the shared decoder reads both.
+    let (mut notification, _) = NotificationMessage::decode(body.request()?)?;
+    let context = body.context()?;
     if notification.context.is_empty() {
         notification.context = context;
     }
@@ -426,7 +422,7 @@ mod tests {
     use super::*;
 
     fn text(message: &AmqpMessage) -> String {
-        String::from_utf8(body_bytes(&message.body).unwrap().unwrap()).unwrap()
+        String::from_utf8(body_bytes(&message.body).unwrap().unwrap().into_owned()).unwrap()
     }
 
     fn sample_request() -> RpcRequest {
@@ -697,9 +693,12 @@ mod tests {
     #[test]
     fn received_bodies_are_decoded_only_when_they_can_be_oslo_messages() {
         let text = received(lazy(&[0xa1, 2, b'{', b'}'])).unwrap();
-        assert_eq!(body_bytes(&text.body).unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(body_bytes(&text.body).unwrap().as_deref(), Some(&b"{}"[..]));
         let binary = received(lazy(&[0xa0, 1, b'x'])).unwrap();
-        assert_eq!(body_bytes(&binary.body).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(
+            body_bytes(&binary.body).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
         assert_eq!(
             body_bytes(&received(lazy(&[0x40])).unwrap().body).unwrap(),
             None

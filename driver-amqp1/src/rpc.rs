@@ -1,6 +1,7 @@
 //! The RPC side: calls, casts, replies (one reply link per transport, calls correlated by
 //! message id) and servers (a receiver link per address, requests accepted before dispatch).
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub(crate) fn shown_body(received: &Received) -> Vec<u8> {
     message::body_bytes(&received.message.body)
         .ok()
         .flatten()
+        .map(Cow::into_owned)
         .unwrap_or_default()
 }
 

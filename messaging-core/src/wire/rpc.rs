@@ -5,8 +5,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Entries,
-    CONTEXT_PREFIX, SIGNATURE_KEY,
+    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Collected,
+    Entries, CONTEXT_PREFIX, SIGNATURE_KEY,
 };
 use crate::error::{MessagingError, RemoteError, Result};
 
@@ -51,14 +51,15 @@ impl RpcRequest {
         Ok(())
     }
 
-    /// Read `method`, `args`, `namespace`, `version` and `_signature` out of a request dict
-    /// (other keys are ignored).
-    pub fn from_request_dict(msg: Map<String, Value>, context: Map<String, Value>) -> Result<Self> {
-        RequestEntries {
-            context,
-            ..RequestEntries::of(msg)
-        }
-        .into_request()
+    /// Decode the JSON text of a request dict (the AMQP 1.0 driver's `request` field, the
+    /// context beside it): `method`, `args`, `namespace`, `version` and `_signature`; other
+    /// keys are ignored.
+    pub fn decode_request_dict(text: &[u8], context: Map<String, Value>) -> Result<Self> {
+        let Collected(entries) = serde_json::from_slice::<Collected<RequestEntries>>(text)
+            .map_err(|e| {
+                MessagingError::MalformedMessage(format!("`request` is not a JSON object: {e}"))
+            })?;
+        RequestEntries { context, ..entries }.into_request()
     }
 }
 
