@@ -8,7 +8,7 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
 use messaging_core::driver::{
     log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
-    NotifyDriver, SendOptions,
+    NotifyDriver, PerAddress, SendOptions,
 };
 use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result};
@@ -23,7 +23,7 @@ use crate::topology;
 pub(crate) struct RabbitNotify {
     connector: Arc<Connector>,
     publisher: Publisher,
-    destinations: topology::Destinations<NotifyAddress>,
+    destinations: PerAddress<NotifyAddress, Arc<topology::Destination>>,
 }
 
 impl RabbitNotify {
@@ -31,7 +31,7 @@ impl RabbitNotify {
         Self {
             publisher: Publisher::new(connector.clone(), "notify-send"),
             connector,
-            destinations: topology::Destinations::default(),
+            destinations: PerAddress::default(),
         }
     }
 }
@@ -49,7 +49,7 @@ impl NotifyDriver for RabbitNotify {
         let config = self.connector.config();
         let destination = self
             .destinations
-            .get(to, |to| topology::notify_destination(config, to));
+            .get(to, |to| Arc::new(topology::notify_destination(config, to)));
         let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
         let outgoing = Outgoing {
             exchange,

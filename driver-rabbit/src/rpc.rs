@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::message::Delivery;
 use messaging_core::driver::{
-    log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, Retry, RpcAddress,
-    RpcDriver, RpcListener, SendOptions, ServerAddress,
+    log_malformed, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, Retry,
+    RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{
     self, CallInfo, OutgoingReply, OutgoingRequest, Reply, ReplyMessage, RequestMessage,
@@ -64,7 +64,7 @@ pub(crate) struct RabbitRpc {
     replies: ReplyRouter,
     /// The transport's `reply_<uuid>` queue, declared on the first call.
     reply_queue: OnceCell<ReplyQueue>,
-    destinations: topology::Destinations<RpcAddress>,
+    destinations: PerAddress<RpcAddress, Arc<topology::Destination>>,
     closed: AtomicBool,
 }
 
@@ -78,7 +78,7 @@ impl RabbitRpc {
             }),
             replies: ReplyRouter::new(),
             reply_queue: OnceCell::new(),
-            destinations: topology::Destinations::default(),
+            destinations: PerAddress::default(),
             closed: AtomicBool::new(false),
         }
     }
@@ -108,7 +108,7 @@ impl RabbitRpc {
         let config = self.shared.config();
         let destination = self
             .destinations
-            .get(to, |to| topology::rpc_destination(config, to));
+            .get(to, |to| Arc::new(topology::rpc_destination(config, to)));
         let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
         let what = format!(
             "sending `{}` to {exchange}/{routing_key}",

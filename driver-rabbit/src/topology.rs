@@ -1,9 +1,6 @@
 //! oslo's broker topology (oslo-wire.md §1): exchange, queue and binding names, their flags
 //! and arguments, and declaring them on a channel.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -55,45 +52,6 @@ pub(crate) struct Destination {
     pub(crate) exchange: String,
     pub(crate) routing_key: String,
     pub(crate) declarations: Vec<Declaration>,
-}
-
-/// The destinations of the addresses a sender publishes to, each worked out once rather than
-/// on every publish.
-#[derive(Debug)]
-pub(crate) struct Destinations<A> {
-    known: Mutex<HashMap<A, Arc<Destination>>>,
-}
-
-impl<A> Default for Destinations<A> {
-    fn default() -> Self {
-        Self {
-            known: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<A: Clone + Eq + Hash> Destinations<A> {
-    /// How many addresses are remembered: a sender to more (casts to very many servers)
-    /// starts over, so that memory stays bounded.
-    const LIMIT: usize = 1024;
-
-    /// The destination of `to`, worked out by `destination` the first time.
-    pub(crate) fn get(
-        &self,
-        to: &A,
-        destination: impl FnOnce(&A) -> Destination,
-    ) -> Arc<Destination> {
-        let mut known = self.known.lock().expect("destinations poisoned");
-        if let Some(known) = known.get(to) {
-            return known.clone();
-        }
-        if known.len() >= Self::LIMIT {
-            known.clear();
-        }
-        let found = Arc::new(destination(to));
-        known.insert(to.clone(), found.clone());
-        found
-    }
 }
 
 /// The control (or target) exchange: a topic exchange.
@@ -398,33 +356,6 @@ mod tests {
             (direct.exchange.as_str(), direct.routing_key.as_str()),
             ("openstack", "testtopic.srv1")
         );
-    }
-
-    /// A destination is worked out once per address, and the cache stays bounded.
-    #[test]
-    fn destinations_are_worked_out_once_per_address() {
-        let config = RabbitConfig::default();
-        let destinations = Destinations::default();
-        let worked_out = std::cell::Cell::new(0);
-        let get = |to: &RpcAddress| {
-            destinations.get(to, |to| {
-                worked_out.set(worked_out.get() + 1);
-                rpc_destination(&config, to)
-            })
-        };
-        let first = get(&server().server_address());
-        let again = get(&server().server_address());
-        assert!(Arc::ptr_eq(&first, &again));
-        assert_eq!(*first, rpc_destination(&config, &server().server_address()));
-        get(&server().topic_address());
-        assert_eq!(worked_out.get(), 2);
-        for i in 0..Destinations::<RpcAddress>::LIMIT + 1 {
-            let mut to = server().server_address();
-            to.server = Some(format!("s{i}"));
-            get(&to);
-        }
-        let known = destinations.known.lock().unwrap().len();
-        assert!(known <= Destinations::<RpcAddress>::LIMIT, "{known}");
     }
 
     #[test]
