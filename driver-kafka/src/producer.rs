@@ -8,6 +8,7 @@ use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::time::Instant;
 use tokio::time::sleep;
 
 use crate::config::KafkaConfig;
@@ -17,18 +18,38 @@ use crate::logging::TracingContext;
 pub(crate) struct Publisher {
     producer: FutureProducer<TracingContext>,
     delivery_timeout: Duration,
+    /// `host:port,…`, for errors.
+    bootstrap: String,
+    /// The producer's context (shared), for the last client error.
+    context: TracingContext,
+}
+
+/// Whether the topics a listener subscribes to exist (see [`Publisher::ensure_topics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topics {
+    /// Every topic exists and has partitions.
+    Ready,
+    /// A broker answers, but some topic was not available in time.
+    NotYet,
 }
 
 impl Publisher {
     /// A producer for the URL's brokers. It connects in the background.
     pub fn new(config: &KafkaConfig, url: &TransportUrl) -> Result<Self> {
-        let producer = config
-            .producer_config(url)?
-            .create_with_context(TracingContext)
+        let client_config = config.producer_config(url)?;
+        let bootstrap = client_config
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned();
+        let context = TracingContext::default();
+        let producer = client_config
+            .create_with_context(context.clone())
             .map_err(|e| refused_config(url, e))?;
         Ok(Self {
             producer,
             delivery_timeout: config.delivery_timeout(),
+            bootstrap,
+            context,
         })
     }
 
@@ -62,7 +83,7 @@ impl Publisher {
         // The delivery report is bounded by `message.timeout.ms`.
         match tokio::time::timeout(self.delivery_timeout + Duration::from_secs(5), delivery).await {
             Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((error, _)))) => Err(classify(topic, payload.len(), error)),
+            Ok(Ok(Err((error, _)))) => Err(self.explain(classify(topic, payload.len(), error))),
             Ok(Err(_canceled)) => Err(Failure::Fatal(MessagingError::ConnectionFailure(
                 "the kafka producer was closed".into(),
             ))),
@@ -73,46 +94,78 @@ impl Publisher {
         }
     }
 
+    /// A transient failure with the last client error added when it explains it (e.g. a
+    /// delivery that timed out because no broker accepts connections).
+    fn explain(&self, failure: Failure) -> Failure {
+        let Failure::Retry(MessagingError::ConnectionFailure(text)) = failure else {
+            return failure;
+        };
+        // Within twice the attempt: librdkafka reports a connection error once, not every retry.
+        let text = match self.context.last_error(2 * self.delivery_timeout) {
+            Some(cause) => format!("{text} (last client error: {cause})"),
+            None => text,
+        };
+        Failure::Retry(MessagingError::ConnectionFailure(text))
+    }
+
     /// Make sure the topics exist before a consumer subscribes to them (a subscription
     /// ignores a missing topic until its next metadata refresh). A metadata request for a
     /// topic lets the broker create it (`auto.create.topics.enable`); nothing is produced.
-    pub async fn ensure_topics(&self, topics: &[String], within: Duration) -> Result<()> {
+    ///
+    /// A [`MessagingError::ConnectionFailure`] when no bootstrap server answered within
+    /// `connect`; [`Topics::NotYet`] when one answered but a topic was not available within
+    /// `within`.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[String],
+        connect: Duration,
+        within: Duration,
+    ) -> Result<Topics> {
         let producer = self.producer.clone();
         let topics = topics.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + within;
+        let found = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut answered = false;
             for topic in &topics {
                 loop {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let limit = if answered { within } else { connect };
+                    let left = limit.saturating_sub(started.elapsed());
                     let found = producer
                         .client()
                         .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)));
-                    let ready = match &found {
-                        Ok(metadata) => metadata.topics().iter().any(|t| {
+                    answered |= found.is_ok();
+                    let ready = found.as_ref().is_ok_and(|metadata| {
+                        metadata.topics().iter().any(|t| {
                             t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                        }),
-                        Err(_) => false,
-                    };
+                        })
+                    });
                     if ready {
                         break;
                     }
-                    if std::time::Instant::now() >= deadline {
-                        return Err(MessagingError::ConnectionFailure(format!(
-                            "kafka topic `{topic}` is not available: {}",
-                            match found {
-                                Ok(m) =>
-                                    format!("{:?}", m.topics().first().and_then(|t| t.error())),
-                                Err(e) => e.to_string(),
-                            }
-                        )));
+                    if started.elapsed() >= limit {
+                        return match found {
+                            Err(error) if !answered => Err(error),
+                            _ => Ok(Topics::NotYet),
+                        };
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            Ok(())
+            Ok(Topics::Ready)
         })
         .await
-        .map_err(|e| MessagingError::ConnectionFailure(format!("topic check failed: {e}")))?
+        .map_err(|e| MessagingError::ConnectionFailure(format!("topic check failed: {e}")))?;
+        found.map_err(|error| {
+            let cause = self
+                .context
+                .last_error(2 * connect)
+                .map(|cause| format!("; last client error: {cause}"))
+                .unwrap_or_default();
+            MessagingError::ConnectionFailure(format!(
+                "no kafka broker of {} answered within {connect:?} ({error}{cause})",
+                self.bootstrap
+            ))
+        })
     }
 
     /// Wait (blocking) until the records in flight are delivered or `timeout` passes.
