@@ -29,7 +29,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new(
         "producer_batch_timeout",
         OptionKind::Float,
-        "how long the producer waits to fill a batch, in s (linger); default 0.005",
+        "how long a send made while others are in flight waits for more to share its request, in s (linger); a send alone never waits; default 0.001",
+    ),
+    OptionSpec::new(
+        "producer_max_in_flight",
+        OptionKind::Integer,
+        "most produce requests awaiting the broker's answer per connection (librdkafka max.in.flight); default 1: what queues meanwhile goes in the next request",
     ),
     OptionSpec::new(
         "producer_delivery_timeout",
@@ -234,10 +239,20 @@ pub struct KafkaConfig {
     pub compression_codec: CompressionCodec,
     /// Most records per produce batch (`batch.num.messages`).
     pub producer_batch_size: u64,
-    /// How long the producer waits to fill a batch, in seconds (`linger.ms`). 5 ms by
-    /// default, as librdkafka and Kafka 4 (oslo sets 0): since every send waits for its
-    /// delivery report, concurrent sends only share produce requests with some linger.
+    /// How long a send made while other sends of the transport are in flight waits for more
+    /// records to share its produce request, in seconds (`linger.ms`). A send with nothing
+    /// else in flight never waits: it goes through a second producer without linger. 1 ms by
+    /// default (oslo: 0, without waiting for delivery reports): 16 senders each awaiting their
+    /// report share one request per round, which brokers that pay per request (nisshi) need;
+    /// longer only delays them. 0 sends everything at once through one producer.
     pub producer_batch_timeout: f64,
+    /// Most produce requests awaiting the broker's answer on one connection
+    /// (`max.in.flight.requests.per.connection`). 1 by default: while one request is in
+    /// flight, whatever is sent meanwhile waits and leaves in the next request, so batches
+    /// grow with the load without any linger (16 senders each awaiting their delivery report
+    /// share one request per round trip instead of sending 16 requests), and a retried
+    /// request cannot overtake the one after it. More helps when the broker is far away.
+    pub producer_max_in_flight: u64,
     /// Longest one produce attempt waits for its delivery report, in seconds
     /// (`message.timeout.ms`). A send's own timeout and retry policy bound the whole send.
     pub producer_delivery_timeout: f64,
@@ -293,7 +308,8 @@ impl Default for KafkaConfig {
         Self {
             compression_codec: CompressionCodec::None,
             producer_batch_size: 16384,
-            producer_batch_timeout: 0.005,
+            producer_batch_timeout: 0.001,
+            producer_max_in_flight: 1,
             producer_delivery_timeout: 30.0,
             acks: Acks::All,
             kafka_consumer_timeout: 1.0,
@@ -348,6 +364,8 @@ impl KafkaConfig {
         self.producer_batch_size = o.u64("producer_batch_size", self.producer_batch_size)?;
         self.producer_batch_timeout =
             o.f64("producer_batch_timeout", self.producer_batch_timeout)?;
+        self.producer_max_in_flight =
+            o.u64("producer_max_in_flight", self.producer_max_in_flight)?;
         self.producer_delivery_timeout =
             o.f64("producer_delivery_timeout", self.producer_delivery_timeout)?;
         if let Some(v) = o.get("acks") {
@@ -499,6 +517,10 @@ impl KafkaConfig {
         config
             .set("linger.ms", millis(self.producer_batch_timeout))
             .set(
+                "max.in.flight.requests.per.connection",
+                self.producer_max_in_flight.clamp(1, 1_000_000).to_string(),
+            )
+            .set(
                 "batch.num.messages",
                 self.producer_batch_size.clamp(1, 1_000_000).to_string(),
             )
@@ -555,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_oslos_but_linger() {
+    fn defaults_are_oslos() {
         let url = TransportUrl::parse("kafka://h1,h2:9093/").unwrap();
         let config = KafkaConfig::default();
         let producer = config.producer_config(&url).unwrap();
@@ -563,8 +585,11 @@ mod tests {
             get(&producer, "bootstrap.servers").as_deref(),
             Some("h1:9092,h2:9093")
         );
-        // Not oslo's 0: concurrent sends each awaiting delivery need some linger to batch.
-        assert_eq!(get(&producer, "linger.ms").as_deref(), Some("5"));
+        assert_eq!(get(&producer, "linger.ms").as_deref(), Some("1"));
+        assert_eq!(
+            get(&producer, "max.in.flight.requests.per.connection").as_deref(),
+            Some("1")
+        );
         assert_eq!(
             get(&producer, "batch.num.messages").as_deref(),
             Some("16384")
@@ -590,17 +615,20 @@ mod tests {
             get(&consumer, "max.partition.fetch.bytes").as_deref(),
             Some("1048576")
         );
+        assert_eq!(get(&consumer, "fetch.wait.max.ms").as_deref(), Some("20"));
         assert_eq!(config.consumer_group, "oslo_messaging_consumer");
+        assert!(!config.enable_auto_commit);
     }
 
     #[test]
     fn url_options_override_defaults() {
         let config = parse(
             "kafka://u:p%40ss@h1:9092,u2:x@h2/?compression_codec=lz4&producer_batch_size=10\
-             &producer_batch_timeout=0.25&acks=1&auto_offset_reset=earliest\
+             &producer_batch_timeout=0.25&acks=1&auto_offset_reset=earliest&producer_max_in_flight=5\
              &security_protocol=SASL_PLAINTEXT&sasl_mechanism=SCRAM-SHA-256\
              &session_timeout_ms=6000&heartbeat_interval_ms=1000&max_poll_records=7\
-             &consumer_group=grp&kafka_consumer_timeout=0.5&kafka_max_fetch_bytes=2048",
+             &consumer_group=grp&kafka_consumer_timeout=0.5&kafka_max_fetch_bytes=2048\
+             &fetch_wait_max_ms=7&enable_auto_commit=true",
         )
         .unwrap();
         assert_eq!(config.compression_codec, CompressionCodec::Lz4);
@@ -608,6 +636,7 @@ mod tests {
         assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(config.max_poll_records, 7);
         assert_eq!(config.consumer_group, "grp");
+        assert!(config.enable_auto_commit);
         assert_eq!(
             config.poll_timeout(Duration::from_secs(1)),
             Duration::from_millis(500)
@@ -619,6 +648,10 @@ mod tests {
         let url = TransportUrl::parse("kafka://u:p%40ss@h1:9092,u2:x@h2/").unwrap();
         let producer = config.producer_config(&url).unwrap();
         assert_eq!(get(&producer, "linger.ms").as_deref(), Some("250"));
+        assert_eq!(
+            get(&producer, "max.in.flight.requests.per.connection").as_deref(),
+            Some("5")
+        );
         assert_eq!(get(&producer, "acks").as_deref(), Some("1"));
         assert_eq!(
             get(&producer, "sasl.mechanism").as_deref(),
@@ -639,6 +672,12 @@ mod tests {
             get(&consumer, "max.partition.fetch.bytes").as_deref(),
             Some("2048")
         );
+        assert_eq!(get(&consumer, "fetch.wait.max.ms").as_deref(), Some("7"));
+        assert_eq!(
+            get(&consumer, "enable.auto.commit").as_deref(),
+            Some("false"),
+            "the driver commits itself, also with enable_auto_commit"
+        );
     }
 
     #[test]
@@ -650,6 +689,7 @@ mod tests {
             "kafka://h/?consumer_group=",
             "kafka://h/?no_such_option=1",
             "kafka://h/?producer_delivery_timeout=0",
+            "kafka://h/?enable_auto_commit=maybe",
         ] {
             assert!(parse(url).is_err(), "{url}");
         }

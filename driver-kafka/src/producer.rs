@@ -1,6 +1,15 @@
-//! The producer shared by a transport's notifiers and listeners (for requeues): one
-//! librdkafka producer, many records in flight, each send awaiting its own delivery report.
+//! The producer shared by a transport's notifiers and listeners (for requeues): many
+//! records in flight, each send awaiting its own delivery report.
+//!
+//! Linger is only paid when it can help: a send with no other send of the transport in
+//! flight goes through a librdkafka producer without linger and leaves at once (one round
+//! trip), while sends made alongside others go through a second producer that waits up to
+//! `producer_batch_timeout` for more records to share the request (with 16 senders each
+//! awaiting their report, one request per round instead of many small ones, which a broker
+//! pays for per request). Kafka gives records without a key no order across partitions, so
+//! two producers change no guarantee.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use messaging_core::driver::retry::{with_retry, Backoff, Failure};
@@ -16,7 +25,12 @@ use crate::logging::TracingContext;
 
 /// The transport's producer.
 pub(crate) struct Publisher {
-    producer: FutureProducer<TracingContext>,
+    /// For a send with nothing else in flight: no linger.
+    immediate: FutureProducer<TracingContext>,
+    /// For sends alongside others, with the configured linger (`None` when it is 0).
+    batching: Option<FutureProducer<TracingContext>>,
+    /// Sends of this transport in progress.
+    sending: AtomicUsize,
     delivery_timeout: Duration,
     /// `host:port,…`, for errors.
     bootstrap: String,
@@ -34,19 +48,26 @@ pub(crate) enum Topics {
 }
 
 impl Publisher {
-    /// A producer for the URL's brokers. It connects in the background.
+    /// The producers for the URL's brokers. They connect in the background.
     pub fn new(config: &KafkaConfig, url: &TransportUrl) -> Result<Self> {
-        let client_config = config.producer_config(url)?;
-        let bootstrap = client_config
+        let batching_config = config.producer_config(url)?;
+        let bootstrap = batching_config
             .get("bootstrap.servers")
             .unwrap_or_default()
             .to_owned();
         let context = TracingContext::default();
-        let producer = client_config
-            .create_with_context(context.clone())
-            .map_err(|e| refused_config(url, e))?;
+        let create = |config: &rdkafka::ClientConfig| {
+            config
+                .create_with_context(context.clone())
+                .map_err(|e| refused_config(url, e))
+        };
+        let mut immediate_config = batching_config.clone();
+        immediate_config.set("linger.ms", "0");
+        let lingers = batching_config.get("linger.ms").is_some_and(|ms| ms != "0");
         Ok(Self {
-            producer,
+            immediate: create(&immediate_config)?,
+            batching: lingers.then(|| create(&batching_config)).transpose()?,
+            sending: AtomicUsize::new(0),
             delivery_timeout: config.delivery_timeout(),
             bootstrap,
             context,
@@ -68,9 +89,14 @@ impl Publisher {
     }
 
     async fn attempt(&self, topic: &str, payload: &[u8]) -> Result<(), Failure> {
+        let _sending = Sending::start(&self.sending);
+        let producer = match &self.batching {
+            Some(batching) if _sending.alongside_others => batching,
+            _ => &self.immediate,
+        };
         let mut record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
         let delivery = loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // librdkafka's local queue is full: wait for deliveries to drain it.
@@ -121,7 +147,7 @@ impl Publisher {
         connect: Duration,
         within: Duration,
     ) -> Result<Topics> {
-        let producer = self.producer.clone();
+        let producer = self.immediate.clone();
         let topics = topics.to_vec();
         let found = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -170,9 +196,36 @@ impl Publisher {
 
     /// Wait (blocking) until the records in flight are delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(timeout) {
-            tracing::warn!(%error, "kafka producer flush");
+        let deadline = Instant::now() + timeout;
+        for producer in std::iter::once(&self.immediate).chain(&self.batching) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(error) = producer.flush(left) {
+                tracing::warn!(%error, "kafka producer flush");
+            }
         }
+    }
+}
+
+/// Counts a send in progress for as long as it lives.
+struct Sending<'a> {
+    count: &'a AtomicUsize,
+    /// Other sends were in progress when this one started.
+    alongside_others: bool,
+}
+
+impl<'a> Sending<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        Self {
+            count,
+            alongside_others: before > 0,
+        }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
