@@ -258,6 +258,8 @@ impl Notifier {
         if let Some(signing) = self.transport.signing() {
             signing.sign_notification(&mut message);
         }
+        // Shared by the outbox's deliveries (one per driver and topic), not copied.
+        let message = Arc::new(message);
         let options = SendOptions {
             retry: self.retry,
             timeout: self.timeout,

@@ -11,6 +11,7 @@
 
 mod spool;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -163,55 +164,56 @@ pub struct OutboxStats {
 #[derive(Debug)]
 pub(crate) struct Item {
     pub(crate) to: NotifyAddress,
-    pub(crate) message: NotificationMessage,
+    /// Shared by the deliveries of one notify call.
+    pub(crate) message: Arc<NotificationMessage>,
     pub(crate) format: NotificationFormat,
 }
 
-/// An [`Item`] as a spool record holds it (JSON).
+/// An [`Item`] as a spool record holds it (JSON): borrowed from the item when written,
+/// owned when read back.
 #[derive(Serialize, Deserialize)]
-struct StoredItem {
-    exchange: String,
-    topic: String,
+struct StoredItem<'a> {
+    exchange: Cow<'a, str>,
+    topic: Cow<'a, str>,
     priority: Priority,
     /// `messagingv2` or `messaging`.
-    format: String,
-    message_id: String,
-    publisher_id: String,
-    event_type: String,
-    payload: Value,
-    timestamp: String,
-    context: Map<String, Value>,
+    format: Cow<'a, str>,
+    message_id: Cow<'a, str>,
+    publisher_id: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    payload: Cow<'a, Value>,
+    timestamp: Cow<'a, str>,
+    context: Cow<'a, Map<String, Value>>,
     /// Signed when queued (with the transport's signing key), so kept as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
+    signature: Option<Cow<'a, str>>,
 }
 
 impl Item {
     fn encode(&self) -> Result<Vec<u8>> {
         let m = &self.message;
         let stored = StoredItem {
-            exchange: self.to.exchange.clone(),
-            topic: self.to.topic.clone(),
+            exchange: Cow::Borrowed(&self.to.exchange),
+            topic: Cow::Borrowed(&self.to.topic),
             priority: self.to.priority,
-            format: match self.format {
+            format: Cow::Borrowed(match self.format {
                 NotificationFormat::V2 => "messagingv2",
                 NotificationFormat::V1 => "messaging",
-            }
-            .to_owned(),
-            message_id: m.message_id.clone(),
-            publisher_id: m.publisher_id.clone(),
-            event_type: m.event_type.clone(),
-            payload: m.payload.clone(),
-            timestamp: m.timestamp.clone(),
-            context: m.context.clone(),
-            signature: m.signature.clone(),
+            }),
+            message_id: Cow::Borrowed(&m.message_id),
+            publisher_id: Cow::Borrowed(&m.publisher_id),
+            event_type: Cow::Borrowed(&m.event_type),
+            payload: Cow::Borrowed(&m.payload),
+            timestamp: Cow::Borrowed(&m.timestamp),
+            context: Cow::Borrowed(&m.context),
+            signature: m.signature.as_deref().map(Cow::Borrowed),
         };
         Ok(serde_json::to_vec(&stored)?)
     }
 
     fn decode(body: &[u8]) -> Result<Self> {
         let s: StoredItem = serde_json::from_slice(body)?;
-        let format = match s.format.as_str() {
+        let format = match &*s.format {
             "messagingv2" => NotificationFormat::V2,
             "messaging" => NotificationFormat::V1,
             other => {
@@ -222,20 +224,20 @@ impl Item {
         };
         Ok(Self {
             to: NotifyAddress {
-                exchange: s.exchange,
-                topic: s.topic,
+                exchange: s.exchange.into_owned(),
+                topic: s.topic.into_owned(),
                 priority: s.priority,
             },
-            message: NotificationMessage {
-                message_id: s.message_id,
-                publisher_id: s.publisher_id,
-                event_type: s.event_type,
+            message: Arc::new(NotificationMessage {
+                message_id: s.message_id.into_owned(),
+                publisher_id: s.publisher_id.into_owned(),
+                event_type: s.event_type.into_owned(),
                 priority: s.priority,
-                payload: s.payload,
-                timestamp: s.timestamp,
-                context: s.context,
-                signature: s.signature,
-            },
+                payload: s.payload.into_owned(),
+                timestamp: s.timestamp.into_owned(),
+                context: s.context.into_owned(),
+                signature: s.signature.map(Cow::into_owned),
+            }),
             format,
         })
     }
