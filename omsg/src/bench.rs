@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use messaging::{
     Context, Endpoint, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
-    RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
+    OutboxConfig, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
 };
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -74,7 +74,31 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a report.
     #[arg(long)]
     json: bool,
+    /// Notify through an outbox: `memory`, or `spool:DIR` (durable, written ahead to DIR).
+    /// Sending ends once the outbox has sent everything.
+    #[arg(long, value_parser = parse_outbox)]
+    outbox: Option<OutboxArg>,
 }
+
+/// Where `--outbox` keeps the notifications it has not sent yet.
+#[derive(Debug, Clone)]
+pub enum OutboxArg {
+    /// In memory.
+    Memory,
+    /// Written ahead to a spool in this directory.
+    Spool(std::path::PathBuf),
+}
+
+fn parse_outbox(text: &str) -> Result<OutboxArg, String> {
+    match text.strip_prefix("spool:") {
+        _ if text == "memory" => Ok(OutboxArg::Memory),
+        Some(dir) if !dir.is_empty() => Ok(OutboxArg::Spool(dir.into())),
+        _ => Err(format!("expected `memory` or `spool:DIR`, not `{text}`")),
+    }
+}
+
+/// How long the sender waits for its outbox to send everything.
+const OUTBOX_FLUSH: Duration = Duration::from_secs(600);
 
 impl BenchArgs {
     /// Receipts per message sent: every server gets a fanout, anything else arrives once.
@@ -134,6 +158,9 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
 
 /// Run the bench in the chosen role and print its report.
 pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
+    if args.outbox.is_some() && args.mode != Mode::Notify {
+        return Err(Failure::Usage("--outbox works with `notify` only".into()));
+    }
     let topic = args
         .topic
         .clone()
@@ -352,9 +379,20 @@ struct Sender {
 impl Sender {
     async fn new(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Result<Self, Failure> {
         let (client, notifier) = if args.mode == Mode::Notify {
-            let notifier = Notifier::new(endpoints.notifications().await?, "omsg.bench")
+            let mut notifier = Notifier::new(endpoints.notifications().await?, "omsg.bench")
                 .topics([topic])
                 .exchange(&endpoints.exchange);
+            // A server process's warm-up sends directly (the client process owns the spool).
+            if let (Some(outbox), false) = (&args.outbox, args.role == Role::Server) {
+                // Room for the whole run and the warm-ups: the outbox never refuses.
+                let capacity = usize::try_from(args.count.saturating_add(1000));
+                let config = OutboxConfig::new(capacity.unwrap_or(usize::MAX));
+                let config = match outbox {
+                    OutboxArg::Memory => config,
+                    OutboxArg::Spool(dir) => config.spool_dir(dir),
+                };
+                notifier = notifier.with_outbox(config).await?;
+            }
             (None, Some(notifier))
         } else {
             let client = RpcClient::new(endpoints.rpc().await?, Target::topic(topic))
@@ -418,6 +456,9 @@ impl Sender {
                 .await
                 .map_err(|e| Failure::Usage(format!("sender task: {e}")))??;
             call_latencies.extend(samples);
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.flush(OUTBOX_FLUSH).await?;
         }
         bar.finish_and_clear();
         Ok(Sent {
