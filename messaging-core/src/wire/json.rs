@@ -66,10 +66,16 @@ impl Formatter for PythonFormatter {
         // byte of 0x80 or more, so the scan stops on character boundaries).
         let bytes = fragment.as_bytes();
         let mut start = 0;
-        while let Some(skip) = bytes[start..].iter().position(|b| !(b' '..=b'~').contains(b)) {
+        while let Some(skip) = bytes[start..]
+            .iter()
+            .position(|b| !(b' '..=b'~').contains(b))
+        {
             let at = start + skip;
             w.write_all(&bytes[start..at])?;
-            let ch = fragment[at..].chars().next().expect("a character starts here");
+            let ch = fragment[at..]
+                .chars()
+                .next()
+                .expect("a character starts here");
             let mut units = [0u16; 2];
             for unit in ch.encode_utf16(&mut units) {
                 write!(w, "\\u{unit:04x}")?;
