@@ -16,9 +16,13 @@
 //! fresh consumer group reading the fresh topic from its start, with librdkafka's automatic
 //! commits. Output: the JSON lines of `omsg bench --role … --json`.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "../../bench/raw_support.rs"]
+mod raw_support;
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -63,57 +67,21 @@ fn parse_args() -> Args {
         size: 100,
         settings: Vec::new(),
     };
-    let mut it = std::env::args().skip(1);
-    while let (Some(flag), Some(value)) = (it.next(), it.next()) {
-        match flag.as_str() {
-            "--bootstrap" => args.bootstrap = value,
-            "--role" => args.role = value,
-            "--topic" => args.topic = value,
-            "--count" => args.count = value.parse().expect("--count N"),
-            "--clients" => args.clients = value.parse().expect("--clients N"),
-            "--window" => args.window = value.parse().expect("--window N"),
-            "--size" => args.size = value.parse().expect("--size BYTES"),
-            "--set" => {
-                let (key, value) = value.split_once('=').expect("--set key=value");
-                args.settings.push((key.into(), value.into()));
-            }
-            other => panic!("unknown flag {other}"),
+    parse_flags(|flag, value| match flag {
+        "--bootstrap" => args.bootstrap = value,
+        "--role" => args.role = value,
+        "--topic" => args.topic = value,
+        "--count" => args.count = value.parse().expect("--count N"),
+        "--clients" => args.clients = value.parse().expect("--clients N"),
+        "--window" => args.window = value.parse().expect("--window N"),
+        "--size" => args.size = value.parse().expect("--size BYTES"),
+        "--set" => {
+            let (key, value) = value.split_once('=').expect("--set key=value");
+            args.settings.push((key.into(), value.into()));
         }
-    }
+        other => panic!("unknown flag {other}"),
+    });
     args
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-}
-
-/// Peak RSS in MiB and CPU seconds of this process, from /proc.
-fn usage() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    let ticks = fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0);
-    (rss_kib / 1024.0, ticks / 100.0)
-}
-
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return 0.0;
-    };
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.saturating_sub(1).min(last)].as_secs_f64() * 1e3
 }
 
 #[tokio::main]

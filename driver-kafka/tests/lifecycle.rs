@@ -71,23 +71,12 @@ const CHILD_VAR: &str = "KAFKA_LEAVE_CHILD";
 /// without closing its transport.
 #[test]
 fn leave_child() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
+    let Some(([url, topic, pool], runtime)) = common::child(CHILD_VAR) else {
         return; // only runs as the child
     };
-    let parts: Vec<String> = spec.split(' ').map(str::to_owned).collect();
-    let [url, topic, pool] = &parts[..] else {
-        panic!("{CHILD_VAR}={spec}: expected `<url> <topic> <pool>`");
-    };
-    common::init_logging();
-    messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(async {
-        let (listener, got) = recording(url, topic, pool).await;
-        send(url, topic, 0..1).await;
+        let (listener, got) = recording(&url, &topic, &pool).await;
+        send(&url, &topic, 0..1).await;
         got.wait_for(1, WAIT, "the child's notification").await;
         listener.shutdown().await;
     });
