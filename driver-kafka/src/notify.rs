@@ -99,7 +99,7 @@ impl NotifyDriver for KafkaNotify {
             ));
         }
         let group = pool.unwrap_or(&self.config.consumer_group).to_owned();
-        // No broker answering is an error now, as with the other drivers; a topic that is
+        // No broker answering fails the start, as with the other drivers; a topic that is
         // not there yet is picked up by the subscription later, once it exists.
         let topics_ready = self
             .publisher

@@ -10,14 +10,13 @@
 //! two producers change no guarantee.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use messaging_core::driver::retry::{with_retry, Backoff, Failure};
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use std::time::Instant;
 use tokio::time::sleep;
 
 use crate::config::KafkaConfig;
@@ -89,9 +88,10 @@ impl Publisher {
     }
 
     async fn attempt(&self, topic: &str, payload: &[u8]) -> Result<(), Failure> {
-        let _sending = Sending::start(&self.sending);
+        // Held until the delivery report arrived.
+        let sending = Sending::start(&self.sending);
         let producer = match &self.batching {
-            Some(batching) if _sending.alongside_others => batching,
+            Some(batching) if sending.alongside_others => batching,
             _ => &self.immediate,
         };
         let mut record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
@@ -150,34 +150,7 @@ impl Publisher {
         let producer = self.immediate.clone();
         let topics = topics.to_vec();
         let found = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let mut answered = false;
-            for topic in &topics {
-                loop {
-                    let limit = if answered { within } else { connect };
-                    let left = limit.saturating_sub(started.elapsed());
-                    let found = producer
-                        .client()
-                        .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)));
-                    answered |= found.is_ok();
-                    let ready = found.as_ref().is_ok_and(|metadata| {
-                        metadata.topics().iter().any(|t| {
-                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                        })
-                    });
-                    if ready {
-                        break;
-                    }
-                    if started.elapsed() >= limit {
-                        return match found {
-                            Err(error) if !answered => Err(error),
-                            _ => Ok(Topics::NotYet),
-                        };
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            Ok(Topics::Ready)
+            wait_for_topics(&producer, &topics, connect, within)
         })
         .await
         .map_err(|e| MessagingError::ConnectionFailure(format!("topic check failed: {e}")))?;
@@ -204,6 +177,46 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Ask for each topic's metadata (blocking) until it has partitions: the broker's error if no
+/// broker answered within `connect`, [`Topics::NotYet`] if a topic was not there within
+/// `within`.
+fn wait_for_topics(
+    producer: &FutureProducer<TracingContext>,
+    topics: &[String],
+    connect: Duration,
+    within: Duration,
+) -> std::result::Result<Topics, KafkaError> {
+    let started = Instant::now();
+    let mut answered = false;
+    for topic in topics {
+        loop {
+            let limit = if answered { within } else { connect };
+            let left = limit.saturating_sub(started.elapsed());
+            let found = producer
+                .client()
+                .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)));
+            answered |= found.is_ok();
+            let ready = found.as_ref().is_ok_and(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            });
+            if ready {
+                break;
+            }
+            if started.elapsed() >= limit {
+                return match found {
+                    Err(error) if !answered => Err(error),
+                    _ => Ok(Topics::NotYet),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(Topics::Ready)
 }
 
 /// Counts a send in progress for as long as it lives.
