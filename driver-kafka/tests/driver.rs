@@ -81,7 +81,8 @@ async fn rpc_transport_is_unsupported() {
 }
 
 /// No broker needed: an unreachable broker is a `ConnectionFailure` within the bound the
-/// caller gave (one attempt of `producer_delivery_timeout`, or the send's timeout).
+/// caller gave (attempts of `producer_delivery_timeout` as the retry policy allows, or the
+/// send's timeout), and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_is_a_connection_failure_within_the_bound() {
     messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
@@ -104,6 +105,23 @@ async fn unreachable_broker_is_a_connection_failure_within_the_bound() {
     );
     // Says why: librdkafka's connection error, not only "message timed out".
     assert!(reason.contains("Connection refused"), "{reason}");
+
+    // A bounded retry policy: two attempts of 2 s (and a back-off of at most 0.25 s), then
+    // an error that says so.
+    let started = Instant::now();
+    let result = Notifier::new(transport.clone(), "p")
+        .retry(Retry::Times(1))
+        .info(&Context::new(), "e", &1)
+        .await;
+    let elapsed = started.elapsed();
+    let Err(MessagingError::ConnectionFailure(reason)) = result else {
+        panic!("expected a ConnectionFailure, got {result:?}");
+    };
+    assert!(reason.contains("gave up after 2 attempt(s)"), "{reason}");
+    assert!(
+        elapsed >= Duration::from_secs(4) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
 
     let started = Instant::now();
     let options = SendOptions {
