@@ -635,6 +635,55 @@ impl Outcomes {
     }
 }
 
+/// How the sender recovers from failed sends: while the broker cannot take notifications it
+/// backs off and probes with one send at a time, then opens the full window again.
+struct Recovery {
+    backoff: Backoff,
+    /// Since when sends fail, if they do.
+    outage: Option<Instant>,
+    /// Sends in flight at most now.
+    window: usize,
+    max_in_flight: usize,
+}
+
+impl Recovery {
+    fn new(config: &OutboxConfig) -> Self {
+        Self {
+            backoff: Backoff::new(
+                config.retry_interval,
+                config.retry_backoff,
+                config.retry_max,
+            ),
+            outage: None,
+            window: config.max_in_flight,
+            max_in_flight: config.max_in_flight,
+        }
+    }
+
+    /// After a round of sends: how long to wait before the next, if `retry` (the error of a
+    /// send to retry) says the broker did not take them.
+    fn after(&mut self, retry: Option<MessagingError>, shared: &Shared) -> Option<Duration> {
+        let Some(error) = retry else {
+            if let Some(since) = self.outage.take() {
+                tracing::info!(after = ?since.elapsed(), "outbox: the broker takes notifications again");
+            }
+            self.backoff.reset();
+            self.window = self.max_in_flight;
+            return None;
+        };
+        let delay = self.backoff.next_delay();
+        if self.outage.is_none() {
+            self.outage = Some(Instant::now());
+            tracing::warn!(%error, pending = shared.stats().pending,
+                "outbox: cannot send notifications; keeping them and retrying");
+        } else {
+            tracing::debug!(%error, ?delay, "outbox: still cannot send");
+        }
+        self.window = 1;
+        Some(delay)
+    }
+}
+
 /// The sender task: keeps up to `max_in_flight` sends going, started in queue order, and backs
 /// off while the broker is unreachable.
 ///
@@ -654,15 +703,10 @@ async fn send_loop(
         retry: Retry::Never,
         ..SendOptions::default()
     });
-    let mut backoff = Backoff::new(
-        config.retry_interval,
-        config.retry_backoff,
-        config.retry_max,
-    );
-    let mut window = config.max_in_flight;
-    let mut outage: Option<Instant> = None;
+    let mut recovery = Recovery::new(&config);
     let mut sending = FuturesUnordered::new();
     loop {
+        let window = recovery.window;
         for entry in shared.take(window.saturating_sub(sending.len())) {
             sending.push(send(driver.clone(), options.clone(), entry));
         }
@@ -697,24 +741,9 @@ async fn send_loop(
             );
             return;
         }
-        let Some(error) = outcomes.retry else {
-            if let Some(since) = outage.take() {
-                tracing::info!(after = ?since.elapsed(), "outbox: the broker takes notifications again");
-            }
-            backoff.reset();
-            window = config.max_in_flight;
+        let Some(delay) = recovery.after(outcomes.retry, &shared) else {
             continue;
         };
-        let delay = backoff.next_delay();
-        if outage.is_none() {
-            outage = Some(Instant::now());
-            tracing::warn!(%error, pending = shared.stats().pending,
-                "outbox: cannot send notifications; keeping them and retrying");
-        } else {
-            tracing::debug!(%error, ?delay, "outbox: still cannot send");
-        }
-        // Probe with one notification at a time until the broker takes one.
-        window = 1;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = closed.wait_for(|c| *c) => return,
