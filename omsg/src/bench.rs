@@ -90,8 +90,10 @@ pub enum OutboxArg {
 }
 
 fn parse_outbox(text: &str) -> Result<OutboxArg, String> {
+    if text == "memory" {
+        return Ok(OutboxArg::Memory);
+    }
     match text.strip_prefix("spool:") {
-        _ if text == "memory" => Ok(OutboxArg::Memory),
         Some(dir) if !dir.is_empty() => Ok(OutboxArg::Spool(dir.into())),
         _ => Err(format!("expected `memory` or `spool:DIR`, not `{text}`")),
     }
@@ -575,4 +577,20 @@ fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_argument() {
+        assert!(matches!(parse_outbox("memory"), Ok(OutboxArg::Memory)));
+        assert!(
+            matches!(parse_outbox("spool:/var/spool/x"), Ok(OutboxArg::Spool(dir)) if dir == std::path::Path::new("/var/spool/x"))
+        );
+        for bad in ["spool:", "disk", "Memory", ""] {
+            assert!(parse_outbox(bad).is_err(), "{bad}");
+        }
+    }
 }
