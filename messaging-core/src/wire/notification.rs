@@ -102,7 +102,8 @@ impl NotificationMessage {
         }
     }
 
-    /// Encode as a message body in `format`.
+    /// Encode as a message body in `format`: the message dict of [`dict`](Self::dict),
+    /// serialized from the borrowed fields (no copy of payload and context).
     pub fn encode(
         &self,
         format: NotificationFormat,
@@ -196,5 +197,81 @@ impl NotificationEntries {
             signature: string_entry(SIGNATURE_KEY, self.signature)?,
         };
         Ok((message, string_entry("_unique_id", self.unique_id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message dict as a map, built independently of [`NotificationMessage::dict`]: keys
+    /// in oslo's order.
+    fn reference_map(
+        m: &NotificationMessage,
+        style: ContextStyle,
+        unique_id: Option<&str>,
+    ) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("message_id".into(), m.message_id.clone().into());
+        map.insert("publisher_id".into(), m.publisher_id.clone().into());
+        map.insert("event_type".into(), m.event_type.clone().into());
+        map.insert("priority".into(), m.priority.as_upper_str().into());
+        map.insert("payload".into(), m.payload.clone());
+        map.insert("timestamp".into(), m.timestamp.clone().into());
+        if let Some(unique_id) = unique_id {
+            map.insert("_unique_id".into(), unique_id.into());
+        }
+        if let Some(signature) = &m.signature {
+            map.insert(SIGNATURE_KEY.into(), signature.clone().into());
+        }
+        match style {
+            ContextStyle::Flattened => {
+                for (key, value) in &m.context {
+                    map.insert(format!("{CONTEXT_PREFIX}{key}"), value.clone());
+                }
+            }
+            ContextStyle::Nested => {
+                map.insert("_context".into(), Value::Object(m.context.clone()));
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn encode_writes_the_message_dict() {
+        let mut context = Map::new();
+        context.insert("user".into(), Value::String("u\u{e9}".into()));
+        context.insert("roles".into(), serde_json::json!(["admin"]));
+        let mut message = NotificationMessage {
+            message_id: "m-1".into(),
+            publisher_id: "compute.host1".into(),
+            event_type: "compute.instance.create.end".into(),
+            priority: Priority::Info,
+            payload: serde_json::json!({"id": 1, "name": "\"x\"", "nested": {"a": [1.5, null]}}),
+            timestamp: "2026-11-21 14:53:02.359881".into(),
+            context,
+            signature: None,
+        };
+        for signature in [None, Some("sig".to_owned())] {
+            message.signature = signature;
+            for style in [ContextStyle::Flattened, ContextStyle::Nested] {
+                for unique_id in [None, Some("u-1")] {
+                    let dict = json::to_vec(&reference_map(&message, style, unique_id)).unwrap();
+                    for format in [NotificationFormat::V1, NotificationFormat::V2] {
+                        let expected = match format {
+                            NotificationFormat::V1 => dict.clone(),
+                            NotificationFormat::V2 => super::super::envelope(&dict),
+                        };
+                        let body = message.encode(format, style, unique_id).unwrap();
+                        assert_eq!(
+                            String::from_utf8(body).unwrap(),
+                            String::from_utf8(expected).unwrap(),
+                            "{style:?} {unique_id:?} {format:?} {:?}",
+                            message.signature
+                        );
+                    }
+                }
+            }
+        }
     }
 }
