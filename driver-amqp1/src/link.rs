@@ -11,7 +11,7 @@
 //!   (RabbitMQ 3.10 sometimes never answers it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -23,10 +23,10 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
-use messaging_core::driver::RpcAddress;
+use messaging_core::driver::{InFlight, RpcAddress};
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use serde_amqp::lazy::LazyValue;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{AddressingMode, Amqp1Config};
@@ -54,36 +54,6 @@ impl Received {
     }
 }
 
-/// Counts deliveries handed out and not yet settled, so that a receiver link stays attached
-/// until they are.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    count: AtomicUsize,
-    settled: Notify,
-}
-
-impl InFlight {
-    pub fn take(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.settled.notify_waiters();
-        }
-    }
-
-    async fn all_done(&self) {
-        loop {
-            let settled = self.settled.notified();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            settled.await;
-        }
-    }
-}
-
 /// Told the source address after every attach.
 pub(crate) type OnAttach = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -98,7 +68,7 @@ pub(crate) struct ReceiverSpec {
     /// Told the source address after every attach (a dynamic one changes on reconnect).
     pub on_attach: Option<OnAttach>,
     /// Deliveries still to be settled before the link may detach.
-    pub in_flight: Option<Arc<InFlight>>,
+    pub in_flight: Option<InFlight>,
 }
 
 /// Failing fast: how long to wait for credit before telling that nobody consumes `to`.
@@ -946,7 +916,7 @@ async fn teardown(
         let mut shutdown = manager.shutdown_signal();
         // Handlers of taken deliveries finish and settle them on this link.
         tokio::select! {
-            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.all_done()) => {}
+            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.wait_idle()) => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
-    NotifyDriver, SendOptions,
+    decode_or_drop, Acknowledger, InFlight, InFlightGuard, IncomingNotification,
+    NotificationSource, NotifyAddress, NotifyDriver, SendOptions,
 };
 use messaging_core::wire::{NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result, Retry};
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{InFlight, LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::link::{LinkManager, Received, ReceiverSpec, SendSpec};
 use crate::message;
 use crate::rpc::shown_body;
 
@@ -83,7 +83,7 @@ impl NotifyDriver for Amqp1Notify {
         let credit = config.notify_server_credit;
         let (tx, rx) = mpsc::channel(credit as usize);
         let (stop, _) = watch::channel(false);
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = InFlight::default();
         let router = (!endpoints.mode().is_broker()).then(|| self.links.clone());
         for source in sources {
             let spec = ReceiverSpec {
@@ -119,7 +119,7 @@ impl NotifyDriver for Amqp1Notify {
 struct Amqp1NotificationSource {
     rx: mpsc::Receiver<Received>,
     stop: watch::Sender<bool>,
-    in_flight: Arc<InFlight>,
+    in_flight: InFlight,
     /// Router mode: the transport, to send again what was settled early and then requeued.
     router: Option<Arc<LinkManager>>,
     closed: bool,
@@ -133,30 +133,24 @@ impl NotificationSource for Amqp1NotificationSource {
                 return None;
             }
             let received = self.rx.recv().await?;
-            match message::decode_notification(&received.message) {
-                Ok(notification) => {
-                    self.in_flight.take();
-                    return Some(IncomingNotification {
-                        message: notification,
-                        unique_id: None,
-                        acker: Box::new(Amqp1Acker {
-                            received: Some(received),
-                            in_flight: self.in_flight.clone(),
-                            router: self.router.clone(),
-                            settled_early: false,
-                        }),
-                    });
-                }
-                Err(error) => {
-                    log_malformed(
-                        DRIVER,
-                        "notification listener",
-                        &error,
-                        &shown_body(&received),
-                    );
-                    received.accept().await;
-                }
-            }
+            let decoded = message::decode_notification(&received.message);
+            let origin = || "notification listener";
+            let Some(notification) =
+                decode_or_drop(decoded, DRIVER, origin, || shown_body(&received))
+            else {
+                received.accept().await;
+                continue;
+            };
+            return Some(IncomingNotification {
+                message: notification,
+                unique_id: None,
+                acker: Box::new(Amqp1Acker {
+                    received: Some(received),
+                    _in_flight: self.in_flight.track(),
+                    router: self.router.clone(),
+                    settled_early: false,
+                }),
+            });
         }
     }
 
@@ -183,7 +177,7 @@ impl Drop for Amqp1NotificationSource {
 /// when the link goes).
 struct Amqp1Acker {
     received: Option<Received>,
-    in_flight: Arc<InFlight>,
+    _in_flight: InFlightGuard,
     router: Option<Arc<LinkManager>>,
     /// Accepted when it joined a batch (router mode).
     settled_early: bool,
@@ -261,11 +255,5 @@ impl Acknowledger for Amqp1Acker {
         if let (Some(_), Some(received)) = (&self.router, &self.received) {
             self.settled_early = received.accept().await;
         }
-    }
-}
-
-impl Drop for Amqp1Acker {
-    fn drop(&mut self) {
-        self.in_flight.done();
     }
 }

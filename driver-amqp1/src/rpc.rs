@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
+    decode_or_drop, IncomingRequest, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
     RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{self, Reply, RpcRequest};
@@ -143,11 +143,11 @@ impl Drop for Amqp1Rpc {
 async fn route_replies(mut rx: mpsc::Receiver<Received>, replies: ReplyRouter) {
     while let Some(received) = rx.recv().await {
         received.accept().await;
-        match message::decode_reply(&received.message) {
-            Ok((msg_id, reply)) => {
-                replies.deliver(&msg_id, reply);
-            }
-            Err(error) => log_malformed(DRIVER, "reply link", &error, &shown_body(&received)),
+        let decoded = message::decode_reply(&received.message);
+        if let Some((msg_id, reply)) =
+            decode_or_drop(decoded, DRIVER, || "reply link", || shown_body(&received))
+        {
+            replies.deliver(&msg_id, reply);
         }
     }
 }
@@ -277,12 +277,11 @@ impl RpcListener for Amqp1RpcListener {
                 // consumer (RPC is at most once).
                 continue;
             }
-            let decoded = match message::decode_request(&received.message) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    log_malformed(DRIVER, "rpc server", &error, &shown_body(&received));
-                    continue;
-                }
+            let decoded = message::decode_request(&received.message);
+            let Some(decoded) =
+                decode_or_drop(decoded, DRIVER, || "rpc server", || shown_body(&received))
+            else {
+                continue;
             };
             let reply = decoded.call.map(|(msg_id, reply_to)| {
                 Box::new(Amqp1Replier {
