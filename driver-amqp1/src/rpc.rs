@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
 use crate::link::{FailFast, LinkManager, Received, ReceiverSpec, SendSpec};
-use crate::message::{self, CallInfo};
+use crate::message::{self, OutgoingCall};
 use crate::mode::Endpoints;
 
 const DRIVER: &str = "amqp1";
@@ -191,7 +191,7 @@ impl RpcDriver for Amqp1Rpc {
         let reply_to = self.reply_to(options.retry, deadline).await?;
         let msg_id = wire::new_id();
         let pending = self.replies.register(msg_id.clone());
-        let call = CallInfo {
+        let call = OutgoingCall {
             msg_id: msg_id.clone(),
             reply_to,
             timeout: options.timeout,
@@ -283,11 +283,11 @@ impl RpcListener for Amqp1RpcListener {
             else {
                 continue;
             };
-            let reply = decoded.call.map(|(msg_id, reply_to)| {
+            let reply = decoded.call.map(|call| {
                 Box::new(Amqp1Replier {
                     links: self.links.clone(),
-                    reply_to,
-                    msg_id,
+                    reply_to: call.reply_to,
+                    msg_id: call.msg_id,
                     call_monitor_timeout: decoded.call_monitor_timeout,
                 }) as Box<dyn Replier>
             });

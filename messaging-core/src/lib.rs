@@ -81,7 +81,7 @@ pub use service::ServiceHandle;
 pub use target::{Target, Version};
 pub use transport::{
     get_notification_transport, get_notification_transport_with, get_rpc_transport,
-    get_rpc_transport_with, NotificationTransport, RpcTransport, TransportOptions,
+    get_rpc_transport_with, NotificationTransport, RpcTransport, Transport, TransportOptions,
     DEFAULT_EXCHANGE,
 };
 pub use url::{TransportHost, TransportUrl};
