@@ -2,7 +2,7 @@
 //! signed the broker's certificate (`ssl_ca_file`) and the host name in that certificate;
 //! `TLS_WRONG_CA_FILE` is an unrelated CA. `.ci/brokers` makes both (a throwaway CA, a server
 //! certificate for `localhost` only) and prints the variables. Host-name verification is on
-//! throughout (the driver refuses to turn it off).
+//! unless a test turns it off (`ssl_enforce_hostname_verification=false`).
 
 mod common;
 
@@ -323,6 +323,49 @@ async fn a_certificate_for_another_host_name_is_refused_at_once() {
     )
     .await;
     println!("wrong host name: {reason}");
+}
+
+/// `ssl_enforce_hostname_verification=false` (oslo's option): the broker's certificate need
+/// not name the host connected to, but its chain is still verified: a broker whose certificate
+/// another CA issued is still refused. `ssl_version=TLSv1_2` pins TLS 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_host_name_verification_the_chain_is_still_verified() {
+    let test = "without_host_name_verification_the_chain_is_still_verified";
+    let (Some(base), Some(wrong_ca)) = (tls_url(test), env_or_skip(test, "TLS_WRONG_CA_FILE"))
+    else {
+        return;
+    };
+    let by_address = |options: &[(&str, &str)]| {
+        changed(
+            &base,
+            Change {
+                hostname: Some("127.0.0.1"),
+                options,
+                ..Change::default()
+            },
+        )
+    };
+    let topic = unique("test_tls_anyname");
+    let unverified = by_address(&[
+        ("ssl_enforce_hostname_verification", "false"),
+        ("ssl_version", "TLSv1_2"),
+    ]);
+    round_trip(&unverified, &topic).await;
+    let reason = refused_at_once(
+        &by_address(&[
+            ("ssl_enforce_hostname_verification", "false"),
+            ("ssl_ca_file", &wrong_ca),
+        ]),
+        &["TLS certificate rejected (not trusted)", "UnknownIssuer"],
+    )
+    .await;
+    println!("no host name check, wrong CA: {reason}");
+    cleanup(&[
+        topic.clone(),
+        format!("{topic}.srv1"),
+        format!("{topic}.info"),
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
