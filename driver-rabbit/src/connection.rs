@@ -177,6 +177,7 @@ impl Connector {
                         &self.trust,
                         &error,
                     );
+                    let failure = self.with_login_hint(failure, &error);
                     let (Failure::Retry(reason) | Failure::Fatal(reason)) = &failure;
                     tracing::debug!(host = %what, role, error = %reason, "cannot connect to RabbitMQ");
                     // Another host may have other credentials or certificates: try it, but
@@ -196,6 +197,27 @@ impl Connector {
         Err(last.unwrap_or_else(|| {
             Failure::Fatal(MessagingError::ConnectionFailure("no broker host".into()))
         }))
+    }
+
+    /// RabbitMQ drops the connection of a client that asks for a login mechanism it does not
+    /// offer (only PLAIN and AMQPLAIN by default): say so with the reset.
+    fn with_login_hint(&self, failure: Failure, error: &lapin::Error) -> Failure {
+        let method = match self.config.rabbit_login_method {
+            LoginMethod::External => "EXTERNAL",
+            LoginMethod::RabbitCrDemo => "RABBIT-CR-DEMO",
+            LoginMethod::Plain | LoginMethod::AmqPlain => return failure,
+        };
+        let reset = matches!(error.kind(), ErrorKind::IOError(io)
+            if io.kind() == std::io::ErrorKind::ConnectionReset);
+        match failure {
+            Failure::Retry(MessagingError::ConnectionFailure(reason)) if reset => {
+                Failure::Retry(MessagingError::ConnectionFailure(format!(
+                    "{reason} (does the broker offer the {method} login mechanism \
+                     (rabbit_login_method)? RabbitMQ offers PLAIN and AMQPLAIN by default)"
+                )))
+            }
+            other => other,
+        }
     }
 
     /// Wait `delay` before reconnecting, plus up to `kombu_reconnect_splay` at random. While no
