@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: this library (omsg bench), Python oslo.messaging and raw lapin,
-the same workloads on the same local RabbitMQ, each server and client in its own process.
+"""Side-by-side benchmark: this library (omsg bench), Python oslo.messaging and the raw
+clients (lapin, rdkafka), the same workloads on the same local brokers, each server and client
+in its own process.
 
     bench/compare.py [--quick] [--json FILE]
 
@@ -13,9 +14,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -23,34 +26,61 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 RAW_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"  # lapin's URI for the same broker
 KAFKA = "kafka://127.0.0.1:9092/"
+RAW_KAFKA = "127.0.0.1:9092"  # rdkafka's bootstrap servers for the same broker
 AMQP1 = "amqp://guest:guest@127.0.0.1:5672/"
 
-# name, mode, concurrent senders, count per implementation
+# The notifier's outbox (omsg bench --outbox), in memory or spooled to a fresh directory.
+OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"]}}
+OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"]}}
+# name, mode, concurrent senders, count per implementation[, per implementation: "clients"
+# instead of the row's, extra "args"]. Python's notifier has no outbox: its outbox rows run
+# its single sender, the aim for ours.
 WORKLOADS = [
     ("sequential calls", "rpc-call", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
     ("concurrent calls (16 in flight)", "rpc-call", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
     ("casts (16 senders)", "rpc-cast", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
+    ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
     ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
+    # raw lapin: 16 senders, the broker's wall on this machine.
+    ("notifications (1 sender, outbox in memory; raw: 16 senders)", "notify", 1,
+     {"python": 3000, "rust": 40000, "raw-lapin": 40000}, dict(OUTBOX_MEMORY, **{"raw-lapin": {"clients": 16}})),
+    ("notifications (1 sender, outbox spooled; raw: 16 senders)", "notify", 1,
+     {"python": 3000, "rust": 40000, "raw-lapin": 40000}, dict(OUTBOX_SPOOL, **{"raw-lapin": {"clients": 16}})),
 ]
+# raw rdkafka: every sender waits for each delivery report, except in the outbox rows where
+# its one sender keeps everything in flight (librdkafka at full speed).
+RAW_KAFKA_PIPELINED = {"raw-rdkafka": {"args": ["--window", "100000"]}}
 KAFKA_WORKLOADS = [
-    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000}),
+    ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 5000, "raw-rdkafka": 5000}),
+    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-rdkafka": 40000}),
+    ("notifications (1 sender, outbox in memory; raw: all in flight)", "notify", 1,
+     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_MEMORY, **RAW_KAFKA_PIPELINED)),
+    ("notifications (1 sender, outbox spooled; raw: all in flight)", "notify", 1,
+     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_SPOOL, **RAW_KAFKA_PIPELINED)),
 ]
-AMQP1_WORKLOADS = [(name, mode, clients, {"rust": counts["rust"]}) for name, mode, clients, counts in WORKLOADS]
+AMQP1_WORKLOADS = [(name, mode, clients, {"rust": counts["rust"]}, *extra)
+                   for name, mode, clients, counts, *extra in WORKLOADS]
 
 # title, transport URL, workloads, implementations compared
 SECTIONS = [
     ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin"]),
-    ("Kafka (nisshi 0.8.1)", KAFKA, KAFKA_WORKLOADS, ["python", "rust"]),
+    ("Kafka (nisshi 0.8.1)", KAFKA, KAFKA_WORKLOADS, ["python", "rust", "raw-rdkafka"]),
     ("AMQP 1.0 (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
      AMQP1, AMQP1_WORKLOADS, ["rust"]),
 ]
-NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin"}
+NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin",
+         "raw-rdkafka": "raw rdkafka"}
 
 
-def command(impl, url, role, mode, topic, count, clients):
+def command(impl, url, role, mode, topic, count, clients, extra=()):
+    """The server or client command line; `extra` arguments go to the client only."""
+    extra = list(extra) if role == "client" else []
     if impl == "rust":
         return [os.path.join(ROOT, "target/release/omsg"), "--url", url, "bench", mode, "--role", role,
-                "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"]
+                "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"] + extra
+    if impl == "raw-rdkafka":
+        return [os.path.join(ROOT, "target/release/examples/raw_rdkafka_bench"), "--bootstrap", RAW_KAFKA,
+                "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
     if impl == "python":
         python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
         return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", url, "--mode", mode,
@@ -76,14 +106,16 @@ def json_line(stream, want, timeout):
     raise RuntimeError("timed out")
 
 
-def run_one(impl, url, mode, clients, count):
+def run_one(impl, url, mode, clients, count, extra=()):
     topic = "bench_%s_%s" % (impl.replace("-", "_"), uuid.uuid4().hex[:8])
+    spool = tempfile.mkdtemp(prefix="bench_spool_")
+    extra = [arg.replace("{spool}", spool) for arg in extra]
     server = subprocess.Popen(command(impl, url, "server", mode, topic, count, clients), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         json_line(server.stdout, lambda o: o.get("event") == "ready", 120)
-        done = subprocess.run(command(impl, url, "client", mode, topic, count, clients), capture_output=True,
-                              text=True, timeout=900)
+        done = subprocess.run(command(impl, url, "client", mode, topic, count, clients, extra),
+                              capture_output=True, text=True, timeout=900)
         client = json.loads([l for l in done.stdout.splitlines() if l.startswith("{")][-1])
         if mode == "rpc-call":
             server.send_signal(signal.SIGINT)
@@ -92,6 +124,7 @@ def run_one(impl, url, mode, clients, count):
         if server.poll() is None:
             server.kill()
         server.wait()
+        shutil.rmtree(spool, ignore_errors=True)
     if mode == "rpc-call":
         rate, p50, p99 = client["msgs_per_s"], client["p50_ms"], client["p99_ms"]
     else:
@@ -106,6 +139,8 @@ def build():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "omsg"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-rabbit", "--example", "raw_lapin_bench"],
                    cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-kafka", "--example", "raw_rdkafka_bench"],
+                   cwd=ROOT, check=True)
     subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python", "kafka"], cwd=ROOT, check=True)
 
 
@@ -114,19 +149,20 @@ def fmt(value, digits=0):
 
 
 def table(workloads, impls, results):
-    """One Markdown table: a column per implementation, ratios to Python and raw lapin."""
-    ratios = [other for other in ("python", "raw-lapin") if other in impls and "rust" in impls]
-    head = ["workload", "metric"] + [NAMES[i] for i in impls] + ["Rust ÷ " + NAMES[o].split(" ")[0]
-                                                                 if o == "python" else "Rust ÷ raw lapin" for o in ratios]
+    """One Markdown table: a column per implementation, ratios to Python and the raw client."""
+    ratios = [other for other in impls if other == "python" or other.startswith("raw-")]
+    ratios = ratios if "rust" in impls else []
+    head = ["workload", "metric"] + [NAMES[i] for i in impls] + ["Rust ÷ Python" if o == "python"
+                                                                 else "Rust ÷ " + NAMES[o] for o in ratios]
     rows = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(impls) + len(ratios))]
-    for name, mode, _, _ in workloads:
+    for name, mode, *_ in workloads:
         r = results[name]
         metrics = [("msgs/s" + (" (end to end)" if mode != "rpc-call" else ""), "rate", 0, True),
                    ("p50 ms", "p50_ms", 2, False), ("p99 ms", "p99_ms", 2, False)]
         for label, key, digits, ratio in metrics:
             cells = [fmt(r[i][key], digits) for i in impls]
-            cells += [(fmt(r["rust"][key] / r["python"][key], 1) + "×" if o == "python"
-                       else fmt(100 * r["rust"][key] / r["raw-lapin"][key]) + " %") if ratio else "" for o in ratios]
+            cells += [(fmt(r["rust"][key] / r[o][key], 1) + "×" if o == "python"
+                       else fmt(100 * r["rust"][key] / r[o][key]) + " %") if ratio else "" for o in ratios]
             rows.append("| %s | %s | %s |" % (name, label, " | ".join(cells)))
         for side in ("client", "server"):
             for label, key, digits in (("CPU ms/msg", "cpu_ms_per_msg", 3), ("peak RSS MiB", "peak_rss_mib", 1)):
@@ -148,12 +184,14 @@ def main():
     sections = [s for s in SECTIONS if not args.only or args.only in s[0]]
     for title, url, workloads, impls in sections:
         results[title] = {}
-        for name, mode, clients, counts in workloads:
+        for name, mode, clients, counts, *extra in workloads:
             results[title][name] = {}
             for impl in impls:
                 count = max(counts[impl] // (10 if args.quick else 1), 100)
+                own = extra[0].get(impl, {}) if extra else {}
                 print("… %s, %s: %s, %d messages" % (title, name, impl, count), file=sys.stderr, flush=True)
-                results[title][name][impl] = run_one(impl, url, mode, clients, count)
+                results[title][name][impl] = run_one(impl, url, mode, own.get("clients", clients), count,
+                                                     own.get("args", ()))
     print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))

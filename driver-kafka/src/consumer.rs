@@ -46,6 +46,9 @@ pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing listener waits for notifications in progress to be settled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing a listener waits for its consumer to commit and leave the group (after
+/// the notifications in progress were settled).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 15);
 
 /// State shared by the polling thread, the rebalance callbacks, the source and the ackers.
 pub(crate) struct Shared {
@@ -58,16 +61,21 @@ pub(crate) struct Shared {
     paused: AtomicBool,
     /// Set once the group assigned partitions (possibly none) for the first time.
     ready: watch::Sender<bool>,
+    /// Set once the polling thread committed, left the group and ended.
+    finished: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub fn new() -> Arc<Self> {
+    /// State for a new listener; `commit_on_delivery` is `enable_auto_commit` (see
+    /// [`Offsets::new`]).
+    pub fn new(commit_on_delivery: bool) -> Arc<Self> {
         Arc::new(Self {
-            offsets: Mutex::new(Offsets::default()),
+            offsets: Mutex::new(Offsets::new(commit_on_delivery)),
             closing: AtomicBool::new(false),
             in_progress: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             ready: watch::channel(false).0,
+            finished: watch::channel(false).0,
         })
     }
 
@@ -84,6 +92,14 @@ impl Shared {
     pub async fn wait_ready(&self, within: Duration) -> bool {
         let mut ready = self.ready.subscribe();
         tokio::time::timeout(within, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Wait until the polling thread left the group and ended, at most `within`.
+    pub async fn wait_finished(&self, within: Duration) -> bool {
+        let mut finished = self.finished.subscribe();
+        tokio::time::timeout(within, finished.wait_for(|f| *f))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -225,7 +241,7 @@ impl ListenerContext {
     /// Partitions are taken away: commit what was handled, forget the rest (their next
     /// owner reads it again).
     fn revoke(&self, consumer: &Consumer_, tpl: &TopicPartitionList) {
-        let revoked: HashSet<TopicPartition> = tpl
+        let revoked: HashSet<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
@@ -233,7 +249,9 @@ impl ListenerContext {
         let commits = self
             .shared
             .offsets()
-            .take_commits_where(|tp| revoked.contains(tp));
+            .take_commits_where(|topic, partition| {
+                revoked.contains(&(topic.to_owned(), partition))
+            });
         if !consumer.assignment_lost() {
             commit(consumer, &commits, CommitMode::Sync);
         }
@@ -301,6 +319,8 @@ impl Poller {
     }
 
     fn run(self) {
+        // Whatever way this ends (a panic too), the listener's close stops waiting.
+        let _finished = Finished(self.shared.clone());
         let mut last_commit = Instant::now();
         let mut drain_until: Option<Instant> = None;
         let mut errors_logged = 0u32;
@@ -376,6 +396,7 @@ impl Poller {
                 return;
             }
         };
+        // The value is kept for a requeue, which produces it again as it was.
         let acker = KafkaAcker::new(
             self.shared.clone(),
             self.publisher.clone(),
@@ -427,6 +448,16 @@ impl Poller {
             }
             Err(error) => tracing::warn!(%error, pause, "kafka pause/resume failed"),
         }
+    }
+}
+
+/// Marks the polling thread finished when it ends: the consumer was dropped before (it
+/// committed and left the group).
+struct Finished(Arc<Shared>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.send_replace(true);
     }
 }
 
@@ -517,6 +548,9 @@ impl NotificationSource for KafkaNotificationSource {
         }
     }
 
+    /// Stop, and return once the consumer committed what was handled and left its group, so
+    /// that the group's other (or next) members get its partitions at once rather than after
+    /// the session timeout (bounded: a broker that does not answer cannot hold it forever).
     async fn close(&mut self) {
         self.closed = true;
         self.shared.close();
@@ -524,6 +558,12 @@ impl NotificationSource for KafkaNotificationSource {
         // next owner of their partitions gets them.
         self.from_poller.close();
         while self.from_poller.try_recv().is_ok() {}
+        if !self.shared.wait_finished(LEAVE_TIMEOUT).await {
+            tracing::warn!(
+                "a kafka listener did not leave its consumer group within {LEAVE_TIMEOUT:?}; \
+                 its partitions move to other members after the session timeout"
+            );
+        }
     }
 }
 

@@ -32,8 +32,10 @@
 //!
 //! # Delivery: at least once
 //! * **Notifier**: every send awaits the broker's delivery report (`acks=all` by default: every
-//!   in-sync replica has the record); many sends share one producer and are in flight at
-//!   once. A failed delivery is a [`MessagingError::DeliveryFailure`](messaging_core::MessagingError::DeliveryFailure), an unreachable broker a
+//!   in-sync replica has the record); many sends are in flight at once. A send with no other
+//!   in flight leaves at once; sends made alongside others wait up to
+//!   `producer_batch_timeout` (1 ms) to share a produce request (see the `producer` module).
+//!   A failed delivery is a [`MessagingError::DeliveryFailure`](messaging_core::MessagingError::DeliveryFailure), an unreachable broker a
 //!   [`MessagingError::ConnectionFailure`](messaging_core::MessagingError::ConnectionFailure). Each attempt is bounded by
 //!   `producer_delivery_timeout` (default 30 s); failed attempts are retried as the send's
 //!   [`Retry`](messaging_core::Retry) allows, within its timeout if it has one (so the default
@@ -54,7 +56,15 @@
 //!   starting offsets fixed and committed: whatever is sent afterwards reaches the pool. A
 //!   group that had never committed anything starts at the end of the log (oslo's
 //!   `auto.offset.reset=latest`), so notifications sent before a pool's first listener
-//!   existed are not delivered to it, unless `auto_offset_reset=earliest` is set.
+//!   existed are not delivered to it, unless `auto_offset_reset=earliest` is set. When no
+//!   bootstrap server answers within 10 s, `listen()` fails with
+//!   [`MessagingError::ConnectionFailure`](messaging_core::MessagingError::ConnectionFailure).
+//! * Closing a listener's source (the listener's shutdown) commits what was handled and
+//!   leaves the consumer group before it returns, so that the pool's other or next members
+//!   get its partitions at once (not after the session timeout).
+//! * `enable_auto_commit=true` (oslo's option) commits records once delivered to the
+//!   listener, before they are handled, as oslo does: at most once for what was in progress
+//!   when a listener died.
 //!
 //! # Options
 //! See [`OPTIONS`] and [`KafkaConfig`] (`kafka_consumer_timeout` is accepted but a listener

@@ -1,12 +1,29 @@
 //! librdkafka's logs and client errors, as `tracing` events (target `librdkafka`).
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
-/// A client context that forwards librdkafka's log lines and errors to `tracing`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TracingContext;
+/// A client context that forwards librdkafka's log lines and errors to `tracing`, and keeps
+/// the last client error (e.g. "Connect to ipv4#127.0.0.1:1 failed: Connection refused") to
+/// explain a send or a start that gives up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TracingContext {
+    last_error: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+impl TracingContext {
+    /// The last client error, if it happened within `recent`.
+    pub fn last_error(&self, recent: Duration) -> Option<String> {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() <= recent)
+            .map(|(_, error)| error.clone())
+    }
+}
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -15,6 +32,12 @@ impl ClientContext for TracingContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         forward_error(&error, reason);
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        // "1/1 brokers are down" follows the error that says why: keep that one.
+        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !(summary && last.is_some()) {
+            *last = Some((Instant::now(), reason.to_owned()));
+        }
     }
 }
 

@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
 use crate::consumer::{KafkaNotificationSource, ListenerContext, Poller, Shared};
-use crate::producer::{refused_config, Publisher};
+use crate::producer::{refused_config, Publisher, Topics};
 use crate::topic_name;
 
+/// How long `listen()` waits for a bootstrap server to answer before it fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `listen()` waits for the broker to create missing topics.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `listen()` waits for the consumer group to assign partitions.
@@ -97,15 +99,20 @@ impl NotifyDriver for KafkaNotify {
             ));
         }
         let group = pool.unwrap_or(&self.config.consumer_group).to_owned();
-        let topics_ready = match self.publisher.ensure_topics(&topics, TOPIC_TIMEOUT).await {
-            Ok(()) => true,
-            Err(error) => {
-                // The subscription picks them up later, once they exist (or the broker is back).
-                tracing::warn!(%error, "kafka listener subscribes to topics that are not available yet");
-                false
-            }
-        };
-        let shared = Shared::new();
+        // No broker answering fails the start, as with the other drivers; a topic that is
+        // not there yet is picked up by the subscription later, once it exists.
+        let topics_ready = self
+            .publisher
+            .ensure_topics(&topics, CONNECT_TIMEOUT, TOPIC_TIMEOUT)
+            .await?
+            == Topics::Ready;
+        if !topics_ready {
+            tracing::warn!(
+                ?topics,
+                "kafka listener subscribes to topics that are not available yet"
+            );
+        }
+        let shared = Shared::new(self.config.enable_auto_commit);
         let consumer: BaseConsumer<ListenerContext> = self
             .config
             .consumer_config(&self.url, &group)?

@@ -5,21 +5,27 @@
 //! (endpoints run concurrently, requeues take a round trip). A partition's commit point is the
 //! offset of its first delivered record that is not handled yet, or the offset after the last
 //! delivered one when all are handled: committing it never skips an unhandled record, so a
-//! restarted or rebalanced consumer resumes exactly there.
+//! restarted or rebalanced consumer resumes exactly there. With `enable_auto_commit=true`
+//! (oslo's option) the commit point is the offset after the last *delivered* record instead:
+//! what was delivered but not handled is not delivered again (at most once for it).
 //!
 //! Every assignment of a partition gets a new generation: settlements of records delivered
 //! under an older assignment (the partition was revoked meanwhile) are ignored, since the new
 //! owner reads those records again from the last commit.
+//!
+//! Topic names are shared (`Arc<str>`) and looked up by `&str`: tracking a record allocates
+//! nothing but its entry in the partition's outstanding map.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A topic and partition.
-pub(crate) type TopicPartition = (String, i32);
+pub(crate) type TopicPartition = (Arc<str>, i32);
 
 /// Identifies one delivered record for its settlement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordId {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub generation: u64,
@@ -28,6 +34,8 @@ pub(crate) struct RecordId {
 /// Progress of one partition within one assignment.
 #[derive(Debug)]
 struct PartitionProgress {
+    /// The topic's name, shared with the records delivered from it.
+    topic: Arc<str>,
     generation: u64,
     /// The offset to commit when nothing is outstanding: where consumption started, then
     /// the offset after the last delivered record. `None` until known.
@@ -40,8 +48,11 @@ struct PartitionProgress {
 }
 
 impl PartitionProgress {
-    fn commit_point(&self) -> Option<i64> {
-        self.outstanding.keys().next().copied().or(self.next)
+    fn commit_point(&self, on_delivery: bool) -> Option<i64> {
+        match on_delivery {
+            true => self.next,
+            false => self.outstanding.keys().next().copied().or(self.next),
+        }
     }
 
     fn unhandled(&self) -> usize {
@@ -56,11 +67,27 @@ impl PartitionProgress {
 #[derive(Debug, Default)]
 pub(crate) struct Offsets {
     generations: u64,
-    partitions: HashMap<TopicPartition, PartitionProgress>,
+    /// Partitions by topic, then partition number.
+    topics: HashMap<Arc<str>, HashMap<i32, PartitionProgress>>,
     unhandled: usize,
+    /// Commit records once delivered, handled or not (`enable_auto_commit=true`).
+    commit_on_delivery: bool,
 }
 
 impl Offsets {
+    /// Tracking that commits records once handled (`on_delivery = false`, at least once) or
+    /// once delivered (`true`, oslo's `enable_auto_commit`).
+    pub fn new(commit_on_delivery: bool) -> Self {
+        Self {
+            commit_on_delivery,
+            ..Self::default()
+        }
+    }
+
+    fn progress(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionProgress> {
+        self.topics.get_mut(topic)?.get_mut(&partition)
+    }
+
     /// A partition was assigned; consumption starts at `start` (if known) and `committed` is
     /// what the group has committed for it (if known).
     pub fn assign(
@@ -71,55 +98,69 @@ impl Offsets {
         committed: Option<i64>,
     ) {
         self.generations += 1;
+        let generation = self.generations;
+        let topic: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((shared, _)) => shared.clone(),
+            None => topic.into(),
+        };
         let progress = PartitionProgress {
-            generation: self.generations,
+            topic: topic.clone(),
+            generation,
             next: start,
             outstanding: BTreeMap::new(),
             committed,
         };
-        if let Some(old) = self
-            .partitions
-            .insert((topic.to_owned(), partition), progress)
-        {
+        let partitions = self.topics.entry(topic).or_default();
+        if let Some(old) = partitions.insert(partition, progress) {
             self.unhandled -= old.unhandled();
         }
     }
 
     /// A partition was revoked: what was delivered under its assignment no longer counts.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(old) = self.partitions.remove(&(topic.to_owned(), partition)) {
+        let Some(partitions) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if let Some(old) = partitions.remove(&partition) {
             self.unhandled -= old.unhandled();
+        }
+        if partitions.is_empty() {
+            self.topics.remove(topic);
         }
     }
 
     /// A record was delivered to the listener. `None` if its partition is not assigned (a
     /// stale record: drop it, the partition's owner gets it).
     pub fn delivered(&mut self, topic: &str, partition: i32, offset: i64) -> Option<RecordId> {
-        let progress = self.partitions.get_mut(&(topic.to_owned(), partition))?;
-        match progress.outstanding.entry(offset) {
+        let progress = self.progress(topic, partition)?;
+        let fresh = match progress.outstanding.entry(offset) {
             std::collections::btree_map::Entry::Occupied(_) => {
                 tracing::debug!(topic, partition, offset, "record delivered twice");
+                false
             }
             std::collections::btree_map::Entry::Vacant(entry) => {
                 entry.insert(false);
-                self.unhandled += 1;
+                true
             }
-        }
+        };
         if progress.next.is_none_or(|next| next <= offset) {
             progress.next = Some(offset + 1);
         }
-        Some(RecordId {
-            topic: topic.to_owned(),
+        let record = RecordId {
+            topic: progress.topic.clone(),
             partition,
             offset,
             generation: progress.generation,
-        })
+        };
+        self.unhandled += usize::from(fresh);
+        Some(record)
     }
 
     /// True if `record`'s partition is still assigned under the same assignment.
     pub fn is_current(&self, record: &RecordId) -> bool {
-        self.partitions
-            .get(&(record.topic.clone(), record.partition))
+        self.topics
+            .get(&*record.topic)
+            .and_then(|partitions| partitions.get(&record.partition))
             .is_some_and(|p| p.generation == record.generation)
     }
 
@@ -127,8 +168,7 @@ impl Offsets {
     /// partition, or already handled).
     pub fn handled(&mut self, record: &RecordId) -> bool {
         let Some(progress) = self
-            .partitions
-            .get_mut(&(record.topic.clone(), record.partition))
+            .progress(&record.topic, record.partition)
             .filter(|p| p.generation == record.generation)
         else {
             return false;
@@ -137,13 +177,13 @@ impl Offsets {
             Some(handled) if !*handled => *handled = true,
             _ => return false,
         }
-        self.unhandled -= 1;
         while let Some(entry) = progress.outstanding.first_entry() {
             if !*entry.get() {
                 break;
             }
             entry.remove();
         }
+        self.unhandled -= 1;
         true
     }
 
@@ -155,23 +195,25 @@ impl Offsets {
     /// The commit point of every partition that moved past its last commit; they are
     /// recorded as committed.
     pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
-        self.take_commits_where(|_| true)
+        self.take_commits_where(|_, _| true)
     }
 
     /// As [`take_commits`](Self::take_commits), for the partitions `filter` accepts.
     pub fn take_commits_where(
         &mut self,
-        mut filter: impl FnMut(&TopicPartition) -> bool,
+        mut filter: impl FnMut(&str, i32) -> bool,
     ) -> Vec<(TopicPartition, i64)> {
         let mut commits = Vec::new();
-        for (tp, progress) in &mut self.partitions {
-            if !filter(tp) {
-                continue;
-            }
-            if let Some(point) = progress.commit_point() {
-                if progress.committed.is_none_or(|c| c < point) {
-                    progress.committed = Some(point);
-                    commits.push((tp.clone(), point));
+        for (topic, partitions) in &mut self.topics {
+            for (&partition, progress) in partitions.iter_mut() {
+                if !filter(topic, partition) {
+                    continue;
+                }
+                if let Some(point) = progress.commit_point(self.commit_on_delivery) {
+                    if progress.committed.is_none_or(|c| c < point) {
+                        progress.committed = Some(point);
+                        commits.push(((topic.clone(), partition), point));
+                    }
                 }
             }
         }
@@ -181,7 +223,7 @@ impl Offsets {
 
     /// A commit of `offset` for a partition failed: commit it again next time.
     pub fn commit_failed(&mut self, topic: &str, partition: i32, offset: i64) {
-        if let Some(progress) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+        if let Some(progress) = self.progress(topic, partition) {
             if progress.committed == Some(offset) {
                 progress.committed = None;
             }
@@ -194,7 +236,7 @@ mod tests {
     use super::*;
 
     fn tracker(start: i64) -> Offsets {
-        let mut offsets = Offsets::default();
+        let mut offsets = Offsets::new(false);
         offsets.assign("t", 0, Some(start), Some(start));
         offsets
     }
@@ -292,7 +334,7 @@ mod tests {
 
     #[test]
     fn partitions_are_independent() {
-        let mut offsets = Offsets::default();
+        let mut offsets = Offsets::new(false);
         offsets.assign("a", 0, Some(0), None);
         offsets.assign("a", 1, Some(7), Some(7));
         offsets.assign("b", 0, None, None);
@@ -304,7 +346,7 @@ mod tests {
         assert_eq!(offsets.take_commits(), [(("b".into(), 0), 43)]);
         offsets.handled(&a1);
         assert_eq!(
-            offsets.take_commits_where(|(topic, _)| topic == "a"),
+            offsets.take_commits_where(|topic, _| topic == "a"),
             [(("a".into(), 1), 8)]
         );
     }
@@ -326,5 +368,28 @@ mod tests {
         assert_eq!(offsets.unhandled(), 4);
         offsets.revoke("t", 0);
         assert_eq!(offsets.unhandled(), 0);
+    }
+
+    #[test]
+    fn auto_commit_commits_what_was_delivered() {
+        let mut offsets = Offsets::new(true);
+        offsets.assign("t", 0, Some(0), Some(0));
+        let r = deliver(&mut offsets, 0..3);
+        assert_eq!(offsets.unhandled(), 3, "flow control still counts them");
+        assert_eq!(
+            offsets.take_commits(),
+            [(("t".into(), 0), 3)],
+            "delivered, not handled"
+        );
+        offsets.handled(&r[1]);
+        assert_eq!(offsets.unhandled(), 2);
+        assert_eq!(offsets.take_commits(), []);
+    }
+
+    #[test]
+    fn records_share_their_topic_name() {
+        let mut offsets = tracker(0);
+        let r = deliver(&mut offsets, 0..2);
+        assert!(Arc::ptr_eq(&r[0].topic, &r[1].topic));
     }
 }

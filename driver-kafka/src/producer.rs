@@ -1,7 +1,16 @@
-//! The producer shared by a transport's notifiers and listeners (for requeues): one
-//! librdkafka producer, many records in flight, each send awaiting its own delivery report.
+//! The producer shared by a transport's notifiers and listeners (for requeues): many
+//! records in flight, each send awaiting its own delivery report.
+//!
+//! Linger is only paid when it can help: a send with no other send of the transport in
+//! flight goes through a librdkafka producer without linger and leaves at once (one round
+//! trip), while sends made alongside others go through a second producer that waits up to
+//! `producer_batch_timeout` for more records to share the request (with 16 senders each
+//! awaiting their report, one request per round instead of many small ones, which a broker
+//! pays for per request). Kafka gives records without a key no order across partitions, so
+//! two producers change no guarantee.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use messaging_core::driver::retry::{with_retry, Backoff, Failure};
 use messaging_core::driver::SendOptions;
@@ -15,20 +24,52 @@ use crate::logging::TracingContext;
 
 /// The transport's producer.
 pub(crate) struct Publisher {
-    producer: FutureProducer<TracingContext>,
+    /// For a send with nothing else in flight: no linger.
+    immediate: FutureProducer<TracingContext>,
+    /// For sends alongside others, with the configured linger (`None` when it is 0).
+    batching: Option<FutureProducer<TracingContext>>,
+    /// Sends of this transport in progress.
+    sending: AtomicUsize,
     delivery_timeout: Duration,
+    /// `host:port,…`, for errors.
+    bootstrap: String,
+    /// The producer's context (shared), for the last client error.
+    context: TracingContext,
+}
+
+/// Whether the topics a listener subscribes to exist (see [`Publisher::ensure_topics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topics {
+    /// Every topic exists and has partitions.
+    Ready,
+    /// A broker answers, but some topic was not available in time.
+    NotYet,
 }
 
 impl Publisher {
-    /// A producer for the URL's brokers. It connects in the background.
+    /// The producers for the URL's brokers. They connect in the background.
     pub fn new(config: &KafkaConfig, url: &TransportUrl) -> Result<Self> {
-        let producer = config
-            .producer_config(url)?
-            .create_with_context(TracingContext)
-            .map_err(|e| refused_config(url, e))?;
+        let batching_config = config.producer_config(url)?;
+        let bootstrap = batching_config
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned();
+        let context = TracingContext::default();
+        let create = |config: &rdkafka::ClientConfig| {
+            config
+                .create_with_context(context.clone())
+                .map_err(|e| refused_config(url, e))
+        };
+        let mut immediate_config = batching_config.clone();
+        immediate_config.set("linger.ms", "0");
+        let lingers = batching_config.get("linger.ms").is_some_and(|ms| ms != "0");
         Ok(Self {
-            producer,
+            immediate: create(&immediate_config)?,
+            batching: lingers.then(|| create(&batching_config)).transpose()?,
+            sending: AtomicUsize::new(0),
             delivery_timeout: config.delivery_timeout(),
+            bootstrap,
+            context,
         })
     }
 
@@ -47,9 +88,15 @@ impl Publisher {
     }
 
     async fn attempt(&self, topic: &str, payload: &[u8]) -> Result<(), Failure> {
+        // Held until the delivery report arrived.
+        let sending = Sending::start(&self.sending);
+        let producer = match &self.batching {
+            Some(batching) if sending.alongside_others => batching,
+            _ => &self.immediate,
+        };
         let mut record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
         let delivery = loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // librdkafka's local queue is full: wait for deliveries to drain it.
@@ -62,7 +109,7 @@ impl Publisher {
         // The delivery report is bounded by `message.timeout.ms`.
         match tokio::time::timeout(self.delivery_timeout + Duration::from_secs(5), delivery).await {
             Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((error, _)))) => Err(classify(topic, payload.len(), error)),
+            Ok(Ok(Err((error, _)))) => Err(self.explain(classify(topic, payload.len(), error))),
             Ok(Err(_canceled)) => Err(Failure::Fatal(MessagingError::ConnectionFailure(
                 "the kafka producer was closed".into(),
             ))),
@@ -73,53 +120,125 @@ impl Publisher {
         }
     }
 
+    /// A transient failure with the last client error added when it explains it (e.g. a
+    /// delivery that timed out because no broker accepts connections).
+    fn explain(&self, failure: Failure) -> Failure {
+        let Failure::Retry(MessagingError::ConnectionFailure(text)) = failure else {
+            return failure;
+        };
+        // Within twice the attempt: librdkafka reports a connection error once, not every retry.
+        let text = match self.context.last_error(2 * self.delivery_timeout) {
+            Some(cause) => format!("{text} (last client error: {cause})"),
+            None => text,
+        };
+        Failure::Retry(MessagingError::ConnectionFailure(text))
+    }
+
     /// Make sure the topics exist before a consumer subscribes to them (a subscription
     /// ignores a missing topic until its next metadata refresh). A metadata request for a
     /// topic lets the broker create it (`auto.create.topics.enable`); nothing is produced.
-    pub async fn ensure_topics(&self, topics: &[String], within: Duration) -> Result<()> {
-        let producer = self.producer.clone();
+    ///
+    /// A [`MessagingError::ConnectionFailure`] when no bootstrap server answered within
+    /// `connect`; [`Topics::NotYet`] when one answered but a topic was not available within
+    /// `within`.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[String],
+        connect: Duration,
+        within: Duration,
+    ) -> Result<Topics> {
+        let producer = self.immediate.clone();
         let topics = topics.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + within;
-            for topic in &topics {
-                loop {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let found = producer
-                        .client()
-                        .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)));
-                    let ready = match &found {
-                        Ok(metadata) => metadata.topics().iter().any(|t| {
-                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                        }),
-                        Err(_) => false,
-                    };
-                    if ready {
-                        break;
-                    }
-                    if std::time::Instant::now() >= deadline {
-                        return Err(MessagingError::ConnectionFailure(format!(
-                            "kafka topic `{topic}` is not available: {}",
-                            match found {
-                                Ok(m) =>
-                                    format!("{:?}", m.topics().first().and_then(|t| t.error())),
-                                Err(e) => e.to_string(),
-                            }
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            Ok(())
+        let found = tokio::task::spawn_blocking(move || {
+            wait_for_topics(&producer, &topics, connect, within)
         })
         .await
-        .map_err(|e| MessagingError::ConnectionFailure(format!("topic check failed: {e}")))?
+        .map_err(|e| MessagingError::ConnectionFailure(format!("topic check failed: {e}")))?;
+        found.map_err(|error| {
+            let cause = self
+                .context
+                .last_error(2 * connect)
+                .map(|cause| format!("; last client error: {cause}"))
+                .unwrap_or_default();
+            MessagingError::ConnectionFailure(format!(
+                "no kafka broker of {} answered within {connect:?} ({error}{cause})",
+                self.bootstrap
+            ))
+        })
     }
 
     /// Wait (blocking) until the records in flight are delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(timeout) {
-            tracing::warn!(%error, "kafka producer flush");
+        let deadline = Instant::now() + timeout;
+        for producer in std::iter::once(&self.immediate).chain(&self.batching) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(error) = producer.flush(left) {
+                tracing::warn!(%error, "kafka producer flush");
+            }
         }
+    }
+}
+
+/// Ask for each topic's metadata (blocking) until it has partitions: the broker's error if no
+/// broker answered within `connect`, [`Topics::NotYet`] if a topic was not there within
+/// `within`.
+fn wait_for_topics(
+    producer: &FutureProducer<TracingContext>,
+    topics: &[String],
+    connect: Duration,
+    within: Duration,
+) -> std::result::Result<Topics, KafkaError> {
+    let started = Instant::now();
+    let mut answered = false;
+    for topic in topics {
+        loop {
+            let limit = if answered { within } else { connect };
+            let left = limit.saturating_sub(started.elapsed());
+            let found = producer
+                .client()
+                .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)));
+            answered |= found.is_ok();
+            let ready = found.as_ref().is_ok_and(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            });
+            if ready {
+                break;
+            }
+            if started.elapsed() >= limit {
+                return match found {
+                    Err(error) if !answered => Err(error),
+                    _ => Ok(Topics::NotYet),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(Topics::Ready)
+}
+
+/// Counts a send in progress for as long as it lives.
+struct Sending<'a> {
+    count: &'a AtomicUsize,
+    /// Other sends were in progress when this one started.
+    alongside_others: bool,
+}
+
+impl<'a> Sending<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        Self {
+            count,
+            alongside_others: before > 0,
+        }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -28,22 +28,11 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The child: a slow listener that reports each notification it handled.
 #[test]
 fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
+    let Some(([url, topic, pool], runtime)) = common::child(CHILD_VAR) else {
         return; // only runs as the child of `killed_listener_loses_nothing`
     };
-    let parts: Vec<String> = spec.split(' ').map(str::to_owned).collect();
-    let [url, topic, pool] = &parts[..] else {
-        panic!("{CHILD_VAR}={spec}: expected `<url> <topic> <pool>`");
-    };
-    common::init_logging();
-    messaging_core::install_driver(std::sync::Arc::new(driver_kafka::KafkaDriver));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(async {
-        let transport = get_notification_transport(url).await.expect("transport");
+        let transport = get_notification_transport(&url).await.expect("transport");
         let endpoint = NotificationEndpoint::new().on(Priority::Info, |n| async move {
             let id = n.payload["id"].as_i64().unwrap_or(-1);
             // 5 to 40 ms, varying so that notifications finish out of order.
@@ -53,8 +42,8 @@ fn crash_child() {
             NotificationResult::Handled
         });
         let _listener = NotificationListener::new(transport)
-            .target(Target::topic(topic))
-            .pool(pool)
+            .target(Target::topic(&topic))
+            .pool(&pool)
             .max_concurrency(8)
             .endpoint(endpoint)
             .start()

@@ -11,10 +11,13 @@
 //! are correlated through one reply queue per client process. Output: the JSON lines of
 //! `omsg bench --role …`.
 
+#[path = "../../bench/raw_support.rs"]
+mod raw_support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -23,6 +26,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -46,63 +50,23 @@ fn parse_args() -> Args {
         clients: 1,
         size: 100,
     };
-    let mut it = std::env::args().skip(1);
-    while let (Some(flag), Some(value)) = (it.next(), it.next()) {
-        match flag.as_str() {
-            "--url" => args.url = value,
-            "--role" => args.role = value,
-            "--mode" => args.mode = value,
-            "--topic" => args.topic = value,
-            "--count" => args.count = value.parse().expect("--count N"),
-            "--clients" => args.clients = value.parse().expect("--clients N"),
-            "--size" => args.size = value.parse().expect("--size BYTES"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    parse_flags(|flag, value| match flag {
+        "--url" => args.url = value,
+        "--role" => args.role = value,
+        "--mode" => args.mode = value,
+        "--topic" => args.topic = value,
+        "--count" => args.count = value.parse().expect("--count N"),
+        "--clients" => args.clients = value.parse().expect("--clients N"),
+        "--size" => args.size = value.parse().expect("--size BYTES"),
+        other => panic!("unknown flag {other}"),
+    });
     args
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 fn properties() -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
-}
-
-/// Peak RSS in MiB and CPU seconds of this process, from /proc.
-fn usage() -> (f64, f64) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (rss, (ticks(11) + ticks(12)) / 100.0)
 }
 
 async fn channel(url: &str) -> (Connection, Channel) {
@@ -137,14 +101,6 @@ async fn publish(
         .expect("publish")
         .await
         .expect("confirm");
-}
-
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e3
 }
 
 #[tokio::main]

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use messaging::{
     Context, Endpoint, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
-    RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
+    OutboxConfig, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
 };
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -81,7 +81,33 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a report.
     #[arg(long)]
     json: bool,
+    /// Notify through an outbox: `memory`, or `spool:DIR` (durable, written ahead to DIR).
+    /// Sending ends once the outbox has sent everything.
+    #[arg(long, value_parser = parse_outbox)]
+    outbox: Option<OutboxArg>,
 }
+
+/// Where `--outbox` keeps the notifications it has not sent yet.
+#[derive(Debug, Clone)]
+pub enum OutboxArg {
+    /// In memory.
+    Memory,
+    /// Written ahead to a spool in this directory.
+    Spool(std::path::PathBuf),
+}
+
+fn parse_outbox(text: &str) -> Result<OutboxArg, String> {
+    if text == "memory" {
+        return Ok(OutboxArg::Memory);
+    }
+    match text.strip_prefix("spool:") {
+        Some(dir) if !dir.is_empty() => Ok(OutboxArg::Spool(dir.into())),
+        _ => Err(format!("expected `memory` or `spool:DIR`, not `{text}`")),
+    }
+}
+
+/// How long the sender waits for its outbox to send everything.
+const OUTBOX_FLUSH: Duration = Duration::from_secs(600);
 
 impl BenchArgs {
     /// Receipts per message sent: every server gets a fanout, anything else arrives once.
@@ -149,6 +175,9 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
 
 /// Run the bench in the chosen role and print its report.
 pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
+    if args.outbox.is_some() && args.mode != Mode::Notify {
+        return Err(Failure::Usage("--outbox works with `notify` only".into()));
+    }
     let topic = args
         .topic
         .clone()
@@ -399,9 +428,20 @@ struct Sender {
 impl Sender {
     async fn new(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Result<Self, Failure> {
         let (client, notifier) = if args.mode == Mode::Notify {
-            let notifier = Notifier::new(endpoints.notifications().await?, "omsg.bench")
+            let mut notifier = Notifier::new(endpoints.notifications().await?, "omsg.bench")
                 .topics([topic])
                 .exchange(&endpoints.exchange);
+            // A server process's warm-up sends directly (the client process owns the spool).
+            if let (Some(outbox), false) = (&args.outbox, args.role == Role::Server) {
+                // Room for the whole run and the warm-ups: the outbox never refuses.
+                let capacity = usize::try_from(args.count.saturating_add(1000));
+                let config = OutboxConfig::new(capacity.unwrap_or(usize::MAX));
+                let config = match outbox {
+                    OutboxArg::Memory => config,
+                    OutboxArg::Spool(dir) => config.spool_dir(dir),
+                };
+                notifier = notifier.with_outbox(config).await?;
+            }
             (None, Some(notifier))
         } else {
             let client = RpcClient::new(endpoints.rpc().await?, Target::topic(topic))
@@ -481,6 +521,9 @@ impl Sender {
             all.failed += tally.failed;
             all.first_error = all.first_error.or(tally.first_error);
             all.latencies.extend(tally.latencies);
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.flush(OUTBOX_FLUSH).await?;
         }
         bar.finish_and_clear();
         Ok(Sent {
@@ -654,6 +697,7 @@ mod tests {
             role: Role::Both,
             topic: None,
             json: true,
+            outbox: None,
         }
     }
 
@@ -703,5 +747,16 @@ mod tests {
             counts,
             json!({"sent": 4, "confirmed": 3, "failed": 1, "received": 3, "lost": 3, "duplicated": 1})
         );
+    }
+
+    #[test]
+    fn outbox_argument() {
+        assert!(matches!(parse_outbox("memory"), Ok(OutboxArg::Memory)));
+        assert!(
+            matches!(parse_outbox("spool:/var/spool/x"), Ok(OutboxArg::Spool(dir)) if dir == std::path::Path::new("/var/spool/x"))
+        );
+        for bad in ["spool:", "disk", "Memory", ""] {
+            assert!(parse_outbox(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -26,6 +26,25 @@ pub fn kafka_url(test: &str) -> Option<String> {
     }
 }
 
+/// In a test's child process (this test binary run again with `var` set by its parent): the
+/// `<url> <topic> <pool>` the parent gave, after installing the driver, and a runtime to run
+/// the child on. `None` in the parent.
+pub fn child(var: &str) -> Option<([String; 3], tokio::runtime::Runtime)> {
+    let spec = std::env::var(var).ok()?;
+    let parts: Vec<String> = spec.split(' ').map(str::to_owned).collect();
+    let Ok(parts) = <[String; 3]>::try_from(parts) else {
+        panic!("{var}={spec}: expected `<url> <topic> <pool>`");
+    };
+    init_logging();
+    messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Some((parts, runtime))
+}
+
 /// `url` with query options added.
 pub fn with_options(url: &str, options: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };

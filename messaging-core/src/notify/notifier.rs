@@ -93,15 +93,30 @@ impl Notifier {
     }
 
     /// Send through a local outbox: notify calls return once the notification is queued
-    /// (and, with [`OutboxConfig::spool_dir`], on disk), and a background task sends the queue
-    /// in order, keeping notifications the broker cannot take now and sending them once it is
-    /// back. Opens (and locks) the spool, queueing what an earlier process left unsent.
+    /// (and, with [`OutboxConfig::spool_dir`], on disk), and a background task sends the queue,
+    /// keeping notifications the broker cannot take now and sending them once it is back.
+    /// Opens (and locks) the spool, queueing what an earlier process left unsent.
     ///
-    /// Delivery is at-least-once: a notification whose confirm was received but not yet
-    /// recorded when the process died is sent again, with the same `message_id`. A send is
-    /// retried while the error is transient (connection, delivery, timeouts, authentication);
-    /// other errors drop that notification with an error log ([`OutboxStats::failed`]). The
-    /// notifier's [`retry`](Self::retry) and [`timeout`](Self::timeout) do not apply (see
+    /// * **Pipelining**: the sender keeps up to [`OutboxConfig::max_in_flight`] sends going
+    ///   (a sliding window: a new send starts as soon as one is confirmed), so one notifier
+    ///   in a loop gets the broker's throughput rather than one confirm round trip per
+    ///   notification.
+    /// * **At least once**: a notification leaves the outbox (and its spool) only once the
+    ///   driver confirmed it; one whose confirm was received but not yet recorded when the
+    ///   process died is sent again, with the same `message_id`. A send is retried while the
+    ///   error is transient (connection, delivery, timeouts, authentication); other errors
+    ///   drop that notification with an error log ([`OutboxStats::failed`]).
+    /// * **Order**: sends start in the order the notifications were queued (one queue per
+    ///   outbox, shared by the notifier's clones and [`prepare`](Self::prepare)d copies).
+    ///   While nothing fails, drivers that publish in call order on one connection deliver
+    ///   them in that order (`memory://`, RabbitMQ, AMQP 1.0); Kafka spreads records without
+    ///   a key over a topic's partitions, so Kafka listeners see no total order in any case.
+    ///   After a failure the failed notifications go back to the front of the queue in their
+    ///   order, but those in flight with them that were confirmed arrive first.
+    ///   [`OutboxConfig::max_in_flight`]`(1)` keeps the order strict even across failures,
+    ///   at one round trip per notification.
+    ///
+    /// The notifier's [`retry`](Self::retry) and [`timeout`](Self::timeout) do not apply (see
     /// [`OutboxConfig::send_timeout`]). Without a spool, what is pending is lost when the
     /// process exits: call [`flush`](Self::flush) before. The sender task stops when the
     /// notifier and all its clones are dropped.
@@ -243,6 +258,8 @@ impl Notifier {
         if let Some(signing) = self.transport.signing() {
             signing.sign_notification(&mut message);
         }
+        // Shared by the outbox's deliveries (one per driver and topic), not copied.
+        let message = Arc::new(message);
         let options = SendOptions {
             retry: self.retry,
             timeout: self.timeout,

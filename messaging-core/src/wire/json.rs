@@ -61,20 +61,28 @@ impl Formatter for PythonFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        // Python escapes everything outside printable ASCII (space to `~`).
+        // Python escapes everything outside printable ASCII (space to `~`). Bodies are mostly
+        // ASCII: scan bytes for the next one to escape (a non-ASCII character starts with a
+        // byte of 0x80 or more, so the scan stops on character boundaries).
+        let bytes = fragment.as_bytes();
         let mut start = 0;
-        for (i, ch) in fragment.char_indices() {
-            if (' '..='~').contains(&ch) {
-                continue;
-            }
-            w.write_all(&fragment.as_bytes()[start..i])?;
+        while let Some(skip) = bytes[start..]
+            .iter()
+            .position(|b| !(b' '..=b'~').contains(b))
+        {
+            let at = start + skip;
+            w.write_all(&bytes[start..at])?;
+            let ch = fragment[at..]
+                .chars()
+                .next()
+                .expect("a character starts here");
             let mut units = [0u16; 2];
             for unit in ch.encode_utf16(&mut units) {
                 write!(w, "\\u{unit:04x}")?;
             }
-            start = i + ch.len_utf8();
+            start = at + ch.len_utf8();
         }
-        w.write_all(&fragment.as_bytes()[start..])
+        w.write_all(&bytes[start..])
     }
 
     fn write_char_escape<W: ?Sized + io::Write>(
@@ -116,6 +124,11 @@ mod tests {
         assert_eq!(
             super::to_string(&json!([3.0, "x"])).unwrap(),
             r#"[3.0, "x"]"#
+        );
+        // Runs of ASCII around escapes are kept whole.
+        assert_eq!(
+            super::to_string("ab\u{e9}cd\u{1F600}e~\u{7f}").unwrap(),
+            r#""ab\u00e9cd\ud83d\ude00e~\u007f""#
         );
     }
 }

@@ -1,8 +1,11 @@
 //! Notification messages (oslo-wire.md §6, §8).
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::{envelope, flatten_context, json, take_string, unflatten_context, SIGNATURE_KEY};
+use super::{
+    envelope, flatten_context, json, take_string, unflatten_context, CONTEXT_PREFIX, SIGNATURE_KEY,
+};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
 
@@ -77,14 +80,19 @@ impl NotificationMessage {
         msg
     }
 
-    /// Encode as a message body in `format`.
+    /// Encode as a message body in `format`: the message dict of [`to_map`](Self::to_map),
+    /// serialized from the borrowed fields (no copy of payload and context).
     pub fn encode(
         &self,
         format: NotificationFormat,
         style: ContextStyle,
         unique_id: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let inner = json::to_vec(&self.to_map(style, unique_id))?;
+        let inner = json::to_vec(&Dict {
+            message: self,
+            style,
+            unique_id,
+        })?;
         Ok(match format {
             NotificationFormat::V2 => envelope(&inner),
             NotificationFormat::V1 => inner,
@@ -124,5 +132,84 @@ impl NotificationMessage {
             signature: take_string(&mut msg, SIGNATURE_KEY)?,
         };
         Ok((message, take_string(&mut msg, "_unique_id")?))
+    }
+}
+
+/// The message dict of [`NotificationMessage::to_map`], keys in the same order, serialized
+/// straight from the message.
+struct Dict<'a> {
+    message: &'a NotificationMessage,
+    style: ContextStyle,
+    unique_id: Option<&'a str>,
+}
+
+impl Serialize for Dict<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let m = self.message;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("message_id", &m.message_id)?;
+        map.serialize_entry("publisher_id", &m.publisher_id)?;
+        map.serialize_entry("event_type", &m.event_type)?;
+        map.serialize_entry("priority", m.priority.as_upper_str())?;
+        map.serialize_entry("payload", &m.payload)?;
+        map.serialize_entry("timestamp", &m.timestamp)?;
+        if let Some(unique_id) = self.unique_id {
+            map.serialize_entry("_unique_id", unique_id)?;
+        }
+        if let Some(signature) = &m.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        match self.style {
+            ContextStyle::Flattened => {
+                for (key, value) in &m.context {
+                    map.serialize_entry(&format!("{CONTEXT_PREFIX}{key}"), value)?;
+                }
+            }
+            ContextStyle::Nested => map.serialize_entry("_context", &m.context)?,
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_writes_the_message_dict() {
+        let mut context = Map::new();
+        context.insert("user".into(), Value::String("u\u{e9}".into()));
+        context.insert("roles".into(), serde_json::json!(["admin"]));
+        let mut message = NotificationMessage {
+            message_id: "m-1".into(),
+            publisher_id: "compute.host1".into(),
+            event_type: "compute.instance.create.end".into(),
+            priority: Priority::Info,
+            payload: serde_json::json!({"id": 1, "name": "\"x\"", "nested": {"a": [1.5, null]}}),
+            timestamp: "2026-11-21 14:53:02.359881".into(),
+            context,
+            signature: None,
+        };
+        for signature in [None, Some("sig".to_owned())] {
+            message.signature = signature;
+            for style in [ContextStyle::Flattened, ContextStyle::Nested] {
+                for unique_id in [None, Some("u-1")] {
+                    let dict = json::to_vec(&message.to_map(style, unique_id)).unwrap();
+                    for format in [NotificationFormat::V1, NotificationFormat::V2] {
+                        let expected = match format {
+                            NotificationFormat::V1 => dict.clone(),
+                            NotificationFormat::V2 => envelope(&dict),
+                        };
+                        let body = message.encode(format, style, unique_id).unwrap();
+                        assert_eq!(
+                            String::from_utf8(body).unwrap(),
+                            String::from_utf8(expected).unwrap(),
+                            "{style:?} {unique_id:?} {format:?} {:?}",
+                            message.signature
+                        );
+                    }
+                }
+            }
+        }
     }
 }

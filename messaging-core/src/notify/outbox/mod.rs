@@ -2,18 +2,23 @@
 //!
 //! With an outbox, [`Notifier::notify`](crate::Notifier::notify) encodes the notification
 //! (its message id and timestamp fixed once), enqueues it and returns; a background task sends
-//! the queue in order through the driver, waits and tries again while the broker is
-//! unreachable, and removes an entry only after the driver confirmed it. With a spool directory
-//! the queue is also written ahead to disk ([`spool`]) and survives a crash or restart.
+//! the queue through the driver, waits and tries again while the broker is unreachable, and
+//! removes an entry only after the driver confirmed it. With a spool directory the queue is
+//! also written ahead to disk ([`spool`]) and survives a crash or restart.
+//!
+//! The sender keeps many sends in flight; delivery and ordering rules are documented on
+//! [`Notifier::with_outbox`](crate::Notifier::with_outbox).
 
 mod spool;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -60,7 +65,7 @@ impl Default for OutboxConfig {
             capacity: OutboxConfig::DEFAULT_CAPACITY,
             spool_dir: None,
             overflow: Overflow::Error,
-            max_in_flight: 64,
+            max_in_flight: 256,
             send_timeout: Duration::from_secs(30),
             retry_interval: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(1),
@@ -97,9 +102,10 @@ impl OutboxConfig {
         self
     }
 
-    /// Send up to this many notifications at once (default 64). With more than one, a send
-    /// that fails while later ones succeed is sent again after them; `1` keeps the order
-    /// strict even across broker failures.
+    /// Keep up to this many sends in flight (default 256; see
+    /// [`Notifier::with_outbox`](crate::Notifier::with_outbox)). With more than one, a send that
+    /// fails while later ones succeed is sent again after them; `1` keeps the order strict
+    /// even across broker failures, at one round trip per notification.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
         self
@@ -158,55 +164,56 @@ pub struct OutboxStats {
 #[derive(Debug)]
 pub(crate) struct Item {
     pub(crate) to: NotifyAddress,
-    pub(crate) message: NotificationMessage,
+    /// Shared by the deliveries of one notify call.
+    pub(crate) message: Arc<NotificationMessage>,
     pub(crate) format: NotificationFormat,
 }
 
-/// An [`Item`] as a spool record holds it (JSON).
+/// An [`Item`] as a spool record holds it (JSON): borrowed from the item when written,
+/// owned when read back.
 #[derive(Serialize, Deserialize)]
-struct StoredItem {
-    exchange: String,
-    topic: String,
+struct StoredItem<'a> {
+    exchange: Cow<'a, str>,
+    topic: Cow<'a, str>,
     priority: Priority,
     /// `messagingv2` or `messaging`.
-    format: String,
-    message_id: String,
-    publisher_id: String,
-    event_type: String,
-    payload: Value,
-    timestamp: String,
-    context: Map<String, Value>,
+    format: Cow<'a, str>,
+    message_id: Cow<'a, str>,
+    publisher_id: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    payload: Cow<'a, Value>,
+    timestamp: Cow<'a, str>,
+    context: Cow<'a, Map<String, Value>>,
     /// Signed when queued (with the transport's signing key), so kept as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
+    signature: Option<Cow<'a, str>>,
 }
 
 impl Item {
     fn encode(&self) -> Result<Vec<u8>> {
         let m = &self.message;
         let stored = StoredItem {
-            exchange: self.to.exchange.clone(),
-            topic: self.to.topic.clone(),
+            exchange: Cow::Borrowed(&self.to.exchange),
+            topic: Cow::Borrowed(&self.to.topic),
             priority: self.to.priority,
-            format: match self.format {
+            format: Cow::Borrowed(match self.format {
                 NotificationFormat::V2 => "messagingv2",
                 NotificationFormat::V1 => "messaging",
-            }
-            .to_owned(),
-            message_id: m.message_id.clone(),
-            publisher_id: m.publisher_id.clone(),
-            event_type: m.event_type.clone(),
-            payload: m.payload.clone(),
-            timestamp: m.timestamp.clone(),
-            context: m.context.clone(),
-            signature: m.signature.clone(),
+            }),
+            message_id: Cow::Borrowed(&m.message_id),
+            publisher_id: Cow::Borrowed(&m.publisher_id),
+            event_type: Cow::Borrowed(&m.event_type),
+            payload: Cow::Borrowed(&m.payload),
+            timestamp: Cow::Borrowed(&m.timestamp),
+            context: Cow::Borrowed(&m.context),
+            signature: m.signature.as_deref().map(Cow::Borrowed),
         };
         Ok(serde_json::to_vec(&stored)?)
     }
 
     fn decode(body: &[u8]) -> Result<Self> {
         let s: StoredItem = serde_json::from_slice(body)?;
-        let format = match s.format.as_str() {
+        let format = match &*s.format {
             "messagingv2" => NotificationFormat::V2,
             "messaging" => NotificationFormat::V1,
             other => {
@@ -217,20 +224,20 @@ impl Item {
         };
         Ok(Self {
             to: NotifyAddress {
-                exchange: s.exchange,
-                topic: s.topic,
+                exchange: s.exchange.into_owned(),
+                topic: s.topic.into_owned(),
                 priority: s.priority,
             },
-            message: NotificationMessage {
-                message_id: s.message_id,
-                publisher_id: s.publisher_id,
-                event_type: s.event_type,
+            message: Arc::new(NotificationMessage {
+                message_id: s.message_id.into_owned(),
+                publisher_id: s.publisher_id.into_owned(),
+                event_type: s.event_type.into_owned(),
                 priority: s.priority,
-                payload: s.payload,
-                timestamp: s.timestamp,
-                context: s.context,
-                signature: s.signature,
-            },
+                payload: s.payload.into_owned(),
+                timestamp: s.timestamp.into_owned(),
+                context: s.context.into_owned(),
+                signature: s.signature.map(Cow::into_owned),
+            }),
             format,
         })
     }
@@ -554,7 +561,135 @@ fn verdict(error: &MessagingError) -> Verdict {
     }
 }
 
-/// The sender task: sends the queue in order, backing off while the broker is unreachable.
+/// One finished send: its entry and what the driver said.
+type Finished = (Entry, Result<()>);
+
+/// Send one entry through the driver.
+async fn send(driver: Arc<dyn NotifyDriver>, options: Arc<SendOptions>, entry: Entry) -> Finished {
+    let item = &entry.item;
+    let result = driver
+        .notify(&item.to, &item.message, item.format, &options)
+        .await;
+    (entry, result)
+}
+
+/// What became of the sends that finished together.
+#[derive(Default)]
+struct Outcomes {
+    finished: usize,
+    /// Confirmed by the broker.
+    sent: u64,
+    /// Refused for good: dropped.
+    failed: u64,
+    /// Sequence numbers of the confirmed and dropped entries (acknowledged in the spool).
+    done: Vec<u64>,
+    /// To send again.
+    again: Vec<Entry>,
+    /// The error of the last send to retry.
+    retry: Option<MessagingError>,
+    /// The transport was closed.
+    stop: bool,
+}
+
+impl Outcomes {
+    fn add(&mut self, (entry, result): Finished) {
+        self.finished += 1;
+        let Err(error) = result else {
+            self.sent += 1;
+            self.done.push(entry.seq);
+            return;
+        };
+        match verdict(&error) {
+            Verdict::Retry => {
+                self.again.push(entry);
+                self.retry = Some(error);
+            }
+            Verdict::Stop => {
+                self.again.push(entry);
+                self.stop = true;
+            }
+            Verdict::Drop => {
+                tracing::error!(
+                    message_id = %entry.item.message.message_id,
+                    event_type = %entry.item.message.event_type,
+                    %error,
+                    "outbox: dropping a notification the transport refuses"
+                );
+                self.failed += 1;
+                self.done.push(entry.seq);
+            }
+        }
+    }
+
+    /// Record the outcomes: what is to be sent again goes back to the front of the queue, in
+    /// queue order.
+    fn settle(mut self, shared: &Shared, spool: Option<&mpsc::UnboundedSender<Request>>) -> Self {
+        // Acks go to the writer before `flush` can see the entries gone.
+        if let (Some(spool), false) = (spool, self.done.is_empty()) {
+            let _ = spool.send(Request::Ack(std::mem::take(&mut self.done)));
+        }
+        self.again.sort_unstable_by_key(|entry| entry.seq);
+        let again = std::mem::take(&mut self.again);
+        shared.settle(self.finished, self.sent, self.failed, again);
+        self
+    }
+}
+
+/// How the sender recovers from failed sends: while the broker cannot take notifications it
+/// backs off and probes with one send at a time, then opens the full window again.
+struct Recovery {
+    backoff: Backoff,
+    /// Since when sends fail, if they do.
+    outage: Option<Instant>,
+    /// Sends in flight at most now.
+    window: usize,
+    max_in_flight: usize,
+}
+
+impl Recovery {
+    fn new(config: &OutboxConfig) -> Self {
+        Self {
+            backoff: Backoff::new(
+                config.retry_interval,
+                config.retry_backoff,
+                config.retry_max,
+            ),
+            outage: None,
+            window: config.max_in_flight,
+            max_in_flight: config.max_in_flight,
+        }
+    }
+
+    /// After a round of sends: how long to wait before the next, if `retry` (the error of a
+    /// send to retry) says the broker did not take them.
+    fn after(&mut self, retry: Option<MessagingError>, shared: &Shared) -> Option<Duration> {
+        let Some(error) = retry else {
+            if let Some(since) = self.outage.take() {
+                tracing::info!(after = ?since.elapsed(), "outbox: the broker takes notifications again");
+            }
+            self.backoff.reset();
+            self.window = self.max_in_flight;
+            return None;
+        };
+        let delay = self.backoff.next_delay();
+        if self.outage.is_none() {
+            self.outage = Some(Instant::now());
+            tracing::warn!(%error, pending = shared.stats().pending,
+                "outbox: cannot send notifications; keeping them and retrying");
+        } else {
+            tracing::debug!(%error, ?delay, "outbox: still cannot send");
+        }
+        self.window = 1;
+        Some(delay)
+    }
+}
+
+/// The sender task: keeps up to `max_in_flight` sends going, started in queue order, and backs
+/// off while the broker is unreachable.
+///
+/// A send that fails stops new ones; once those in flight finished, every failed entry goes
+/// back to the front of the queue in order and, after a back-off, one entry at a time probes
+/// the broker until one is confirmed.
 async fn send_loop(
     shared: Arc<Shared>,
     driver: Arc<dyn NotifyDriver>,
@@ -562,98 +697,53 @@ async fn send_loop(
     config: OutboxConfig,
 ) {
     let mut closed = shared.closed.subscribe();
-    let options = SendOptions {
+    let options = Arc::new(SendOptions {
         timeout: Some(config.send_timeout),
         // The outbox retries itself, so that nothing else waits behind a failing send.
         retry: Retry::Never,
         ..SendOptions::default()
-    };
-    let mut backoff = Backoff::new(
-        config.retry_interval,
-        config.retry_backoff,
-        config.retry_max,
-    );
-    // While the broker is unreachable, probe with one notification at a time.
-    let mut window = config.max_in_flight;
-    let mut outage: Option<Instant> = None;
+    });
+    let mut recovery = Recovery::new(&config);
+    let mut sending = FuturesUnordered::new();
     loop {
-        let batch = shared.take(window);
-        if batch.is_empty() {
-            tokio::select! {
-                _ = shared.wake.notified() => continue,
-                _ = closed.wait_for(|c| *c) => return,
-            }
+        let window = recovery.window;
+        for entry in shared.take(window.saturating_sub(sending.len())) {
+            sending.push(send(driver.clone(), options.clone(), entry));
         }
-        let sends = join_all(
-            batch
-                .iter()
-                .map(|e| driver.notify(&e.item.to, &e.item.message, e.item.format, &options)),
-        );
-        let results = tokio::select! {
+        let mut outcomes = Outcomes::default();
+        tokio::select! {
             biased;
             _ = closed.wait_for(|c| *c) => return,
-            results = sends => results,
-        };
-        let count = batch.len();
-        let (mut done, mut again) = (Vec::new(), Vec::new());
-        let (mut sent, mut failed, mut stop) = (0u64, 0u64, false);
-        let mut last_error = None;
-        for (entry, result) in batch.into_iter().zip(results) {
-            let Err(error) = result else {
-                sent += 1;
-                done.push(entry.seq);
-                continue;
-            };
-            match verdict(&error) {
-                Verdict::Retry => again.push(entry),
-                Verdict::Stop => {
-                    stop = true;
-                    again.push(entry);
-                }
-                Verdict::Drop => {
-                    tracing::error!(
-                        message_id = %entry.item.message.message_id,
-                        event_type = %entry.item.message.event_type,
-                        %error,
-                        "outbox: dropping a notification the transport refuses"
-                    );
-                    failed += 1;
-                    done.push(entry.seq);
+            Some(first) = sending.next() => {
+                outcomes.add(first);
+                while let Some(Some(next)) = sending.next().now_or_never() {
+                    outcomes.add(next);
                 }
             }
-            last_error = Some(error);
+            // More to send and room for it.
+            _ = shared.wake.notified(), if sending.len() < window => continue,
         }
-        // Acks go to the writer before `flush` can see the entries gone.
-        if let (Some(spool), false) = (&spool, done.is_empty()) {
-            let _ = spool.send(Request::Ack(done));
+        if outcomes.retry.is_some() || outcomes.stop {
+            // Let the sends in flight finish, so that every failed one goes back in order.
+            while !sending.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = closed.wait_for(|c| *c) => return,
+                    Some(next) = sending.next() => outcomes.add(next),
+                }
+            }
         }
-        let retry = !again.is_empty();
-        shared.settle(count, sent, failed, again);
-        if stop {
+        let outcomes = outcomes.settle(&shared, spool.as_ref());
+        if outcomes.stop {
             tracing::warn!(
                 pending = shared.stats().pending,
                 "outbox: the transport is closed; sending stops"
             );
             return;
         }
-        if !retry {
-            if let Some(since) = outage.take() {
-                tracing::info!(after = ?since.elapsed(), "outbox: the broker takes notifications again");
-            }
-            backoff.reset();
-            window = config.max_in_flight;
+        let Some(delay) = recovery.after(outcomes.retry, &shared) else {
             continue;
-        }
-        let delay = backoff.next_delay();
-        let error = last_error.expect("a retry has an error");
-        if outage.is_none() {
-            outage = Some(Instant::now());
-            tracing::warn!(%error, pending = shared.stats().pending,
-                "outbox: cannot send notifications; keeping them and retrying");
-        } else {
-            tracing::debug!(%error, ?delay, "outbox: still cannot send");
-        }
-        window = 1;
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = closed.wait_for(|c| *c) => return,
@@ -753,12 +843,27 @@ mod tests {
 
     const PATIENCE: Duration = Duration::from_secs(30);
 
-    /// A broker that is up or down, and refuses event type `too.big` for good.
+    /// A broker that is up or down, and refuses event type `too.big` for good. It fails the
+    /// numbers in `fail_once` once each, and holds event type `slow` until a `release`
+    /// permit is added for it.
     #[derive(Default)]
     struct Broker {
         up: AtomicBool,
         attempts: AtomicUsize,
         received: Mutex<Vec<String>>,
+        fail_once: Mutex<std::collections::HashSet<String>>,
+        release: Release,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    /// Permits for held sends, none at first.
+    struct Release(tokio::sync::Semaphore);
+
+    impl Default for Release {
+        fn default() -> Self {
+            Self(tokio::sync::Semaphore::new(0))
+        }
     }
 
     struct FakeDriver(Arc<Broker>);
@@ -780,6 +885,15 @@ mod tests {
                 return Err(MessagingError::ConnectionFailure("refused".into()));
             }
             let number = message.payload["n"].to_string();
+            if self.0.fail_once.lock().unwrap().remove(&number) {
+                return Err(MessagingError::ConnectionFailure("flaky".into()));
+            }
+            if message.event_type == "slow" {
+                let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                self.0.release.0.acquire().await.unwrap().forget();
+                self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             self.0.received.lock().unwrap().push(number);
             Ok(())
         }
@@ -811,11 +925,17 @@ mod tests {
     }
 
     async fn send(notifier: &Notifier, numbers: std::ops::Range<u32>) -> Result<()> {
+        send_as(notifier, "test.event", numbers).await
+    }
+
+    async fn send_as(
+        notifier: &Notifier,
+        event_type: &str,
+        numbers: std::ops::Range<u32>,
+    ) -> Result<()> {
         for n in numbers {
             let payload = serde_json::json!({ "n": n });
-            notifier
-                .info(&Context::new(), "test.event", &payload)
-                .await?;
+            notifier.info(&Context::new(), event_type, &payload).await?;
         }
         Ok(())
     }
@@ -856,6 +976,72 @@ mod tests {
                 failed: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn keeps_a_full_window_of_sends_in_flight() {
+        let broker = Arc::new(Broker::default());
+        broker.up.store(true, Ordering::SeqCst);
+        let config = OutboxConfig::new(100).max_in_flight(4);
+        let notifier = notifier(&broker, config).await.unwrap();
+        send_as(&notifier, "slow", 0..10).await.unwrap();
+        eventually("4 sends in flight", || {
+            broker.in_flight.load(Ordering::SeqCst) == 4
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), 4, "bounded");
+        assert!(broker.received.lock().unwrap().is_empty());
+        broker.release.0.add_permits(10);
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..10));
+        assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_slow_send_does_not_hold_back_the_ones_after_it() {
+        let broker = Arc::new(Broker::default());
+        broker.up.store(true, Ordering::SeqCst);
+        let notifier = notifier(&broker, OutboxConfig::new(100).max_in_flight(4))
+            .await
+            .unwrap();
+        send_as(&notifier, "slow", 0..1).await.unwrap();
+        send(&notifier, 1..50).await.unwrap();
+        // A window that waited for its slowest send would stop after the first four.
+        eventually("the 49 sends behind the slow one", || {
+            broker.received.lock().unwrap().len() == 49
+        })
+        .await;
+        assert_eq!(notifier.outbox_stats().unwrap().pending, 1);
+        broker.release.0.add_permits(1);
+        notifier.flush(PATIENCE).await.unwrap();
+        let mut expected = numbers(1..50);
+        expected.push("0".into());
+        assert_eq!(*broker.received.lock().unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn failed_sends_go_back_in_order_after_the_confirmed_ones() {
+        let broker = Arc::new(Broker::default());
+        broker.up.store(true, Ordering::SeqCst);
+        broker
+            .fail_once
+            .lock()
+            .unwrap()
+            .extend(["3".to_owned(), "5".to_owned()]);
+        let notifier = notifier(&broker, OutboxConfig::new(100).max_in_flight(8))
+            .await
+            .unwrap();
+        // The current-thread runtime queues all ten before the sender takes eight.
+        send(&notifier, 0..10).await.unwrap();
+        notifier.flush(PATIENCE).await.unwrap();
+        let expected: Vec<String> = [0, 1, 2, 4, 6, 7, 3, 5, 8, 9]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(*broker.received.lock().unwrap(), expected);
+        let stats = notifier.outbox_stats().unwrap();
+        assert_eq!((stats.sent, stats.pending), (10, 0));
     }
 
     #[tokio::test]
