@@ -108,7 +108,10 @@ fn parse(text: &str) -> Option<(i32, u64, u64)> {
 }
 
 /// This process's group and the start time of its leader (this process when the group is 0,
-/// as in some container runtimes), in clock ticks since boot, as oslo reads them.
+/// as in some container runtimes), in clock ticks since boot, as oslo reads them. A leader
+/// that has exited (a group started by a shell that is gone) has no start time to read; its
+/// group id cannot be reused while the group lives, so the group alone tells the generation
+/// (start time 0), the same in every process of the group (oslo fails there).
 fn current_generation() -> std::io::Result<Generation> {
     let group: i32 = stat_field("self", 5)?;
     let leader = if group == 0 {
@@ -116,7 +119,11 @@ fn current_generation() -> std::io::Result<Generation> {
     } else {
         group.to_string()
     };
-    Ok((group, stat_field(&leader, 22)?))
+    match stat_field(&leader, 22) {
+        Ok(start) => Ok((group, start)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((group, 0)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Field `number` (counted from 1, as in proc(5)) of `/proc/<process>/stat`.
