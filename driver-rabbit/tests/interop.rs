@@ -671,19 +671,7 @@ async fn python_notifier_rust_listener() {
     };
     let topic = unique("interop_pn");
     let transport = get_notification_transport(&url).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = NotificationListener::new(transport.clone())
-        .target(Target::topic(&topic))
-        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                tx.send(n).unwrap();
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let (listener, mut rx) = forwarding_listener(&transport, &topic).await;
     let payload = nested().to_string();
     let common_args = |driver: &str, priority: &str, event: &str| {
         strings(&[
@@ -1160,19 +1148,7 @@ async fn compressed_notifications_interoperate_with_python() {
     .await;
     let _ = connection.close(200, "OK".into()).await;
     let transport = get_notification_transport(&url).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = NotificationListener::new(transport.clone())
-        .target(Target::topic(&topic))
-        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                tx.send(n).unwrap();
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let (listener, mut rx) = forwarding_listener(&transport, &topic).await;
     let got = tokio::time::timeout(WAIT, rx.recv())
         .await
         .unwrap()

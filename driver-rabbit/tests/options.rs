@@ -489,19 +489,7 @@ async fn compressed_messages_are_sent_and_read() {
     let url = in_vhost(&url, &vhost, "");
     let topic = unique("opt_zip_bad");
     let notifications = get_notification_transport(&url).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = NotificationListener::new(notifications.clone())
-        .target(Target::topic(&topic))
-        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                tx.send(n.event_type).unwrap();
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let (listener, mut rx) = forwarding_listener(&notifications, &topic).await;
     let (connection, channel) = raw(&url).await;
     let mut headers = FieldTable::default();
     headers.insert(
@@ -525,7 +513,7 @@ async fn compressed_messages_are_sent_and_read() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, "after.the.bad.one");
+    assert_eq!(got.event_type, "after.the.bad.one");
     let _ = connection.close(200, "OK".into()).await;
     listener.shutdown().await;
     notifications.close().await;
@@ -747,19 +735,7 @@ async fn heartbeats_keep_idle_connections_and_heartbeat_rate_paces_the_liveness_
          &rabbit_interval_max=1",
     );
     let notifications = get_notification_transport(&listener_url).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = NotificationListener::new(notifications.clone())
-        .target(Target::topic(&topic))
-        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                tx.send(n.event_type).unwrap();
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let (listener, mut rx) = forwarding_listener(&notifications, &topic).await;
     let direct = get_notification_transport(&url).await.unwrap();
     let notifier = Notifier::new(direct.clone(), "compute.h1").topics([topic.clone()]);
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -771,7 +747,7 @@ async fn heartbeats_keep_idle_connections_and_heartbeat_rate_paces_the_liveness_
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, "after.idling");
+    assert_eq!(got.event_type, "after.idling");
     let beats = proxy.heartbeats.load(Ordering::SeqCst);
     println!("idle 10 s with a 2 s timeout: {beats} heartbeats sent, 1 connection");
     assert!(beats >= 5, "{beats} heartbeats in 10 s");

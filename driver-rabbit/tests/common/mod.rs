@@ -327,3 +327,28 @@ pub fn consumers(vhost: &Vhost) -> std::collections::HashMap<String, u64> {
         })
         .collect()
 }
+
+/// A notification listener of `topic` that hands every notification to the receiver.
+pub async fn forwarding_listener(
+    transport: &messaging_core::NotificationTransport,
+    topic: &str,
+) -> (
+    messaging_core::ServiceHandle,
+    tokio::sync::mpsc::UnboundedReceiver<messaging_core::Notification>,
+) {
+    use messaging_core::{Notification, NotificationEndpoint, NotificationResult};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = messaging_core::NotificationListener::new(transport.clone())
+        .target(messaging_core::Target::topic(topic))
+        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n);
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    (listener, rx)
+}
