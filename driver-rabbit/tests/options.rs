@@ -137,8 +137,10 @@ fn arguments(vhost: &Vhost, name: &str) -> Vec<Value> {
 }
 
 /// `rabbit_quorum_max_memory_length` / `_bytes` become `x-max-in-memory-length` / `-bytes` of
-/// every quorum queue (RPC and notification queues), and the broker keeps no more than that
-/// many messages in memory; `rabbit_ha_queues` adds `x-ha-policy: all` to every queue.
+/// every quorum queue (RPC and notification queues), as oslo declares them (RabbitMQ 3.10
+/// keeps no quorum message bodies in memory anyway: `messages_ram` is 0 with or without them,
+/// so only the arguments can be checked); `rabbit_ha_queues` adds `x-ha-policy: all` to every
+/// queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_memory_limits_and_mirroring_arguments_are_declared() {
     let Some(url) = rabbit_url("quorum_memory_limits_and_mirroring_arguments_are_declared") else {
@@ -175,7 +177,6 @@ async fn quorum_memory_limits_and_mirroring_arguments_are_declared() {
         }
     }
     let info = format!("{topic}.info");
-    let in_memory = |row: &Value| row["messages_ram"].as_u64().unwrap_or(u64::MAX);
     // The broker refreshes a queue's counts every few seconds.
     let deadline = Instant::now() + WAIT;
     let row = loop {
@@ -196,7 +197,6 @@ async fn quorum_memory_limits_and_mirroring_arguments_are_declared() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(row["messages"], 10, "{row}");
-    assert!(in_memory(&row) <= 2, "{row}");
     println!("quorum queue with x-max-in-memory-length=2: {row}");
     server.shutdown().await;
     transport.close().await;
