@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{delete_queues, init_logs, unique};
+use common::{delete_queues, init_logs, rabbitmqctl, unique, Vhost};
 use messaging_core::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -396,5 +396,51 @@ async fn a_wrong_password_over_tls_is_an_authentication_failure() {
             assert!(reason.contains("login refused"), "{reason}")
         }
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `ssl_version=TLSv1_2` pins TLS 1.2, which the broker then reports for the connection; by
+/// default TLS 1.3 is spoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_version_chooses_the_tls_version() {
+    let Some(mut base) = tls_url("ssl_version_chooses_the_tls_version") else {
+        return;
+    };
+    let vhost = Vhost::new();
+    base.virtual_host = Some(vhost.0.clone());
+    let topic = unique("test_tls_version");
+    for (version, expected) in [("", "tlsv1.3"), ("TLSv1_2", "tlsv1.2")] {
+        let url = changed(
+            &base,
+            Change {
+                options: &[("ssl_version", version)],
+                ..Change::default()
+            },
+        );
+        let transport = get_notification_transport(&url).await.unwrap();
+        Notifier::new(transport.clone(), "compute.h1")
+            .topics([topic.clone()])
+            .info(&Context::new(), "tls.version", &json!({}))
+            .await
+            .unwrap();
+        let protocols: Vec<Value> = rabbitmqctl(&["list_connections", "vhost", "ssl_protocol"])
+            .into_iter()
+            .filter(|c| c["vhost"] == vhost.0.as_str())
+            .map(|c| c["ssl_protocol"].clone())
+            .collect();
+        assert_eq!(protocols, [json!(expected)], "ssl_version={version:?}");
+        transport.close().await;
+        // The next connection is the only one of the virtual host.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while rabbitmqctl(&["list_connections", "vhost"])
+            .iter()
+            .any(|c| c["vhost"] == vhost.0.as_str())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the connection stays open"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
