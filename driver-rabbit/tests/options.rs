@@ -23,8 +23,7 @@ fn ctx() -> Context {
     Context::new().with("user_id", "u-1")
 }
 
-/// A server of `topic` whose `record` method forwards its `value` to `casts`, and whose `echo`
-/// returns it.
+/// A transport on `url` and a [`recording_server_on`] it.
 async fn recording_server(
     url: &str,
     topic: &str,
@@ -32,24 +31,7 @@ async fn recording_server(
     casts: mpsc::UnboundedSender<(String, String)>,
 ) -> (RpcTransport, ServiceHandle) {
     let transport = get_rpc_transport(url).await.unwrap();
-    let name = server.to_owned();
-    let endpoint = Endpoint::new()
-        .method("echo", |_ctx: Context, args: Value| async move {
-            Ok::<_, RemoteError>(args["value"].clone())
-        })
-        .method("record", move |_ctx: Context, args: Value| {
-            let (casts, name) = (casts.clone(), name.clone());
-            async move {
-                let value = args["value"].as_str().unwrap_or_default().to_owned();
-                let _ = casts.send((name, value));
-                Ok::<_, RemoteError>(Value::Null)
-            }
-        });
-    let handle = RpcServer::new(transport.clone(), Target::topic(topic).server(server))
-        .endpoint(endpoint)
-        .start()
-        .await
-        .unwrap();
+    let handle = recording_server_on(&transport, topic, server, casts).await;
     (transport, handle)
 }
 

@@ -352,3 +352,32 @@ pub async fn forwarding_listener(
         .unwrap();
     (listener, rx)
 }
+
+/// A server `server` of `topic` on `transport` whose `record` method hands
+/// `(server, its value)` to `casts`, and whose `echo` returns its value.
+pub async fn recording_server_on(
+    transport: &messaging_core::RpcTransport,
+    topic: &str,
+    server: &str,
+    casts: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) -> messaging_core::ServiceHandle {
+    use messaging_core::{Context, Endpoint, RemoteError, RpcServer, Target};
+    let name = server.to_owned();
+    let endpoint = Endpoint::new()
+        .method("echo", |_ctx: Context, args: Value| async move {
+            Ok::<_, RemoteError>(args["value"].clone())
+        })
+        .method("record", move |_ctx: Context, args: Value| {
+            let (casts, name) = (casts.clone(), name.clone());
+            async move {
+                let value = args["value"].as_str().unwrap_or_default().to_owned();
+                let _ = casts.send((name, value));
+                Ok::<_, RemoteError>(Value::Null)
+            }
+        });
+    RpcServer::new(transport.clone(), Target::topic(topic).server(server))
+        .endpoint(endpoint)
+        .start()
+        .await
+        .unwrap()
+}
