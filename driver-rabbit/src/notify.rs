@@ -15,8 +15,8 @@ use messaging_core::{MessagingError, Result};
 
 use crate::connection::Connector;
 use crate::publisher::{Outgoing, Publisher};
-use crate::rpc::{check_content_type, failure_error, origin};
-use crate::subscriber::{Guard, Plan, Subscriber};
+use crate::rpc::{body, failure_error, origin};
+use crate::subscriber::{Guard, Plan, StreamCursor, Subscriber};
 use crate::topology;
 
 /// The notification side of a rabbit transport.
@@ -52,6 +52,7 @@ impl NotifyDriver for RabbitNotify {
             body: &body,
             expiration: None,
             declarations: &declarations,
+            compression: None,
         };
         let what = format!("notifying {exchange}/{routing_key}");
         self.publisher.publish(&what, outgoing, options).await
@@ -75,6 +76,8 @@ impl NotifyDriver for RabbitNotify {
             declarations,
             queues,
             delete_on_close: Vec::new(),
+            stream: None,
+            cursor: StreamCursor::default(),
         })
         .await
         .map_err(failure_error)?;
@@ -100,8 +103,7 @@ impl NotificationSource for RabbitNotificationSource {
             if !delivery.acker.usable() {
                 continue;
             }
-            let decoded = check_content_type(&delivery)
-                .and_then(|()| NotificationMessage::decode(&delivery.data));
+            let decoded = body(&delivery).and_then(|body| NotificationMessage::decode(&body));
             let Some((message, unique_id)) =
                 decode_or_drop(decoded, "rabbit", || origin(&delivery), || &delivery.data)
             else {
