@@ -924,6 +924,79 @@ async fn teardown(
     drop(session);
 }
 
+/// What a listener's receiver links deliver, and the switch that detaches them.
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<Received>,
+    stop: watch::Sender<bool>,
+    closed: bool,
+}
+
+impl LinkManager {
+    /// Attach a receiver link to each of `sources`, all delivering to one inbox holding up to
+    /// `capacity` deliveries. If one cannot attach, those attached detach again.
+    pub async fn open_inbox(
+        self: &Arc<Self>,
+        sources: impl IntoIterator<Item = String>,
+        credit: u32,
+        capacity: usize,
+        in_flight: Option<InFlight>,
+    ) -> Result<Inbox> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (stop, _) = watch::channel(false);
+        for source in sources {
+            let spec = ReceiverSpec {
+                source: Some(source),
+                credit,
+                presettled: false,
+                on_attach: None,
+                in_flight: in_flight.clone(),
+            };
+            if let Err(error) = self
+                .spawn_receiver(spec, tx.clone(), stop.subscribe())
+                .await
+            {
+                stop.send_replace(true);
+                return Err(error);
+            }
+        }
+        Ok(Inbox {
+            rx,
+            stop,
+            closed: false,
+        })
+    }
+}
+
+impl Inbox {
+    /// The next delivery; `None` once closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Received> {
+        if self.closed {
+            return None;
+        }
+        self.rx.recv().await
+    }
+
+    /// Detach the links and release what they delivered that was not taken (the peer gives
+    /// it to another consumer). Closing again does nothing.
+    pub async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop.send_replace(true);
+        while let Ok(received) = self.rx.try_recv() {
+            received.release().await;
+        }
+        self.rx.close();
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,10 @@ use messaging_core::driver::{
 };
 use messaging_core::wire::{NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result, Retry};
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::link::{Inbox, LinkManager, Received, SendSpec};
 use crate::message;
 use crate::rpc::shown_body;
 
@@ -81,33 +80,16 @@ impl NotifyDriver for Amqp1Notify {
             .collect();
         sources.dedup();
         let credit = config.notify_server_credit;
-        let (tx, rx) = mpsc::channel(credit as usize);
-        let (stop, _) = watch::channel(false);
         let in_flight = InFlight::default();
         let router = (!endpoints.mode().is_broker()).then(|| self.links.clone());
-        for source in sources {
-            let spec = ReceiverSpec {
-                source: Some(source),
-                credit,
-                presettled: false,
-                on_attach: None,
-                in_flight: Some(in_flight.clone()),
-            };
-            if let Err(error) = self
-                .links
-                .spawn_receiver(spec, tx.clone(), stop.subscribe())
-                .await
-            {
-                stop.send_replace(true);
-                return Err(error);
-            }
-        }
+        let inbox = self
+            .links
+            .open_inbox(sources, credit, credit as usize, Some(in_flight.clone()))
+            .await?;
         Ok(Box::new(Amqp1NotificationSource {
-            rx,
-            stop,
+            inbox,
             in_flight,
             router,
-            closed: false,
         }))
     }
 
@@ -117,22 +99,17 @@ impl NotifyDriver for Amqp1Notify {
 }
 
 struct Amqp1NotificationSource {
-    rx: mpsc::Receiver<Received>,
-    stop: watch::Sender<bool>,
+    inbox: Inbox,
     in_flight: InFlight,
     /// Router mode: the transport, to send again what was settled early and then requeued.
     router: Option<Arc<LinkManager>>,
-    closed: bool,
 }
 
 #[async_trait]
 impl NotificationSource for Amqp1NotificationSource {
     async fn next(&mut self) -> Option<IncomingNotification> {
         loop {
-            if self.closed {
-                return None;
-            }
-            let received = self.rx.recv().await?;
+            let received = self.inbox.recv().await?;
             let decoded = message::decode_notification(&received.message);
             let origin = || "notification listener";
             let Some(notification) =
@@ -155,21 +132,7 @@ impl NotificationSource for Amqp1NotificationSource {
     }
 
     async fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.stop.send_replace(true);
-        while let Ok(received) = self.rx.try_recv() {
-            received.release().await;
-        }
-        self.rx.close();
-    }
-}
-
-impl Drop for Amqp1NotificationSource {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.inbox.close().await;
     }
 }
 

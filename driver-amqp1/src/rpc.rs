@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{FailFast, LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::link::{FailFast, Inbox, LinkManager, Received, ReceiverSpec, SendSpec};
 use crate::message::{self, OutgoingCall};
 use crate::mode::Endpoints;
 
@@ -215,31 +215,15 @@ impl RpcDriver for Amqp1Rpc {
         let deadline = Instant::now() + self.config().connect_timeout() * 2;
         let endpoints = self.links.endpoints(Retry::Never, Some(deadline)).await?;
         let credit = self.config().rpc_server_credit;
-        let (tx, rx) = mpsc::channel(3 * credit as usize);
-        let (stop, _) = watch::channel(false);
-        for source in endpoints.server_sources(on) {
-            let spec = ReceiverSpec {
-                source: Some(source),
-                credit,
-                presettled: false,
-                on_attach: None,
-                in_flight: None,
-            };
-            if let Err(error) = self
-                .links
-                .spawn_receiver(spec, tx.clone(), stop.subscribe())
-                .await
-            {
-                stop.send_replace(true);
-                return Err(error);
-            }
-        }
+        let sources = endpoints.server_sources(on);
+        let inbox = self
+            .links
+            .open_inbox(sources, credit, 3 * credit as usize, None)
+            .await?;
         Ok(Box::new(Amqp1RpcListener {
             links: self.links.clone(),
-            rx,
-            stop,
+            inbox,
             pending: None,
-            closed: false,
         }))
     }
 
@@ -253,22 +237,17 @@ impl RpcDriver for Amqp1Rpc {
 /// A server's requests from its three links.
 struct Amqp1RpcListener {
     links: Arc<LinkManager>,
-    rx: mpsc::Receiver<Received>,
-    stop: watch::Sender<bool>,
-    /// Taken from the channel but not yet returned (kept across a cancelled `next`).
+    inbox: Inbox,
+    /// Taken from the inbox but not yet returned (kept across a cancelled `next`).
     pending: Option<Received>,
-    closed: bool,
 }
 
 #[async_trait]
 impl RpcListener for Amqp1RpcListener {
     async fn next(&mut self) -> Option<IncomingRequest> {
         loop {
-            if self.closed {
-                return None;
-            }
             if self.pending.is_none() {
-                self.pending = Some(self.rx.recv().await?);
+                self.pending = Some(self.inbox.recv().await?);
             }
             let accepted = self.pending.as_ref()?.accept().await;
             let received = self.pending.take()?;
@@ -301,24 +280,10 @@ impl RpcListener for Amqp1RpcListener {
     }
 
     async fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.stop.send_replace(true);
         if let Some(pending) = self.pending.take() {
             pending.release().await;
         }
-        while let Ok(received) = self.rx.try_recv() {
-            received.release().await;
-        }
-        self.rx.close();
-    }
-}
-
-impl Drop for Amqp1RpcListener {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.inbox.close().await;
     }
 }
 
