@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
 use messaging_core::driver::{
-    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
+    decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
     NotifyDriver, SendOptions,
 };
 use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
@@ -103,22 +103,21 @@ impl NotificationSource for RabbitNotificationSource {
             if !delivery.acker.usable() {
                 continue;
             }
-            match body(&delivery).and_then(|body| NotificationMessage::decode(&body)) {
-                Ok((message, unique_id)) => {
-                    return Some(IncomingNotification {
-                        message,
-                        unique_id,
-                        acker: Box::new(RabbitAcker {
-                            acker: delivery.acker,
-                            _guard: self.subscriber.guard(),
-                        }),
-                    })
-                }
-                Err(error) => {
-                    log_malformed("rabbit", &origin(&delivery), &error, &delivery.data);
-                    self.subscriber.reject(delivery.acker, false);
-                }
-            }
+            let decoded = body(&delivery).and_then(|body| NotificationMessage::decode(&body));
+            let Some((message, unique_id)) =
+                decode_or_drop(decoded, "rabbit", || origin(&delivery), || &delivery.data)
+            else {
+                self.subscriber.reject(delivery.acker, false);
+                continue;
+            };
+            return Some(IncomingNotification {
+                message,
+                unique_id,
+                acker: Box::new(RabbitAcker {
+                    acker: delivery.acker,
+                    _guard: self.subscriber.guard(),
+                }),
+            });
         }
     }
 

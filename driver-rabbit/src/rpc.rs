@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::message::Delivery;
 use messaging_core::driver::{
-    log_malformed, IncomingRequest, PendingReply, Replier, ReplyRouter, Retry, RpcAddress,
+    decode_or_drop, IncomingRequest, PendingReply, Replier, ReplyRouter, Retry, RpcAddress,
     RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{self, Reply, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE};
@@ -326,16 +326,13 @@ impl ReplyQueue {
                     },
                 };
                 let decoded = body(&delivery).and_then(|body| ReplyMessage::decode(&body));
-                match decoded {
-                    Ok(reply) => {
+                match decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data) {
+                    Some(reply) => {
                         let msg_id = reply.msg_id.clone();
                         replies.deliver(&msg_id, reply.into_reply());
                         subscriber.ack(delivery.acker);
                     }
-                    Err(error) => {
-                        log_malformed(DRIVER, &origin(&delivery), &error, &delivery.data);
-                        subscriber.reject(delivery.acker, false);
-                    }
+                    None => subscriber.reject(delivery.acker, false),
                 }
             }
             subscriber.close().await;
@@ -376,14 +373,13 @@ impl RpcListener for RabbitRpcListener {
                 // From a connection that is gone: the broker delivers it again.
                 continue;
             }
-            let message = match body(&delivery).and_then(|body| RequestMessage::decode(&body)) {
-                Ok(message) => message,
-                Err(error) => {
-                    log_malformed(DRIVER, &origin(&delivery), &error, &delivery.data);
-                    self.subscriber.handed_out(&delivery);
-                    self.subscriber.reject(delivery.acker, false);
-                    continue;
-                }
+            let decoded = body(&delivery).and_then(|body| RequestMessage::decode(&body));
+            let Some(message) =
+                decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data)
+            else {
+                self.subscriber.handed_out(&delivery);
+                self.subscriber.reject(delivery.acker, false);
+                continue;
             };
             self.subscriber.handed_out(&delivery);
             self.subscriber.ack(delivery.acker);

@@ -12,7 +12,6 @@
 //! out with a [`Guard`] has been settled, so that handlers still running can acknowledge
 //! what they took.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +24,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
+use messaging_core::driver::{InFlight, InFlightGuard};
 use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
@@ -112,25 +112,15 @@ enum Control {
     Finish,
 }
 
-/// Counts deliveries handed out and not settled yet.
-#[derive(Clone, Default)]
-struct Outstanding(Arc<AtomicUsize>);
-
 /// Held with a delivery handed out until it is settled: the connection stays open meanwhile.
-pub(crate) struct Guard(Arc<AtomicUsize>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(crate) type Guard = InFlightGuard;
 
 /// A running subscription.
 pub(crate) struct Subscriber {
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     settle: mpsc::UnboundedSender<Settle>,
     control: Option<mpsc::UnboundedSender<Control>>,
-    outstanding: Outstanding,
+    outstanding: InFlight,
     task: Option<JoinHandle<()>>,
     cursor: StreamCursor,
 }
@@ -235,7 +225,7 @@ impl Subscriber {
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
-        let outstanding = Outstanding::default();
+        let outstanding = InFlight::default();
         let cursor = plan.cursor.clone();
         let task = tokio::spawn(run(
             plan,
@@ -269,8 +259,7 @@ impl Subscriber {
 
     /// Keep the connection open until the returned guard is dropped (after settling).
     pub(crate) fn guard(&self) -> Guard {
-        self.outstanding.0.fetch_add(1, Ordering::AcqRel);
-        Guard(self.outstanding.0.clone())
+        self.outstanding.track()
     }
 
     /// Acknowledge a delivery (sent in order, before the connection closes).
@@ -324,7 +313,7 @@ async fn run(
     deliveries: mpsc::UnboundedSender<Delivery>,
     mut settle: mpsc::UnboundedReceiver<Settle>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    outstanding: Outstanding,
+    outstanding: InFlight,
 ) {
     let mut live = Some(live);
     let mut backoff = backoff(plan.connector.config());
@@ -431,18 +420,22 @@ async fn run(
         }
     }
     // Every settlement asked for goes out, and handlers still running may settle what they
-    // took, before the connection closes.
-    loop {
-        while let Ok(command) = settle.try_recv() {
-            apply(command).await;
+    // took, before the connection closes. A guard drops after its settlement is queued.
+    while live
+        .as_ref()
+        .is_some_and(|l| l.connection.status().connected())
+    {
+        tokio::select! {
+            biased;
+            command = settle.recv() => match command {
+                Some(command) => apply(command).await,
+                None => break,
+            },
+            () = outstanding.wait_idle() => break,
         }
-        let connected = live
-            .as_ref()
-            .is_some_and(|l| l.connection.status().connected());
-        if !connected || outstanding.0.load(Ordering::Acquire) == 0 {
-            break;
-        }
-        sleep(Duration::from_millis(10)).await;
+    }
+    while let Ok(command) = settle.try_recv() {
+        apply(command).await;
     }
     if let Some(live) = live {
         for queue in &plan.delete_on_close {

@@ -94,7 +94,7 @@ impl NotificationMessage {
             unique_id,
         })?;
         Ok(match format {
-            NotificationFormat::V2 => envelope(&inner),
+            NotificationFormat::V2 => envelope(&inner)?,
             NotificationFormat::V1 => inner,
         })
     }
@@ -198,7 +198,7 @@ mod tests {
                     for format in [NotificationFormat::V1, NotificationFormat::V2] {
                         let expected = match format {
                             NotificationFormat::V1 => dict.clone(),
-                            NotificationFormat::V2 => envelope(&dict),
+                            NotificationFormat::V2 => envelope(&dict).unwrap(),
                         };
                         let body = message.encode(format, style, unique_id).unwrap();
                         assert_eq!(

@@ -155,7 +155,7 @@ impl RequestMessage {
 
     /// The message in the `2.0` envelope, as bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        Ok(envelope(&json::to_vec(&self.to_map())?))
+        envelope(&json::to_vec(&self.to_map())?)
     }
 
     /// Decode an envelope (or un-enveloped `1.0`) body.
@@ -303,7 +303,7 @@ impl ReplyMessage {
 
     /// The reply in the `2.0` envelope, as bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        Ok(envelope(&json::to_vec(&self.to_map()?)?))
+        envelope(&json::to_vec(&self.to_map()?)?)
     }
 
     /// Decode an envelope body.
