@@ -15,6 +15,8 @@ use fe2o3_amqp::types::performatives::Open;
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::types::sasl::SaslCode;
 use fe2o3_amqp::Connection;
+use messaging_core::driver::retry::{with_retry, Failure};
+use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, Retry, TransportHost, TransportUrl};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -212,47 +214,53 @@ impl Connector {
         })
     }
 
-    /// Connect to the first host that answers, trying each in turn, again and again with a
-    /// growing delay as `retry` allows, until `deadline`. Refused credentials and rejected TLS
-    /// certificates fail at once.
+    /// Connect to the first host that answers, trying each in turn, again and again with the
+    /// configured back-off as `retry` allows, until `deadline` (the core's `with_retry`).
+    /// Refused credentials and rejected TLS certificates fail at once.
     pub async fn connect(&self, retry: Retry, deadline: Option<Instant>) -> Result<Opened> {
-        let mut backoff = self.config.backoff();
-        let mut round = 0u32;
-        loop {
-            let mut errors = Vec::new();
-            for host in &self.hosts {
-                let limit = match deadline {
-                    Some(d) => (Instant::now() + self.config.connect_timeout()).min(d),
-                    None => Instant::now() + self.config.connect_timeout(),
-                };
-                match tokio::time::timeout_at(limit, self.open_host(host)).await {
-                    Ok(Ok(opened)) => return Ok(opened),
-                    Ok(Err(e @ MessagingError::AuthenticationFailure(_))) => return Err(e),
-                    Ok(Err(e @ MessagingError::InvalidUrl { .. })) => return Err(e),
-                    Ok(Err(e)) if crate::tls::is_rejection(&e) => return Err(e),
-                    // Joined below into one ConnectionFailure: keep only the reason.
-                    Ok(Err(MessagingError::ConnectionFailure(reason))) => errors.push(reason),
-                    Ok(Err(e)) => errors.push(e.to_string()),
-                    Err(_) => errors.push(format!(
-                        "{}: no answer within {:?}",
-                        host.hostname,
-                        self.config.connect_timeout()
-                    )),
+        let options = SendOptions {
+            retry,
+            timeout: deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            ..SendOptions::default()
+        };
+        let backoff = self.config.backoff();
+        with_retry("AMQP 1.0 connection", &options, backoff, || {
+            self.connect_once(deadline)
+        })
+        .await
+    }
+
+    /// One round over the hosts: the first that answers, or why none did.
+    async fn connect_once(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Opened, Failure> {
+        let mut errors = Vec::new();
+        for host in &self.hosts {
+            let limit = match deadline {
+                Some(d) => (Instant::now() + self.config.connect_timeout()).min(d),
+                None => Instant::now() + self.config.connect_timeout(),
+            };
+            match tokio::time::timeout_at(limit, self.open_host(host)).await {
+                Ok(Ok(opened)) => return Ok(opened),
+                Ok(Err(e @ MessagingError::AuthenticationFailure(_))) => {
+                    return Err(Failure::Fatal(e))
                 }
+                Ok(Err(e @ MessagingError::InvalidUrl { .. })) => return Err(Failure::Fatal(e)),
+                Ok(Err(e)) if crate::tls::is_rejection(&e) => return Err(Failure::Fatal(e)),
+                // Joined below into one ConnectionFailure: keep only the reason.
+                Ok(Err(MessagingError::ConnectionFailure(reason))) => errors.push(reason),
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(_) => errors.push(format!(
+                    "{}: no answer within {:?}",
+                    host.hostname,
+                    self.config.connect_timeout()
+                )),
             }
-            round += 1;
-            let failure = MessagingError::ConnectionFailure(errors.join("; "));
-            if !retry.allows(round) {
-                return Err(failure);
-            }
-            let delay = backoff.next_delay();
-            let wake = Instant::now() + delay;
-            if deadline.is_some_and(|d| wake >= d) {
-                return Err(failure);
-            }
-            tracing::warn!(error = %failure, retry_in = ?delay, "AMQP 1.0 connection failed");
-            tokio::time::sleep_until(wake).await;
         }
+        Err(Failure::Retry(MessagingError::ConnectionFailure(
+            errors.join("; "),
+        )))
     }
 }
 

@@ -11,7 +11,7 @@
 //!   (RabbitMQ 3.10 sometimes never answers it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -24,10 +24,10 @@ use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
-use messaging_core::driver::RpcAddress;
+use messaging_core::driver::{InFlight, RpcAddress};
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use serde_amqp::lazy::LazyValue;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{AddressingMode, Amqp1Config};
@@ -55,36 +55,6 @@ impl Received {
     }
 }
 
-/// Counts deliveries handed out and not yet settled, so that a receiver link stays attached
-/// until they are.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    count: AtomicUsize,
-    settled: Notify,
-}
-
-impl InFlight {
-    pub fn take(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.settled.notify_waiters();
-        }
-    }
-
-    async fn all_done(&self) {
-        loop {
-            let settled = self.settled.notified();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            settled.await;
-        }
-    }
-}
-
 /// Told the source address after every attach.
 pub(crate) type OnAttach = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -99,7 +69,7 @@ pub(crate) struct ReceiverSpec {
     /// Told the source address after every attach (a dynamic one changes on reconnect).
     pub on_attach: Option<OnAttach>,
     /// Deliveries still to be settled before the link may detach.
-    pub in_flight: Option<Arc<InFlight>>,
+    pub in_flight: Option<InFlight>,
 }
 
 /// Failing fast: how long to wait for credit before telling that nobody consumes `to`.
@@ -948,12 +918,85 @@ async fn teardown(
         let mut shutdown = manager.shutdown_signal();
         // Handlers of taken deliveries finish and settle them on this link.
         tokio::select! {
-            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.all_done()) => {}
+            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.wait_idle()) => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }
     let _ = tokio::time::timeout(limit, receiver.detach()).await;
     drop(session);
+}
+
+/// What a listener's receiver links deliver, and the switch that detaches them.
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<Received>,
+    stop: watch::Sender<bool>,
+    closed: bool,
+}
+
+impl LinkManager {
+    /// Attach a receiver link to each of `sources`, all delivering to one inbox holding up to
+    /// `capacity` deliveries. If one cannot attach, those attached detach again.
+    pub async fn open_inbox(
+        self: &Arc<Self>,
+        sources: impl IntoIterator<Item = String>,
+        credit: u32,
+        capacity: usize,
+        in_flight: Option<InFlight>,
+    ) -> Result<Inbox> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (stop, _) = watch::channel(false);
+        for source in sources {
+            let spec = ReceiverSpec {
+                source: Some(source),
+                credit,
+                presettled: false,
+                on_attach: None,
+                in_flight: in_flight.clone(),
+            };
+            if let Err(error) = self
+                .spawn_receiver(spec, tx.clone(), stop.subscribe())
+                .await
+            {
+                stop.send_replace(true);
+                return Err(error);
+            }
+        }
+        Ok(Inbox {
+            rx,
+            stop,
+            closed: false,
+        })
+    }
+}
+
+impl Inbox {
+    /// The next delivery; `None` once closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Received> {
+        if self.closed {
+            return None;
+        }
+        self.rx.recv().await
+    }
+
+    /// Detach the links and release what they delivered that was not taken (the peer gives
+    /// it to another consumer). Closing again does nothing.
+    pub async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop.send_replace(true);
+        while let Ok(received) = self.rx.try_recv() {
+            received.release().await;
+        }
+        self.rx.close();
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
 }
 
 #[cfg(test)]

@@ -35,9 +35,9 @@ pub type AmqpMessage = Message<Body<Value>>;
 /// looked at it.
 pub type ReceivedMessage = Message<Body<LazyValue>>;
 
-/// Reply information of a call.
+/// What a call adds to its request message: where its replies go, and its ttl.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallInfo {
+pub struct OutgoingCall {
     /// `message-id`: the replies' `correlation-id`.
     pub msg_id: String,
     /// `reply-to`: where the replies go.
@@ -46,13 +46,22 @@ pub struct CallInfo {
     pub timeout: Option<Duration>,
 }
 
-/// A request as a server receives it.
+/// Where the replies to a received call go.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IncomingRequest {
+pub struct ReplyTarget {
+    /// The call's `message-id`: the replies' `correlation-id`.
+    pub msg_id: String,
+    /// The call's `reply-to` address.
+    pub reply_to: String,
+}
+
+/// A request message as a server decodes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedRequest {
     /// The request.
     pub request: RpcRequest,
-    /// For calls: where and how to answer.
-    pub call: Option<(String, String)>,
+    /// For calls: where to answer.
+    pub call: Option<ReplyTarget>,
     /// The caller's call-monitor timeout.
     pub call_monitor_timeout: Option<Duration>,
 }
@@ -86,7 +95,7 @@ fn now_plus(duration: Duration) -> Timestamp {
 pub fn request(
     to: &str,
     request: &RpcRequest,
-    call: Option<&CallInfo>,
+    call: Option<&OutgoingCall>,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
     let text = json::to_string(&RequestBody {
@@ -338,7 +347,7 @@ impl<'a> Framed<'a> {
 }
 
 /// Decode a request received by a server.
-pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
+pub fn decode_request(message: &AmqpMessage) -> Result<DecodedRequest> {
     let bytes = body_bytes(&message.body)?
         .ok_or_else(|| MessagingError::MalformedMessage("request without a body".into()))?;
     let mut body = Framed::read(&bytes)?;
@@ -354,10 +363,10 @@ pub fn decode_request(message: &AmqpMessage) -> Result<IncomingRequest> {
         .map(message_id_string);
     let reply_to = properties.and_then(|p| p.reply_to.clone());
     let call = match (msg_id, reply_to) {
-        (Some(msg_id), Some(reply_to)) => Some((msg_id, reply_to)),
+        (Some(msg_id), Some(reply_to)) => Some(ReplyTarget { msg_id, reply_to }),
         _ => None,
     };
-    Ok(IncomingRequest {
+    Ok(DecodedRequest {
         request,
         call,
         call_monitor_timeout,
@@ -441,7 +450,7 @@ mod tests {
     /// The body of oslo's captured call (§9.4), byte for byte.
     #[test]
     fn call_layout_matches_oslo() {
-        let call = CallInfo {
+        let call = OutgoingCall {
             msg_id: "d8bfea73187944318f7dbd6f6f6ec04c".into(),
             reply_to: "dynamic-reply/ee98".into(),
             timeout: Some(Duration::from_secs(10)),
@@ -469,10 +478,10 @@ mod tests {
         assert_eq!(back.request, sample_request());
         assert_eq!(
             back.call,
-            Some((
-                "d8bfea73187944318f7dbd6f6f6ec04c".into(),
-                "dynamic-reply/ee98".into()
-            ))
+            Some(ReplyTarget {
+                msg_id: "d8bfea73187944318f7dbd6f6f6ec04c".into(),
+                reply_to: "dynamic-reply/ee98".into()
+            })
         );
         assert_eq!(back.call_monitor_timeout, None);
     }
@@ -484,7 +493,7 @@ mod tests {
         let p = m.properties.as_ref().unwrap();
         assert!(p.message_id.is_none() && p.reply_to.is_none());
         assert!(!text(&m).contains("call_monitor_timeout"));
-        let call = CallInfo {
+        let call = OutgoingCall {
             msg_id: "x".into(),
             reply_to: "r".into(),
             timeout: None,

@@ -10,16 +10,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
-    NotifyDriver, PerAddress, SendOptions,
+    decode_or_drop, Acknowledger, InFlight, InFlightGuard, IncomingNotification,
+    NotificationSource, NotifyAddress, NotifyDriver, PerAddress, SendOptions,
 };
 use messaging_core::wire::{NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result, Retry};
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{InFlight, LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::link::{Inbox, LinkManager, Received, SendSpec};
 use crate::message;
 use crate::rpc::shown_body;
 
@@ -88,33 +87,16 @@ impl NotifyDriver for Amqp1Notify {
             .collect();
         sources.dedup();
         let credit = config.notify_server_credit;
-        let (tx, rx) = mpsc::channel(credit as usize);
-        let (stop, _) = watch::channel(false);
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = InFlight::default();
         let router = (!endpoints.mode().is_broker()).then(|| self.links.clone());
-        for source in sources {
-            let spec = ReceiverSpec {
-                source: Some(source),
-                credit,
-                presettled: false,
-                on_attach: None,
-                in_flight: Some(in_flight.clone()),
-            };
-            if let Err(error) = self
-                .links
-                .spawn_receiver(spec, tx.clone(), stop.subscribe())
-                .await
-            {
-                stop.send_replace(true);
-                return Err(error);
-            }
-        }
+        let inbox = self
+            .links
+            .open_inbox(sources, credit, credit as usize, Some(in_flight.clone()))
+            .await?;
         Ok(Box::new(Amqp1NotificationSource {
-            rx,
-            stop,
+            inbox,
             in_flight,
             router,
-            closed: false,
         }))
     }
 
@@ -124,65 +106,40 @@ impl NotifyDriver for Amqp1Notify {
 }
 
 struct Amqp1NotificationSource {
-    rx: mpsc::Receiver<Received>,
-    stop: watch::Sender<bool>,
-    in_flight: Arc<InFlight>,
+    inbox: Inbox,
+    in_flight: InFlight,
     /// Router mode: the transport, to send again what was settled early and then requeued.
     router: Option<Arc<LinkManager>>,
-    closed: bool,
 }
 
 #[async_trait]
 impl NotificationSource for Amqp1NotificationSource {
     async fn next(&mut self) -> Option<IncomingNotification> {
         loop {
-            if self.closed {
-                return None;
-            }
-            let received = self.rx.recv().await?;
-            match message::decode_notification(&received.message) {
-                Ok(notification) => {
-                    self.in_flight.take();
-                    return Some(IncomingNotification {
-                        message: notification,
-                        unique_id: None,
-                        acker: Box::new(Amqp1Acker {
-                            received: Some(received),
-                            in_flight: self.in_flight.clone(),
-                            router: self.router.clone(),
-                            settled_early: false,
-                        }),
-                    });
-                }
-                Err(error) => {
-                    log_malformed(
-                        DRIVER,
-                        "notification listener",
-                        &error,
-                        &shown_body(&received),
-                    );
-                    received.accept().await;
-                }
-            }
+            let received = self.inbox.recv().await?;
+            let decoded = message::decode_notification(&received.message);
+            let origin = || "notification listener";
+            let Some(notification) =
+                decode_or_drop(decoded, DRIVER, origin, || shown_body(&received))
+            else {
+                received.accept().await;
+                continue;
+            };
+            return Some(IncomingNotification {
+                message: notification,
+                unique_id: None,
+                acker: Box::new(Amqp1Acker {
+                    received: Some(received),
+                    _in_flight: self.in_flight.track(),
+                    router: self.router.clone(),
+                    settled_early: false,
+                }),
+            });
         }
     }
 
     async fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.stop.send_replace(true);
-        while let Ok(received) = self.rx.try_recv() {
-            received.release().await;
-        }
-        self.rx.close();
-    }
-}
-
-impl Drop for Amqp1NotificationSource {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.inbox.close().await;
     }
 }
 
@@ -190,7 +147,7 @@ impl Drop for Amqp1NotificationSource {
 /// when the link goes).
 struct Amqp1Acker {
     received: Option<Received>,
-    in_flight: Arc<InFlight>,
+    _in_flight: InFlightGuard,
     router: Option<Arc<LinkManager>>,
     /// Accepted when it joined a batch (router mode).
     settled_early: bool,
@@ -268,11 +225,5 @@ impl Acknowledger for Amqp1Acker {
         if let (Some(_), Some(received)) = (&self.router, &self.received) {
             self.settled_early = received.accept().await;
         }
-    }
-}
-
-impl Drop for Amqp1Acker {
-    fn drop(&mut self) {
-        self.in_flight.done();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    log_malformed, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, RpcAddress,
+    decode_or_drop, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, RpcAddress,
     RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{self, Reply, RpcRequest};
@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::time::Instant;
 
 use crate::config::Amqp1Config;
-use crate::link::{FailFast, LinkManager, Received, ReceiverSpec, SendSpec};
-use crate::message::{self, CallInfo};
+use crate::link::{FailFast, Inbox, LinkManager, Received, ReceiverSpec, SendSpec};
+use crate::message::{self, OutgoingCall};
 use crate::mode::Endpoints;
 
 const DRIVER: &str = "amqp1";
@@ -148,11 +148,11 @@ impl Drop for Amqp1Rpc {
 async fn route_replies(mut rx: mpsc::Receiver<Received>, replies: ReplyRouter) {
     while let Some(received) = rx.recv().await {
         received.accept().await;
-        match message::decode_reply(&received.message) {
-            Ok((msg_id, reply)) => {
-                replies.deliver(&msg_id, reply);
-            }
-            Err(error) => log_malformed(DRIVER, "reply link", &error, &shown_body(&received)),
+        let decoded = message::decode_reply(&received.message);
+        if let Some((msg_id, reply)) =
+            decode_or_drop(decoded, DRIVER, || "reply link", || shown_body(&received))
+        {
+            replies.deliver(&msg_id, reply);
         }
     }
 }
@@ -200,7 +200,7 @@ impl RpcDriver for Amqp1Rpc {
         let reply_to = self.reply_to(options.retry, deadline).await?;
         let msg_id = wire::new_id();
         let pending = self.replies.register(msg_id.clone());
-        let call = CallInfo {
+        let call = OutgoingCall {
             msg_id: msg_id.clone(),
             reply_to,
             timeout: options.timeout,
@@ -224,31 +224,15 @@ impl RpcDriver for Amqp1Rpc {
         let deadline = Instant::now() + self.config().connect_timeout() * 2;
         let endpoints = self.links.endpoints(Retry::Never, Some(deadline)).await?;
         let credit = self.config().rpc_server_credit;
-        let (tx, rx) = mpsc::channel(3 * credit as usize);
-        let (stop, _) = watch::channel(false);
-        for source in endpoints.server_sources(on) {
-            let spec = ReceiverSpec {
-                source: Some(source),
-                credit,
-                presettled: false,
-                on_attach: None,
-                in_flight: None,
-            };
-            if let Err(error) = self
-                .links
-                .spawn_receiver(spec, tx.clone(), stop.subscribe())
-                .await
-            {
-                stop.send_replace(true);
-                return Err(error);
-            }
-        }
+        let sources = endpoints.server_sources(on);
+        let inbox = self
+            .links
+            .open_inbox(sources, credit, 3 * credit as usize, None)
+            .await?;
         Ok(Box::new(Amqp1RpcListener {
             links: self.links.clone(),
-            rx,
-            stop,
+            inbox,
             pending: None,
-            closed: false,
         }))
     }
 
@@ -262,22 +246,17 @@ impl RpcDriver for Amqp1Rpc {
 /// A server's requests from its three links.
 struct Amqp1RpcListener {
     links: Arc<LinkManager>,
-    rx: mpsc::Receiver<Received>,
-    stop: watch::Sender<bool>,
-    /// Taken from the channel but not yet returned (kept across a cancelled `next`).
+    inbox: Inbox,
+    /// Taken from the inbox but not yet returned (kept across a cancelled `next`).
     pending: Option<Received>,
-    closed: bool,
 }
 
 #[async_trait]
 impl RpcListener for Amqp1RpcListener {
     async fn next(&mut self) -> Option<IncomingRequest> {
         loop {
-            if self.closed {
-                return None;
-            }
             if self.pending.is_none() {
-                self.pending = Some(self.rx.recv().await?);
+                self.pending = Some(self.inbox.recv().await?);
             }
             let accepted = self.pending.as_ref()?.accept().await;
             let received = self.pending.take()?;
@@ -286,18 +265,17 @@ impl RpcListener for Amqp1RpcListener {
                 // consumer (RPC is at most once).
                 continue;
             }
-            let decoded = match message::decode_request(&received.message) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    log_malformed(DRIVER, "rpc server", &error, &shown_body(&received));
-                    continue;
-                }
+            let decoded = message::decode_request(&received.message);
+            let Some(decoded) =
+                decode_or_drop(decoded, DRIVER, || "rpc server", || shown_body(&received))
+            else {
+                continue;
             };
-            let reply = decoded.call.map(|(msg_id, reply_to)| {
+            let reply = decoded.call.map(|call| {
                 Box::new(Amqp1Replier {
                     links: self.links.clone(),
-                    reply_to,
-                    msg_id,
+                    reply_to: call.reply_to,
+                    msg_id: call.msg_id,
                     call_monitor_timeout: decoded.call_monitor_timeout,
                 }) as Box<dyn Replier>
             });
@@ -311,24 +289,10 @@ impl RpcListener for Amqp1RpcListener {
     }
 
     async fn close(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.stop.send_replace(true);
         if let Some(pending) = self.pending.take() {
             pending.release().await;
         }
-        while let Ok(received) = self.rx.try_recv() {
-            received.release().await;
-        }
-        self.rx.close();
-    }
-}
-
-impl Drop for Amqp1RpcListener {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.inbox.close().await;
     }
 }
 

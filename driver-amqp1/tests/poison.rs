@@ -14,7 +14,7 @@ use common::{broker_url, echo, plain, topic, wait_for_empty};
 use fe2o3_amqp::types::messaging::{AmqpSequence, AmqpValue, Batch, Body, Data, Message, Outcome};
 use fe2o3_amqp::types::primitives::{Array, Binary, OrderedMap, Symbol, Value};
 use fe2o3_amqp::{Connection, Sender, Session};
-use messaging_core::conformance::poison::{malformed_notifications, malformed_requests, Malformed};
+use messaging_conformance::poison::{malformed_notifications, malformed_requests, Malformed};
 use messaging_core::{
     get_notification_transport, get_rpc_transport, Context, Endpoint, NotificationEndpoint,
     NotificationListener, NotificationResult, Notifier, RemoteError, RpcClient, RpcServer, Target,

@@ -19,7 +19,7 @@ use messaging_core::{
 };
 use serde_json::{json, Value};
 
-fn backend() -> messaging_core::conformance::Backend {
+fn backend() -> messaging_conformance::Backend {
     static OPT_IN: Once = Once::new();
     OPT_IN.call_once(|| {
         let _ = tracing_subscriber::fmt()
@@ -33,11 +33,11 @@ fn backend() -> messaging_core::conformance::Backend {
         }
     });
     messaging_core::install_driver(std::sync::Arc::new(driver_amqp1::Amqp1Driver));
-    messaging_core::conformance::Backend::from_env("amqp1-router", "AMQP1_ROUTER_URL")
+    messaging_conformance::Backend::from_env("amqp1-router", "AMQP1_ROUTER_URL")
         .without(Feature::StoreBeforeListen, driver_amqp1::ROUTER_NO_STORE)
 }
 
-messaging_core::conformance_suite!(backend());
+messaging_conformance::conformance_suite!(backend());
 
 /// The router's URL with `query` added, or `None` (a visible skip) when no router is set.
 fn router_url(test: &str, query: &str) -> Option<String> {
@@ -55,7 +55,7 @@ fn router_url(test: &str, query: &str) -> Option<String> {
 }
 
 fn unique(what: &str) -> String {
-    messaging_core::conformance::unique(what)
+    messaging_conformance::unique(what)
 }
 
 /// Through a router a cast to a topic nobody consumes gets no credit: it fails after the

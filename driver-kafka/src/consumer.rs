@@ -15,14 +15,15 @@
 //!   alive), and resumed when half of them are handled.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    log_malformed, Acknowledger, IncomingNotification, NotificationSource, Retry, SendOptions,
+    decode_or_drop, Acknowledger, InFlight, InFlightGuard, IncomingNotification,
+    NotificationSource, Retry, SendOptions,
 };
 use messaging_core::wire::NotificationMessage;
 use messaging_core::{MessagingError, Result};
@@ -56,7 +57,7 @@ pub(crate) struct Shared {
     /// Stop delivering; commit and leave the group once nothing is in progress.
     closing: AtomicBool,
     /// Notifications handed out and not yet settled or dropped.
-    in_progress: AtomicUsize,
+    in_flight: InFlight,
     /// The assigned partitions are paused (flow control).
     paused: AtomicBool,
     /// Set once the group assigned partitions (possibly none) for the first time.
@@ -72,7 +73,7 @@ impl Shared {
         Arc::new(Self {
             offsets: Mutex::new(Offsets::new(commit_on_delivery)),
             closing: AtomicBool::new(false),
-            in_progress: AtomicUsize::new(0),
+            in_flight: InFlight::default(),
             paused: AtomicBool::new(false),
             ready: watch::channel(false).0,
             finished: watch::channel(false).0,
@@ -328,7 +329,7 @@ impl Poller {
             let closing = self.shared.closing.load(Ordering::SeqCst);
             if closing {
                 let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
-                let in_progress = self.shared.in_progress.load(Ordering::SeqCst);
+                let in_progress = self.shared.in_flight.count();
                 if in_progress == 0 {
                     break;
                 }
@@ -388,13 +389,11 @@ impl Poller {
                 "the record has no value".into(),
             )),
         };
-        let (notification, unique_id) = match decoded {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                log_malformed("kafka", topic, &error, payload);
-                self.shared.offsets().handled(&record);
-                return;
-            }
+        let Some((notification, unique_id)) =
+            decode_or_drop(decoded, "kafka", || topic, || payload)
+        else {
+            self.shared.offsets().handled(&record);
+            return;
         };
         // The value is kept for a requeue, which produces it again as it was.
         let acker = KafkaAcker::new(
@@ -467,6 +466,8 @@ struct KafkaAcker {
     publisher: Arc<Publisher>,
     record: RecordId,
     value: Vec<u8>,
+    /// Counted in flight until settled or dropped.
+    _in_flight: InFlightGuard,
 }
 
 impl KafkaAcker {
@@ -476,19 +477,13 @@ impl KafkaAcker {
         record: RecordId,
         value: Vec<u8>,
     ) -> Self {
-        shared.in_progress.fetch_add(1, Ordering::SeqCst);
         Self {
+            _in_flight: shared.in_flight.track(),
             shared,
             publisher,
             record,
             value,
         }
-    }
-}
-
-impl Drop for KafkaAcker {
-    fn drop(&mut self) {
-        self.shared.in_progress.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

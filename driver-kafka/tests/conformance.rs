@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use messaging_core::conformance::{self, Backend};
+use messaging_conformance::{self as conformance, Backend, Feature};
 
 fn url(extra: &str) -> Option<String> {
     let base = std::env::var("KAFKA_URL").ok().filter(|u| !u.is_empty())?;
@@ -43,13 +43,14 @@ fn backend() -> Backend {
     backend_with("")
 }
 
-messaging_core::conformance_suite!(backend());
+messaging_conformance::conformance_suite!(backend());
 
 /// With `auto_offset_reset=earliest`, a new pool gets what was sent before it existed.
 #[test]
 fn notify_sent_before_listener_is_kept_with_earliest() {
     conformance::run(
         "notify_sent_before_listener_is_kept_with_earliest",
+        &[Feature::Notifications, Feature::StoreBeforeListen],
         || backend_with("&auto_offset_reset=earliest"),
         conformance::cases::notify_sent_before_listener_is_kept,
     );

@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use messaging_core::conformance::poison::{malformed_notifications, Malformed};
-use messaging_core::conformance::Recorder;
+use messaging_conformance::poison::{malformed_notifications, Malformed};
+use messaging_conformance::Recorder;
 use messaging_core::driver::{NotifyAddress, Retry, SendOptions};
 use messaging_core::wire::{self, NotificationFormat, NotificationMessage};
 use messaging_core::{

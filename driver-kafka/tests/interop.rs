@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use messaging_core::conformance::Recorder;
+use messaging_conformance::Recorder;
 use messaging_core::{
     get_notification_transport, Context, Notification, NotificationEndpoint, NotificationListener,
     NotificationResult, Notifier, NotifierDriver, Priority, Target,

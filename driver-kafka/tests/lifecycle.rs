@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use messaging_core::conformance::Recorder;
+use messaging_conformance::Recorder;
 use messaging_core::{
     get_notification_transport, Context, MessagingError, Notification, NotificationEndpoint,
     NotificationListener, NotificationResult, Notifier, Priority, ServiceHandle, Target,

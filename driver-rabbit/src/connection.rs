@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use lapin::auth::AuthProvider;
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{LongString, ShortString};
 use lapin::uri::{
     AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism,
 };
-use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
+use lapin::{Connection, ConnectionProperties, ErrorKind};
 pub(crate) use messaging_core::driver::retry::Failure;
 use messaging_core::driver::retry::{self, Backoff};
 use messaging_core::driver::tls;
@@ -23,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 use crate::config::{secs, FailoverStrategy, LoginMethod, RabbitConfig};
+use crate::transport::Transport;
 
 /// oslo's (and RabbitMQ's) default ports.
 pub(crate) const DEFAULT_PORT: u16 = 5672;
@@ -48,7 +48,7 @@ struct Host {
 pub(crate) struct Connector {
     hosts: Vec<Host>,
     config: Arc<RabbitConfig>,
-    tls: OwnedTLSConfig,
+    transport: Transport,
     /// Where the trusted CAs come from, for error messages.
     trust: String,
     /// Index of the next host to try (round-robin).
@@ -59,7 +59,7 @@ impl Connector {
     /// Resolve the URL's hosts: credentials per host, falling back to the first host's, then
     /// `guest`/`guest`; vhost `/` unless the URL names one; oslo's default `localhost`.
     pub(crate) fn new(url: &TransportUrl, config: Arc<RabbitConfig>) -> Result<Self> {
-        let tls = tls_config(&config)?;
+        let transport = Transport::new(&config)?;
         let default_host = TransportHost {
             hostname: "localhost".into(),
             port: None,
@@ -82,6 +82,7 @@ impl Connector {
             LoginMethod::Plain => SASLMechanism::Plain,
             LoginMethod::AmqPlain => SASLMechanism::AMQPlain,
             LoginMethod::External => SASLMechanism::External,
+            LoginMethod::RabbitCrDemo => SASLMechanism::RabbitCrDemo,
         };
         let hosts = given
             .iter()
@@ -116,7 +117,7 @@ impl Connector {
         Ok(Self {
             hosts,
             config,
-            tls,
+            transport,
             trust,
             next: AtomicUsize::new(0),
         })
@@ -161,13 +162,7 @@ impl Connector {
                 LoginMethod::External => properties.with_auth_provider(ExternalAuth),
                 _ => properties,
             };
-            let attempt = host.uri.clone().connect_with_config(
-                properties,
-                self.tls.clone(),
-                lapin::runtime::default_runtime().map_err(|e| {
-                    Failure::Fatal(MessagingError::ConnectionFailure(e.to_string()))
-                })?,
-            );
+            let attempt = self.transport.connect(host.uri.clone(), properties);
             match timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok(connection)) => {
                     tracing::debug!(host = %what, role, "connected to RabbitMQ");
@@ -182,6 +177,7 @@ impl Connector {
                         &self.trust,
                         &error,
                     );
+                    let failure = self.with_login_hint(failure, &error);
                     let (Failure::Retry(reason) | Failure::Fatal(reason)) = &failure;
                     tracing::debug!(host = %what, role, error = %reason, "cannot connect to RabbitMQ");
                     // Another host may have other credentials or certificates: try it, but
@@ -201,6 +197,27 @@ impl Connector {
         Err(last.unwrap_or_else(|| {
             Failure::Fatal(MessagingError::ConnectionFailure("no broker host".into()))
         }))
+    }
+
+    /// RabbitMQ drops the connection of a client that asks for a login mechanism it does not
+    /// offer (only PLAIN and AMQPLAIN by default): say so with the reset.
+    fn with_login_hint(&self, failure: Failure, error: &lapin::Error) -> Failure {
+        let method = match self.config.rabbit_login_method {
+            LoginMethod::External => "EXTERNAL",
+            LoginMethod::RabbitCrDemo => "RABBIT-CR-DEMO",
+            LoginMethod::Plain | LoginMethod::AmqPlain => return failure,
+        };
+        let reset = matches!(error.kind(), ErrorKind::IOError(io)
+            if io.kind() == std::io::ErrorKind::ConnectionReset);
+        match failure {
+            Failure::Retry(MessagingError::ConnectionFailure(reason)) if reset => {
+                Failure::Retry(MessagingError::ConnectionFailure(format!(
+                    "{reason} (does the broker offer the {method} login mechanism \
+                     (rabbit_login_method)? RabbitMQ offers PLAIN and AMQPLAIN by default)"
+                )))
+            }
+            other => other,
+        }
     }
 
     /// Wait `delay` before reconnecting, plus up to `kombu_reconnect_splay` at random. While no
@@ -264,45 +281,6 @@ impl AuthProvider for ExternalAuth {
     fn auth_starter(&self) -> std::result::Result<LongString, String> {
         Ok("".into())
     }
-}
-
-fn read_file(option: &str, path: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| MessagingError::InvalidOption {
-        option: option.into(),
-        value: path.into(),
-        reason: format!("cannot read it: {e}"),
-    })
-}
-
-/// The TLS settings lapin takes: trusted CAs and the client identity.
-fn tls_config(config: &RabbitConfig) -> Result<OwnedTLSConfig> {
-    if !config.ssl {
-        return Ok(OwnedTLSConfig::default());
-    }
-    let cert_chain = config
-        .ssl_ca_file
-        .as_deref()
-        .map(|path| {
-            String::from_utf8(read_file("ssl_ca_file", path)?).map_err(|_| {
-                MessagingError::InvalidOption {
-                    option: "ssl_ca_file".into(),
-                    value: path.into(),
-                    reason: "not a PEM file".into(),
-                }
-            })
-        })
-        .transpose()?;
-    let identity = match (&config.ssl_cert_file, &config.ssl_key_file) {
-        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-            pem: read_file("ssl_cert_file", cert)?,
-            key: read_file("ssl_key_file", key)?,
-        }),
-        _ => None,
-    };
-    Ok(OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
 }
 
 /// A failed connection attempt to `host` (`hostname:port`), as the error users see, and whether

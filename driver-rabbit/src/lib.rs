@@ -26,13 +26,16 @@
 
 #![warn(missing_docs)]
 
+mod compression;
 mod config;
 mod connection;
 mod notify;
 mod publisher;
+mod queue_manager;
 mod rpc;
 mod subscriber;
 mod topology;
+mod transport;
 
 use std::sync::Arc;
 
@@ -41,7 +44,7 @@ use messaging_core::driver::{Capabilities, Driver, NotifyDriver, RpcDriver};
 use messaging_core::options::OptionSpec;
 use messaging_core::{Result, TransportUrl};
 
-pub use config::{FailoverStrategy, LoginMethod, RabbitConfig, OPTIONS};
+pub use config::{Compression, FailoverStrategy, LoginMethod, RabbitConfig, OPTIONS};
 
 use connection::Connector;
 

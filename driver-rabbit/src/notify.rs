@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
 use messaging_core::driver::{
-    log_malformed, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
+    decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
     NotifyDriver, PerAddress, SendOptions,
 };
 use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
@@ -15,8 +15,8 @@ use messaging_core::{MessagingError, Result};
 
 use crate::connection::Connector;
 use crate::publisher::{Outgoing, Publisher};
-use crate::rpc::{check_content_type, failure_error, origin};
-use crate::subscriber::{Guard, Plan, Subscriber};
+use crate::rpc::{body, failure_error, origin};
+use crate::subscriber::{Guard, Plan, StreamCursor, Subscriber};
 use crate::topology;
 
 /// The notification side of a rabbit transport.
@@ -57,6 +57,7 @@ impl NotifyDriver for RabbitNotify {
             body: &body,
             expiration: None,
             declarations: &destination.declarations,
+            compression: None,
         };
         let what = format!("notifying {exchange}/{routing_key}");
         self.publisher.publish(&what, outgoing, options).await
@@ -80,6 +81,8 @@ impl NotifyDriver for RabbitNotify {
             declarations,
             queues,
             delete_on_close: Vec::new(),
+            stream: None,
+            cursor: StreamCursor::default(),
         })
         .await
         .map_err(failure_error)?;
@@ -105,24 +108,21 @@ impl NotificationSource for RabbitNotificationSource {
             if !delivery.acker.usable() {
                 continue;
             }
-            match check_content_type(&delivery)
-                .and_then(|()| NotificationMessage::decode(&delivery.data))
-            {
-                Ok((message, unique_id)) => {
-                    return Some(IncomingNotification {
-                        message,
-                        unique_id,
-                        acker: Box::new(RabbitAcker {
-                            acker: delivery.acker,
-                            _guard: self.subscriber.guard(),
-                        }),
-                    })
-                }
-                Err(error) => {
-                    log_malformed("rabbit", &origin(&delivery), &error, &delivery.data);
-                    self.subscriber.reject(delivery.acker, false);
-                }
-            }
+            let decoded = body(&delivery).and_then(|body| NotificationMessage::decode(&body));
+            let Some((message, unique_id)) =
+                decode_or_drop(decoded, "rabbit", || origin(&delivery), || &delivery.data)
+            else {
+                self.subscriber.reject(delivery.acker, false);
+                continue;
+            };
+            return Some(IncomingNotification {
+                message,
+                unique_id,
+                acker: Box::new(RabbitAcker {
+                    acker: delivery.acker,
+                    _guard: self.subscriber.guard(),
+                }),
+            });
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use messaging_core::driver::SendOptions;
 use messaging_core::wire::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -28,6 +28,8 @@ use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
+use crate::compression;
+use crate::config::Compression;
 use crate::connection::{lapin_failure, with_retry, within, Connector, Failure};
 use crate::topology::{self, Declaration};
 
@@ -41,6 +43,25 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) expiration: Option<Duration>,
     /// Declared once per channel before the first publish that needs them.
     pub(crate) declarations: &'a [Declaration],
+    /// How `body` is compressed (set by the [`Publisher`], from `kombu_compression`).
+    pub(crate) compression: Option<Compression>,
+}
+
+impl Outgoing<'_> {
+    fn properties(&self) -> BasicProperties {
+        let properties = properties(self.expiration);
+        match self.compression {
+            Some(codec) => {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    compression::HEADER.into(),
+                    AMQPValue::LongString(codec.content_type().into()),
+                );
+                properties.with_headers(headers)
+            }
+            None => properties,
+        }
+    }
 }
 
 /// How often [`Publisher::publish_until_routed`] publishes a returned message again (kombu's
@@ -250,6 +271,8 @@ impl Publisher {
         message: Outgoing<'_>,
         options: &SendOptions,
     ) -> Result<()> {
+        let mut buffer = Vec::new();
+        let message = self.compressed(message, &mut buffer);
         with_retry(&self.connector, what, options, |until| {
             self.attempt(what, until, |session| publish_once(session, message))
         })
@@ -280,11 +303,13 @@ impl Publisher {
     pub(crate) async fn publish_until_routed(
         &self,
         what: &str,
-        mut message: Outgoing<'_>,
+        message: Outgoing<'_>,
         options: &SendOptions,
         patience: Option<Duration>,
         expire: bool,
     ) -> Result<Routed> {
+        let mut buffer = Vec::new();
+        let mut message = self.compressed(message, &mut buffer);
         let deadline = patience.map(|patience| Instant::now() + patience);
         let mut remaining = patience;
         let fail_fast = options.fail_fast.filter(|window| !window.is_zero());
@@ -315,6 +340,19 @@ impl Publisher {
                 }
                 routed => return Ok(routed),
             }
+        }
+    }
+
+    /// `message` with its body compressed into `buffer`, as `kombu_compression` says.
+    fn compressed<'a>(&self, message: Outgoing<'a>, buffer: &'a mut Vec<u8>) -> Outgoing<'a> {
+        let Some(codec) = self.connector.config().kombu_compression else {
+            return message;
+        };
+        *buffer = codec.compress(message.body);
+        Outgoing {
+            body: buffer,
+            compression: Some(codec),
+            ..message
         }
     }
 
@@ -380,7 +418,7 @@ async fn publish_once(
             message.routing_key.into(),
             BasicPublishOptions::default(),
             message.body,
-            properties(message.expiration),
+            message.properties(),
         )
         .await
         .map_err(|e| lapin_failure("publishing", &e))?;
@@ -407,7 +445,7 @@ async fn publish_mandatory_once(
     let channel = mandatory.channel.clone();
     let body: Arc<[u8]> = message.body.into();
     let (exchange, routing_key) = (message.exchange.to_owned(), message.routing_key.to_owned());
-    let expiration = message.expiration;
+    let properties = message.properties();
     let payload = body.clone();
     let publish = async move {
         channel
@@ -419,7 +457,7 @@ async fn publish_mandatory_once(
                     ..BasicPublishOptions::default()
                 },
                 &payload,
-                properties(expiration),
+                properties,
             )
             .await?
             .await

@@ -1,5 +1,6 @@
 //! The RPC side: casts and calls, the reply queue, server listeners and repliers.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::message::Delivery;
 use messaging_core::driver::{
-    log_malformed, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, Retry,
+    decode_or_drop, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, Retry,
     RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{
@@ -20,10 +21,12 @@ use tokio::sync::{oneshot, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::compression;
 use crate::config::RabbitConfig;
 use crate::connection::{with_retry, within, Connector, Failure};
 use crate::publisher::{Outgoing, Publisher, Routed};
-use crate::subscriber::{Plan, Subscriber};
+use crate::queue_manager::QueueManager;
+use crate::subscriber::{Plan, StreamCursor, Subscriber};
 use crate::topology;
 
 /// The driver's name in logs.
@@ -64,13 +67,22 @@ pub(crate) struct RabbitRpc {
     replies: ReplyRouter,
     /// The transport's `reply_<uuid>` queue, declared on the first call.
     reply_queue: OnceCell<ReplyQueue>,
+    /// Its name, chosen once.
+    reply_queue_name: OnceCell<String>,
+    /// Stable queue names (`use_queue_manager`).
+    queue_manager: Option<QueueManager>,
+    /// Each target's exchange, routing key and declarations, worked out on its first call.
     destinations: PerAddress<RpcAddress, Arc<topology::Destination>>,
     closed: AtomicBool,
 }
 
 impl RabbitRpc {
     pub(crate) fn new(connector: Arc<Connector>) -> Self {
+        let config = connector.config();
+        let queue_manager = config.use_queue_manager.then(|| QueueManager::new(config));
         Self {
+            reply_queue_name: OnceCell::new(),
+            queue_manager,
             shared: Arc::new(RpcShared {
                 publisher: Publisher::new(connector.clone(), "rpc-send"),
                 connector,
@@ -120,6 +132,7 @@ impl RabbitRpc {
             body: &body,
             expiration: None,
             declarations: &destination.declarations,
+            compression: None,
         };
         let fail_fast = options.fail_fast_window(self.shared.config().fail_fast());
         let options = &SendOptions {
@@ -151,14 +164,41 @@ impl RabbitRpc {
     /// The reply queue's name, declaring and consuming it on the first call.
     async fn reply_queue(&self, options: &SendOptions) -> Result<String> {
         let what = "declaring the reply queue";
+        let name = self
+            .reply_queue_name
+            .get_or_try_init(|| async {
+                Ok::<_, MessagingError>(match &self.queue_manager {
+                    Some(manager) => format!("reply_{}", manager.next_name()?),
+                    None => wire::new_reply_queue_name(),
+                })
+            })
+            .await?;
         let queue = with_retry(&self.shared.connector, what, options, |until| {
             let start = self.reply_queue.get_or_try_init(|| {
-                ReplyQueue::start(self.shared.connector.clone(), self.replies.clone())
+                ReplyQueue::start(
+                    self.shared.connector.clone(),
+                    self.replies.clone(),
+                    name.clone(),
+                )
             });
             within(until, what, start)
         })
         .await?;
         Ok(queue.name.clone())
+    }
+
+    /// The fanout queue of a server of `topic`, and whether it is that server's alone, to be
+    /// deleted when it stops: not the topic's stream (`rabbit_stream_fanout`), which every
+    /// server reads, nor a queue manager's, which the next run of the service uses again (or
+    /// which expires).
+    fn fanout_queue(&self, topic: &str) -> Result<(String, bool)> {
+        if self.shared.config().rabbit_stream_fanout {
+            return Ok((format!("{topic}_fanout"), false));
+        }
+        Ok(match &self.queue_manager {
+            Some(manager) => (format!("{topic}_fanout_{}", manager.next_name()?), false),
+            None => (format!("{topic}_fanout_{}", wire::new_id()), true),
+        })
     }
 }
 
@@ -202,14 +242,17 @@ impl RpcDriver for RabbitRpc {
 
     async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {
         self.check_open()?;
-        let fanout_queue = format!("{}_fanout_{}", on.topic, wire::new_id());
+        let (fanout_queue, own) = self.fanout_queue(&on.topic)?;
         let (declarations, queues) = topology::rpc_server(self.shared.config(), on, &fanout_queue);
+        let stream = self.shared.config().rabbit_stream_fanout;
         let subscriber = Subscriber::start(Plan {
             connector: self.shared.connector.clone(),
             role: "rpc-server",
             declarations,
             queues,
-            delete_on_close: vec![fanout_queue],
+            delete_on_close: own.then(|| fanout_queue.clone()).into_iter().collect(),
+            stream: stream.then_some(fanout_queue),
+            cursor: StreamCursor::default(),
         })
         .await
         .map_err(failure_error)?;
@@ -236,8 +279,15 @@ pub(crate) fn failure_error(failure: Failure) -> MessagingError {
     }
 }
 
+/// A delivery's body for oslo's decoders: its content type checked, as kombu does before
+/// oslo sees a message, and decompressed as its `compression` header says.
+pub(crate) fn body(delivery: &Delivery) -> Result<Cow<'_, [u8]>> {
+    check_content_type(delivery)?;
+    compression::decompress(&delivery.properties, &delivery.data)
+}
+
 /// Check the content type, as kombu does before oslo sees a message.
-pub(crate) fn check_content_type(delivery: &Delivery) -> Result<()> {
+fn check_content_type(delivery: &Delivery) -> Result<()> {
     match delivery.properties.content_type() {
         Some(content_type) if content_type.as_str() == CONTENT_TYPE => Ok(()),
         other => Err(MessagingError::MalformedMessage(format!(
@@ -266,8 +316,8 @@ impl ReplyQueue {
     async fn start(
         connector: Arc<Connector>,
         replies: ReplyRouter,
+        name: String,
     ) -> std::result::Result<Self, Failure> {
-        let name = wire::new_reply_queue_name();
         let declarations = vec![topology::Declaration::Queue(topology::transient_queue(
             connector.config(),
             &name,
@@ -279,6 +329,8 @@ impl ReplyQueue {
             queues: vec![name.clone()],
             // oslo keeps the reply queue: late replies expire with it (x-expires).
             delete_on_close: Vec::new(),
+            stream: None,
+            cursor: StreamCursor::default(),
         })
         .await?;
         let (stop, mut stopped) = oneshot::channel();
@@ -291,18 +343,14 @@ impl ReplyQueue {
                         None => break,
                     },
                 };
-                let decoded = check_content_type(&delivery)
-                    .and_then(|()| ReplyMessage::decode(&delivery.data));
-                match decoded {
-                    Ok(reply) => {
+                let decoded = body(&delivery).and_then(|body| ReplyMessage::decode(&body));
+                match decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data) {
+                    Some(reply) => {
                         let msg_id = reply.msg_id.clone();
                         replies.deliver(&msg_id, reply.into_reply());
                         subscriber.ack(delivery.acker);
                     }
-                    Err(error) => {
-                        log_malformed(DRIVER, &origin(&delivery), &error, &delivery.data);
-                        subscriber.reject(delivery.acker, false);
-                    }
+                    None => subscriber.reject(delivery.acker, false),
                 }
             }
             subscriber.close().await;
@@ -343,16 +391,15 @@ impl RpcListener for RabbitRpcListener {
                 // From a connection that is gone: the broker delivers it again.
                 continue;
             }
-            let message = match check_content_type(&delivery)
-                .and_then(|()| RequestMessage::decode(&delivery.data))
-            {
-                Ok(message) => message,
-                Err(error) => {
-                    log_malformed(DRIVER, &origin(&delivery), &error, &delivery.data);
-                    self.subscriber.reject(delivery.acker, false);
-                    continue;
-                }
+            let decoded = body(&delivery).and_then(|body| RequestMessage::decode(&body));
+            let Some(message) =
+                decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data)
+            else {
+                self.subscriber.handed_out(&delivery);
+                self.subscriber.reject(delivery.acker, false);
+                continue;
             };
+            self.subscriber.handed_out(&delivery);
             self.subscriber.ack(delivery.acker);
             let shared = self.shared.clone();
             return Some(IncomingRequest::from_message(message, move |call| {
@@ -404,6 +451,7 @@ impl Replier for RabbitReplier {
             body: &body,
             expiration: None,
             declarations: &[],
+            compression: None,
         };
         let patience = self.shared.config().missing_consumer_timeout();
         let options = SendOptions {

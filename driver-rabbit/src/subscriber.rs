@@ -12,8 +12,7 @@
 //! out with a [`Guard`] has been settled, so that handlers still running can acknowledge
 //! what they took.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -25,10 +24,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
+use messaging_core::driver::{InFlight, InFlightGuard};
 use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
@@ -45,6 +45,57 @@ pub(crate) struct Plan {
     pub(crate) queues: Vec<String>,
     /// Queues of this subscriber alone, deleted when it closes (fanout queues).
     pub(crate) delete_on_close: Vec<String>,
+    /// The queue among `queues` that is a stream (`rabbit_stream_fanout`), read from `cursor`.
+    pub(crate) stream: Option<String>,
+    pub(crate) cursor: StreamCursor,
+}
+
+/// Where reading a stream resumes: after the last message handed out, so that what a lost
+/// connection had delivered but not handed out is read again (a stream does not redeliver).
+#[derive(Clone, Default)]
+pub(crate) struct StreamCursor(Arc<Mutex<StreamOffset>>);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum StreamOffset {
+    /// What is published from now on, as a new fanout queue would get (oslo starts at
+    /// `last`, the stream's last chunk, which may hold casts sent before the server started).
+    #[default]
+    Next,
+    /// From the start of the last chunk: after the broker cancelled the consumer (the stream
+    /// may have been deleted and declared again, its offsets starting over), as oslo does.
+    Last,
+    /// After this offset.
+    After(i64),
+}
+
+impl StreamCursor {
+    /// The `x-stream-offset` consumer argument.
+    fn argument(&self) -> AMQPValue {
+        match *self.0.lock().expect("cursor poisoned") {
+            StreamOffset::Next => AMQPValue::LongString("next".into()),
+            StreamOffset::Last => AMQPValue::LongString("last".into()),
+            StreamOffset::After(offset) => AMQPValue::LongLongInt(offset.saturating_add(1)),
+        }
+    }
+
+    /// Note a delivery handed out (its `x-stream-offset` header, if it came from a stream).
+    pub(crate) fn handed_out(&self, delivery: &Delivery) {
+        let offset = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get("x-stream-offset").cloned());
+        let offset = match offset {
+            Some(AMQPValue::LongLongInt(offset)) => offset,
+            Some(AMQPValue::LongInt(offset)) => offset.into(),
+            _ => return,
+        };
+        *self.0.lock().expect("cursor poisoned") = StreamOffset::After(offset);
+    }
+
+    fn restart_at_last_chunk(&self) {
+        *self.0.lock().expect("cursor poisoned") = StreamOffset::Last;
+    }
 }
 
 /// A settlement asked for by the user.
@@ -61,26 +112,17 @@ enum Control {
     Finish,
 }
 
-/// Counts deliveries handed out and not settled yet.
-#[derive(Clone, Default)]
-struct Outstanding(Arc<AtomicUsize>);
-
 /// Held with a delivery handed out until it is settled: the connection stays open meanwhile.
-pub(crate) struct Guard(Arc<AtomicUsize>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(crate) type Guard = InFlightGuard;
 
 /// A running subscription.
 pub(crate) struct Subscriber {
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     settle: mpsc::UnboundedSender<Settle>,
     control: Option<mpsc::UnboundedSender<Control>>,
-    outstanding: Outstanding,
+    outstanding: InFlight,
     task: Option<JoinHandle<()>>,
+    cursor: StreamCursor,
 }
 
 /// Deliveries of merged consumers; `None` items mark a consumer's end.
@@ -148,13 +190,19 @@ impl Plan {
         }
         let mut consumers = Vec::with_capacity(self.queues.len());
         for (index, queue) in self.queues.iter().enumerate() {
+            let mut arguments = arguments.clone();
+            if self.stream.as_ref() == Some(queue) {
+                // oslo sets only this one on a stream consumer.
+                arguments = FieldTable::default();
+                arguments.insert("x-stream-offset".into(), self.cursor.argument());
+            }
             // Consumer tags are per-connection counters, as oslo's.
             let consumer = channel
                 .basic_consume(
                     queue.as_str().into(),
                     (index + 1).to_string().into(),
                     BasicConsumeOptions::default(),
-                    arguments.clone(),
+                    arguments,
                 )
                 .await
                 .map_err(lapin_failure(&format!("consuming `{queue}`")))?;
@@ -177,7 +225,8 @@ impl Subscriber {
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
-        let outstanding = Outstanding::default();
+        let outstanding = InFlight::default();
+        let cursor = plan.cursor.clone();
         let task = tokio::spawn(run(
             plan,
             live,
@@ -192,7 +241,14 @@ impl Subscriber {
             control: Some(control),
             outstanding,
             task: Some(task),
+            cursor,
         })
+    }
+
+    /// Note that `delivery` was handed out to the user: a stream is read again after the last
+    /// one when consuming resumes on a new connection.
+    pub(crate) fn handed_out(&self, delivery: &Delivery) {
+        self.cursor.handed_out(delivery);
     }
 
     /// The next delivery; `None` once closed. Cancel-safe.
@@ -203,8 +259,7 @@ impl Subscriber {
 
     /// Keep the connection open until the returned guard is dropped (after settling).
     pub(crate) fn guard(&self) -> Guard {
-        self.outstanding.0.fetch_add(1, Ordering::AcqRel);
-        Guard(self.outstanding.0.clone())
+        self.outstanding.track()
     }
 
     /// Acknowledge a delivery (sent in order, before the connection closes).
@@ -258,14 +313,16 @@ async fn run(
     deliveries: mpsc::UnboundedSender<Delivery>,
     mut settle: mpsc::UnboundedReceiver<Settle>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    outstanding: Outstanding,
+    outstanding: InFlight,
 ) {
     let mut live = Some(live);
     let mut backoff = backoff(plan.connector.config());
+    // oslo's `kombu_reconnect_delay`, added after the broker cancelled a consumer.
+    let mut cancel_delay = Duration::ZERO;
     // Why the loop ended: a stop to answer, or `None` when the user went away.
     let stopped: Option<oneshot::Sender<()>> = loop {
         let Some(current) = live.as_mut() else {
-            let delay = backoff.next_delay();
+            let delay = backoff.next_delay() + std::mem::take(&mut cancel_delay);
             tokio::select! {
                 command = control.recv() => match command {
                     Some(Control::Stop(stopped)) => break Some(stopped),
@@ -306,7 +363,11 @@ async fn run(
                 other => {
                     let why = match other {
                         Some(Some(Err(error))) => error.to_string(),
-                        _ => "the broker cancelled a consumer".into(),
+                        _ => {
+                            plan.cursor.restart_at_last_chunk();
+                            cancel_delay = plan.connector.config().reconnect_delay();
+                            "the broker cancelled a consumer".into()
+                        }
                     };
                     tracing::warn!(role = plan.role, %why, "lost the RabbitMQ subscription; reconnecting");
                     if let Some(lost) = live.take() {
@@ -359,18 +420,22 @@ async fn run(
         }
     }
     // Every settlement asked for goes out, and handlers still running may settle what they
-    // took, before the connection closes.
-    loop {
-        while let Ok(command) = settle.try_recv() {
-            apply(command).await;
+    // took, before the connection closes. A guard drops after its settlement is queued.
+    while live
+        .as_ref()
+        .is_some_and(|l| l.connection.status().connected())
+    {
+        tokio::select! {
+            biased;
+            command = settle.recv() => match command {
+                Some(command) => apply(command).await,
+                None => break,
+            },
+            () = outstanding.wait_idle() => break,
         }
-        let connected = live
-            .as_ref()
-            .is_some_and(|l| l.connection.status().connected());
-        if !connected || outstanding.0.load(Ordering::Acquire) == 0 {
-            break;
-        }
-        sleep(Duration::from_millis(10)).await;
+    }
+    while let Ok(command) = settle.try_recv() {
+        apply(command).await;
     }
     if let Some(live) = live {
         for queue in &plan.delete_on_close {

@@ -26,12 +26,20 @@ pub(crate) struct QueueSpec {
     pub(crate) name: String,
     pub(crate) durable: bool,
     pub(crate) auto_delete: bool,
-    /// `x-expires`.
+    /// `x-expires`; a stream's retention (`x-max-age`).
     pub(crate) expires: Option<Duration>,
     /// `x-queue-type: quorum`.
     pub(crate) quorum: bool,
     /// `x-delivery-limit` (quorum queues).
     pub(crate) delivery_limit: Option<u64>,
+    /// `x-max-in-memory-length` (quorum queues).
+    pub(crate) max_in_memory_length: Option<u64>,
+    /// `x-max-in-memory-bytes` (quorum queues).
+    pub(crate) max_in_memory_bytes: Option<u64>,
+    /// `x-ha-policy: all`.
+    pub(crate) ha_all: bool,
+    /// `x-queue-type: stream`, with no other argument than `x-max-age`.
+    pub(crate) stream: bool,
 }
 
 /// One step of a topology.
@@ -74,17 +82,31 @@ pub(crate) fn fanout_exchange(config: &RabbitConfig, address: &RpcAddress) -> Ex
     }
 }
 
+/// A queue with oslo's arguments for its type (quorum or not), not durable, not auto-delete,
+/// with no `x-expires`.
+fn queue(config: &RabbitConfig, name: &str, quorum: bool) -> QueueSpec {
+    let limit = |value: u64| (quorum && value > 0).then_some(value);
+    QueueSpec {
+        name: name.to_owned(),
+        durable: false,
+        auto_delete: false,
+        expires: None,
+        quorum,
+        delivery_limit: limit(config.rabbit_quorum_delivery_limit),
+        max_in_memory_length: limit(config.rabbit_quorum_max_memory_length),
+        max_in_memory_bytes: limit(config.rabbit_quorum_max_memory_bytes),
+        ha_all: config.rabbit_ha_queues,
+        stream: false,
+    }
+}
+
 /// A long-lived queue: `<topic>`, `<topic>.<server>`, `<topic>.<priority>`, `<pool>`.
 pub(crate) fn topic_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
     let quorum = config.rabbit_quorum_queue;
     QueueSpec {
-        name: name.to_owned(),
         durable: config.amqp_durable_queues || quorum,
         auto_delete: config.amqp_auto_delete && !quorum,
-        expires: None,
-        quorum,
-        delivery_limit: (quorum && config.rabbit_quorum_delivery_limit > 0)
-            .then_some(config.rabbit_quorum_delivery_limit),
+        ..queue(config, name, quorum)
     }
 }
 
@@ -92,13 +114,29 @@ pub(crate) fn topic_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
 pub(crate) fn transient_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
     let quorum = config.rabbit_transient_quorum_queue;
     QueueSpec {
-        name: name.to_owned(),
         durable: quorum,
+        expires: config.transient_ttl(),
+        ..queue(config, name, quorum)
+    }
+}
+
+/// The fanout queue of a server: its own transient queue, or with `rabbit_stream_fanout`
+/// the topic's stream, durable, kept `rabbit_transient_queues_ttl` (`x-max-age`).
+pub(crate) fn fanout_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
+    if !config.rabbit_stream_fanout {
+        return transient_queue(config, name);
+    }
+    QueueSpec {
+        name: name.to_owned(),
+        durable: true,
         auto_delete: false,
         expires: config.transient_ttl(),
-        quorum,
-        delivery_limit: (quorum && config.rabbit_quorum_delivery_limit > 0)
-            .then_some(config.rabbit_quorum_delivery_limit),
+        quorum: false,
+        delivery_limit: None,
+        max_in_memory_length: None,
+        max_in_memory_bytes: None,
+        ha_all: false,
+        stream: true,
     }
 }
 
@@ -139,7 +177,7 @@ pub(crate) fn rpc_server(
     }
     let fanout = fanout_exchange(config, &on.fanout_address());
     declarations.push(Declaration::Exchange(fanout.clone()));
-    declarations.push(Declaration::Queue(transient_queue(config, fanout_queue)));
+    declarations.push(Declaration::Queue(self::fanout_queue(config, fanout_queue)));
     declarations.push(Declaration::Bind {
         queue: fanout_queue.to_owned(),
         exchange: fanout.name,
@@ -205,21 +243,35 @@ pub(crate) fn notify_listener(
 /// The queue arguments oslo sets.
 fn queue_arguments(queue: &QueueSpec) -> FieldTable {
     let mut args = FieldTable::default();
+    let string = |value: &str| AMQPValue::LongString(LongString::from(value));
+    if queue.stream {
+        args.insert("x-queue-type".into(), string("stream"));
+        if let Some(age) = queue.expires {
+            args.insert("x-max-age".into(), string(&format!("{}s", age.as_secs())));
+        }
+        return args;
+    }
     let int = |value: u64| match i32::try_from(value) {
         Ok(value) => AMQPValue::LongInt(value),
         Err(_) => AMQPValue::LongLongInt(i64::try_from(value).unwrap_or(i64::MAX)),
     };
-    if let Some(expires) = queue.expires {
-        args.insert("x-expires".into(), int(expires.as_millis() as u64));
+    if queue.ha_all {
+        args.insert("x-ha-policy".into(), string("all"));
     }
     if queue.quorum {
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
+        args.insert("x-queue-type".into(), string("quorum"));
     }
-    if let Some(limit) = queue.delivery_limit {
-        args.insert("x-delivery-limit".into(), int(limit));
+    for (name, value) in [
+        ("x-delivery-limit", queue.delivery_limit),
+        ("x-max-in-memory-length", queue.max_in_memory_length),
+        ("x-max-in-memory-bytes", queue.max_in_memory_bytes),
+    ] {
+        if let Some(value) = value {
+            args.insert(name.into(), int(value));
+        }
+    }
+    if let Some(expires) = queue.expires {
+        args.insert("x-expires".into(), int(expires.as_millis() as u64));
     }
     args
 }
@@ -403,5 +455,49 @@ mod tests {
         assert!(queue_arguments(&topic_queue(&RabbitConfig::default(), "t"))
             .inner()
             .is_empty());
+    }
+
+    #[test]
+    fn quorum_memory_limits_apply_to_quorum_queues_only() {
+        let config = RabbitConfig {
+            rabbit_quorum_queue: true,
+            rabbit_quorum_max_memory_length: 10,
+            rabbit_quorum_max_memory_bytes: 1 << 33,
+            ..RabbitConfig::default()
+        };
+        let args = queue_arguments(&topic_queue(&config, "t"));
+        assert_eq!(
+            args.inner().get("x-max-in-memory-length"),
+            Some(&AMQPValue::LongInt(10))
+        );
+        assert_eq!(
+            args.inner().get("x-max-in-memory-bytes"),
+            Some(&AMQPValue::LongLongInt(1 << 33))
+        );
+        // Transient queues are classic here: no quorum arguments.
+        let args = queue_arguments(&transient_queue(&config, "reply_x"));
+        assert!(!args.contains_key("x-max-in-memory-length"), "{args:?}");
+    }
+
+    #[test]
+    fn stream_fanout_is_one_stream_with_a_max_age() {
+        let config = RabbitConfig {
+            rabbit_stream_fanout: true,
+            rabbit_transient_quorum_queue: true,
+            rabbit_qos_prefetch_count: 10,
+            rabbit_transient_queues_ttl: 600,
+            rabbit_ha_queues: true,
+            ..RabbitConfig::default()
+        };
+        let queue = fanout_queue(&config, "t_fanout");
+        assert!(queue.durable && !queue.auto_delete);
+        let args = queue_arguments(&queue);
+        let mut names: Vec<&str> = args.inner().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["x-max-age", "x-queue-type"]);
+        assert_eq!(
+            args.inner().get("x-max-age"),
+            Some(&AMQPValue::LongString("600s".into()))
+        );
     }
 }

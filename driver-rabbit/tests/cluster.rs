@@ -1000,3 +1000,93 @@ async fn f_a_lost_non_durable_pool_queue_is_declared_again() {
     }
     send.close().await;
 }
+
+/// A transport on `url` (with the durable control exchange) and a recording server on it.
+async fn recording_server(
+    url: &str,
+    topic: &str,
+    server: &str,
+    seen: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) -> (RpcTransport, ServiceHandle) {
+    let transport = get_rpc_transport_with(url, &durable_exchange())
+        .await
+        .unwrap();
+    let handle = common::recording_server_on(&transport, topic, server, seen).await;
+    (transport, handle)
+}
+
+/// What `seen` gets until it holds `want` items (30 s at most), and one second more (anything
+/// then is a duplicate), sorted.
+async fn received(
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    want: usize,
+) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    let mut wait = Duration::from_secs(30);
+    while let Ok(Some(item)) = tokio::time::timeout(wait, seen.recv()).await {
+        got.push(item);
+        if got.len() >= want {
+            wait = Duration::from_secs(1);
+        }
+    }
+    got.sort();
+    got
+}
+
+/// `rabbit_stream_fanout` on the cluster: the `<topic>_fanout` stream is replicated on the
+/// three nodes; servers on r1 and r3 get a fanout cast sent from r2, and after r1 (the first
+/// server's node) is killed, each server gets every later cast exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_a_fanout_stream_survives_the_loss_of_a_node() {
+    let test = "g_fanout_stream";
+    let Some(stage) = Stage::begin(test).await else {
+        return;
+    };
+    let topic = common::unique("cluster_stream");
+    let options = format!(
+        "{QUORUM}&rabbit_stream_fanout=true&rabbit_transient_quorum_queue=true\
+         &rabbit_qos_prefetch_count=10&{FAST_RECONNECT}"
+    );
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let r1 = from_node(&stage.url, 0, &options);
+    let (t1, s1) = recording_server(&r1, &topic, "s1", seen_tx.clone()).await;
+    let r3 = from_node(&stage.url, 2, &options);
+    let (t3, s3) = recording_server(&r3, &topic, "s3", seen_tx).await;
+    let settled = all_members_online(&format!("{topic}_fanout")).await;
+    stage
+        .timeline
+        .note(format!("stream on 3 nodes after {settled:?}"));
+    let client_transport =
+        get_rpc_transport_with(&from_node(&stage.url, 1, &options), &durable_exchange())
+            .await
+            .unwrap();
+    let client = RpcClient::new(client_transport.clone(), Target::topic(&topic));
+    let both = |value: &str| ["s1", "s3"].map(|server| (server.to_owned(), value.to_owned()));
+    for (value, kill) in [("before", false), ("after", true)] {
+        if kill {
+            nodes("kill", &["r1"]).await;
+            stage.timeline.note("r1 (s1's node) killed");
+        }
+        let began = Instant::now();
+        client
+            .prepare()
+            .fanout(true)
+            .cast(&Context::new(), "record", &json!({ "value": value }))
+            .await
+            .unwrap();
+        assert_eq!(received(&mut seen, 2).await, both(value));
+        stage.timeline.note(format!(
+            "cast {value:?} reached both, then 1 s without a duplicate, in {:?}",
+            began.elapsed()
+        ));
+    }
+    println!(
+        "{test}: sent 2 fanout casts, received 4, lost 0, duplicated 0; {}",
+        stage.timeline.render()
+    );
+    s1.shutdown().await;
+    s3.shutdown().await;
+    for transport in [t1, t3, client_transport] {
+        transport.close().await;
+    }
+}

@@ -671,19 +671,7 @@ async fn python_notifier_rust_listener() {
     };
     let topic = unique("interop_pn");
     let transport = get_notification_transport(&url).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = NotificationListener::new(transport.clone())
-        .target(Target::topic(&topic))
-        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                tx.send(n).unwrap();
-                NotificationResult::Handled
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
+    let (listener, mut rx) = forwarding_listener(&transport, &topic).await;
     let payload = nested().to_string();
     let common_args = |driver: &str, priority: &str, event: &str| {
         strings(&[
@@ -1104,4 +1092,156 @@ async fn python_client_typed_rust_server() {
     server.shutdown().await;
     transport.close().await;
     delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
+}
+
+/// `kombu_compression`: a notification Python compresses (gzip) is read here, and one this
+/// driver compresses (gzip, bzip2) is read by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_notifications_interoperate_with_python() {
+    let Some((url, python)) = setup("compressed_notifications_interoperate_with_python") else {
+        return;
+    };
+    let topic = unique("interop_zip");
+    let payload = json!({"text": "compressible ".repeat(1_000)}).to_string();
+    let sent = py_call(
+        &python,
+        strings(&[
+            "notify",
+            "--url",
+            &url,
+            "--topic",
+            &topic,
+            "--publisher-id",
+            "compute.host1",
+            "--event-type",
+            "from.python.gzip",
+            "--payload",
+            &payload,
+            "--rabbit-option",
+            "kombu_compression=gzip",
+        ]),
+    )
+    .await;
+    assert!(sent.get("error").is_none(), "{sent}");
+    // oslo declared `<topic>.info`: take Python's message from it, check that it is
+    // compressed, and put it back for the listener.
+    let (connection, channel) = raw(&url).await;
+    let message = raw_get(&channel, &format!("{topic}.info"), WAIT)
+        .await
+        .expect("Python's notification");
+    let headers = message.properties.headers().clone().unwrap_or_default();
+    assert_eq!(
+        headers.inner().get("compression"),
+        Some(&lapin::types::AMQPValue::LongString(
+            "application/x-gzip".into()
+        )),
+        "{headers:?}"
+    );
+    assert!(message.delivery.data.len() < 1_000, "compressed");
+    raw_publish(
+        &channel,
+        "openstack",
+        &format!("{topic}.info"),
+        &message.delivery.data,
+        message.properties.clone(),
+    )
+    .await;
+    let _ = connection.close(200, "OK".into()).await;
+    let transport = get_notification_transport(&url).await.unwrap();
+    let (listener, mut rx) = forwarding_listener(&transport, &topic).await;
+    let got = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event_type, "from.python.gzip");
+    assert_eq!(got.payload.to_string(), payload);
+    listener.shutdown().await;
+    transport.close().await;
+
+    for codec in ["gzip", "bzip2"] {
+        let topic = unique("interop_zip_rust");
+        let mut python_listener = Peer::spawn(
+            &python,
+            "python listener",
+            &["listen", "--url", &url, "--topic", &topic],
+        )
+        .ready()
+        .await;
+        let compressed = with_options(&url, &format!("kombu_compression={codec}"));
+        let transport = get_notification_transport(&compressed).await.unwrap();
+        Notifier::new(transport.clone(), "compute.host1")
+            .topics([topic.clone()])
+            .info(&ctx(), &format!("from.rust.{codec}"), &payload)
+            .await
+            .unwrap();
+        let line = python_listener.next().await;
+        assert_eq!(line["event_type"], format!("from.rust.{codec}"), "{line}");
+        assert_eq!(line["payload"], json!(payload));
+        transport.close().await;
+        delete_queues(&url, &[format!("{topic}.info")]).await;
+    }
+    delete_queues(&url, &[format!("{topic}.info")]).await;
+}
+
+/// `rabbit_stream_fanout`: a Python server and a Rust server read the same `<topic>_fanout`
+/// stream (declared alike by both), and a fanout cast from Rust reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_rust_servers_share_a_fanout_stream() {
+    let Some((url, python)) = setup("python_and_rust_servers_share_a_fanout_stream") else {
+        return;
+    };
+    let topic = unique("interop_stream");
+    let options = [
+        ("rabbit_stream_fanout", "true"),
+        ("rabbit_transient_quorum_queue", "true"),
+        ("rabbit_qos_prefetch_count", "10"),
+        ("rabbit_transient_queues_ttl", "600"),
+    ];
+    let mut args = vec!["server", "--url", &url, "--topic", &topic, "--server", "py"];
+    let python_options: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for option in &python_options {
+        args.extend(["--rabbit-option", option]);
+    }
+    let mut python_server = Peer::spawn(&python, "python stream server", &args)
+        .ready()
+        .await;
+    let query: Vec<String> = python_options.clone();
+    let streamed = with_options(&url, &query.join("&"));
+    let (casts_tx, mut casts) = mpsc::unbounded_channel();
+    let rust = rust_server(&streamed, &topic, "rs", casts_tx).await;
+    // One stream, both servers consuming it; no fanout queue of either server.
+    let fanouts = queues(&format!("{topic}_fanout"));
+    let names: Vec<&Value> = fanouts.iter().map(|q| &q["name"]).collect();
+    assert_eq!(names, [&json!(format!("{topic}_fanout"))]);
+    assert_eq!(fanouts[0]["consumers"], 2, "{fanouts:?}");
+    let transport = get_rpc_transport(&streamed).await.unwrap();
+    RpcClient::new(transport.clone(), Target::topic(&topic))
+        .prepare()
+        .fanout(true)
+        .cast(&ctx(), "record", &json!({"value": "streamed"}))
+        .await
+        .unwrap();
+    let line = python_server.next().await;
+    assert_eq!(
+        (line["event"].clone(), line["value"].clone()),
+        (json!("cast"), json!("streamed"))
+    );
+    let (value, _) = tokio::time::timeout(WAIT, casts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(value, "streamed");
+    rust.shutdown().await;
+    transport.close().await;
+    drop(python_server);
+    delete_queues(
+        &url,
+        &[
+            topic.clone(),
+            format!("{topic}.py"),
+            format!("{topic}.rs"),
+            format!("{topic}_fanout"),
+        ],
+    )
+    .await;
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lapin::BasicProperties;
-use messaging_core::conformance::poison::{malformed_notifications, malformed_requests, Malformed};
+use messaging_conformance::poison::{malformed_notifications, malformed_requests, Malformed};
 use messaging_core::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;

@@ -2,13 +2,13 @@
 //! signed the broker's certificate (`ssl_ca_file`) and the host name in that certificate;
 //! `TLS_WRONG_CA_FILE` is an unrelated CA. `.ci/brokers` makes both (a throwaway CA, a server
 //! certificate for `localhost` only) and prints the variables. Host-name verification is on
-//! throughout (the driver refuses to turn it off).
+//! unless a test turns it off (`ssl_enforce_hostname_verification=false`).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{delete_queues, init_logs, unique};
+use common::{delete_queues, init_logs, rabbitmqctl, unique, Vhost};
 use messaging_core::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -325,6 +325,49 @@ async fn a_certificate_for_another_host_name_is_refused_at_once() {
     println!("wrong host name: {reason}");
 }
 
+/// `ssl_enforce_hostname_verification=false` (oslo's option): the broker's certificate need
+/// not name the host connected to, but its chain is still verified: a broker whose certificate
+/// another CA issued is still refused. `ssl_version=TLSv1_2` pins TLS 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_host_name_verification_the_chain_is_still_verified() {
+    let test = "without_host_name_verification_the_chain_is_still_verified";
+    let (Some(base), Some(wrong_ca)) = (tls_url(test), env_or_skip(test, "TLS_WRONG_CA_FILE"))
+    else {
+        return;
+    };
+    let by_address = |options: &[(&str, &str)]| {
+        changed(
+            &base,
+            Change {
+                hostname: Some("127.0.0.1"),
+                options,
+                ..Change::default()
+            },
+        )
+    };
+    let topic = unique("test_tls_anyname");
+    let unverified = by_address(&[
+        ("ssl_enforce_hostname_verification", "false"),
+        ("ssl_version", "TLSv1_2"),
+    ]);
+    round_trip(&unverified, &topic).await;
+    let reason = refused_at_once(
+        &by_address(&[
+            ("ssl_enforce_hostname_verification", "false"),
+            ("ssl_ca_file", &wrong_ca),
+        ]),
+        &["TLS certificate rejected (not trusted)", "UnknownIssuer"],
+    )
+    .await;
+    println!("no host name check, wrong CA: {reason}");
+    cleanup(&[
+        topic.clone(),
+        format!("{topic}.srv1"),
+        format!("{topic}.info"),
+    ])
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_over_tls_is_an_authentication_failure() {
     let Some(base) = tls_url("a_wrong_password_over_tls_is_an_authentication_failure") else {
@@ -353,5 +396,51 @@ async fn a_wrong_password_over_tls_is_an_authentication_failure() {
             assert!(reason.contains("login refused"), "{reason}")
         }
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `ssl_version=TLSv1_2` pins TLS 1.2, which the broker then reports for the connection; by
+/// default TLS 1.3 is spoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_version_chooses_the_tls_version() {
+    let Some(mut base) = tls_url("ssl_version_chooses_the_tls_version") else {
+        return;
+    };
+    let vhost = Vhost::new();
+    base.virtual_host = Some(vhost.0.clone());
+    let topic = unique("test_tls_version");
+    for (version, expected) in [("", "tlsv1.3"), ("TLSv1_2", "tlsv1.2")] {
+        let url = changed(
+            &base,
+            Change {
+                options: &[("ssl_version", version)],
+                ..Change::default()
+            },
+        );
+        let transport = get_notification_transport(&url).await.unwrap();
+        Notifier::new(transport.clone(), "compute.h1")
+            .topics([topic.clone()])
+            .info(&Context::new(), "tls.version", &json!({}))
+            .await
+            .unwrap();
+        let protocols: Vec<Value> = rabbitmqctl(&["list_connections", "vhost", "ssl_protocol"])
+            .into_iter()
+            .filter(|c| c["vhost"] == vhost.0.as_str())
+            .map(|c| c["ssl_protocol"].clone())
+            .collect();
+        assert_eq!(protocols, [json!(expected)], "ssl_version={version:?}");
+        transport.close().await;
+        // The next connection is the only one of the virtual host.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while rabbitmqctl(&["list_connections", "vhost"])
+            .iter()
+            .any(|c| c["vhost"] == vhost.0.as_str())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the connection stays open"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! with Python's oslo.messaging.
 //!
 //! This crate holds the API, the driver contract, the oslo wire codec, the in-process
-//! `memory://` driver and (feature `conformance`) the conformance suite every driver runs.
+//! `memory://` driver. The conformance suite every driver runs is the `messaging-conformance`
+//! crate.
 //! Applications usually depend on the `messaging` facade crate, which re-exports all of this
 //! and installs the broker drivers it was built with.
 //!
@@ -60,9 +61,6 @@ pub mod typed;
 mod url;
 pub mod wire;
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
-
 pub use config::{MessagingConfig, NotificationsConfig};
 pub use context::{Context, NoOpSerializer, Serializer, SharedSerializer};
 pub use driver::Retry;
@@ -83,7 +81,7 @@ pub use service::ServiceHandle;
 pub use target::{Target, Version};
 pub use transport::{
     get_notification_transport, get_notification_transport_with, get_rpc_transport,
-    get_rpc_transport_with, NotificationTransport, RpcTransport, TransportOptions,
+    get_rpc_transport_with, NotificationTransport, RpcTransport, Transport, TransportOptions,
     DEFAULT_EXCHANGE,
 };
 pub use url::{TransportHost, TransportUrl};

@@ -76,19 +76,18 @@ async fn resolve(url: &str, options: &TransportOptions) -> Result<(TransportUrl,
     Ok((url, driver))
 }
 
-/// The RPC side of a transport: cheap to clone, shared by clients and servers.
-#[derive(Clone)]
-pub struct RpcTransport {
-    driver: Arc<dyn RpcDriver>,
+/// One side of a transport, a driver bound to a URL: cheap to clone, shared by the API types
+/// that use it. `D` is the driver side, [`RpcDriver`] or [`NotifyDriver`].
+pub struct Transport<D: ?Sized> {
+    driver: Arc<D>,
     info: Arc<Info>,
 }
 
-/// The notification side of a transport: cheap to clone, shared by notifiers and listeners.
-#[derive(Clone)]
-pub struct NotificationTransport {
-    driver: Arc<dyn NotifyDriver>,
-    info: Arc<Info>,
-}
+/// The RPC side of a transport, shared by clients and servers.
+pub type RpcTransport = Transport<dyn RpcDriver>;
+
+/// The notification side of a transport, shared by notifiers and listeners.
+pub type NotificationTransport = Transport<dyn NotifyDriver>;
 
 /// Open the RPC side of the transport named by `url`, with default [`TransportOptions`].
 ///
@@ -142,7 +141,16 @@ impl Info {
     }
 }
 
-impl RpcTransport {
+impl<D: ?Sized> Clone for Transport<D> {
+    fn clone(&self) -> Self {
+        Self {
+            driver: self.driver.clone(),
+            info: self.info.clone(),
+        }
+    }
+}
+
+impl<D: ?Sized> Transport<D> {
     /// The signing settings, if the transport signs and checks messages.
     pub fn signing(&self) -> Option<&Signing> {
         self.info.guard.as_ref().map(Guard::signing)
@@ -159,7 +167,7 @@ impl RpcTransport {
     }
 
     /// The driver side, for the API types.
-    pub fn driver(&self) -> &Arc<dyn RpcDriver> {
+    pub fn driver(&self) -> &Arc<D> {
         &self.driver
     }
 
@@ -182,7 +190,9 @@ impl RpcTransport {
     pub fn control_exchange(&self) -> &str {
         &self.info.options.control_exchange
     }
+}
 
+impl RpcTransport {
     /// Release the transport's connections. Clients and servers using it stop working.
     pub async fn close(&self) {
         self.driver.close().await;
@@ -190,21 +200,6 @@ impl RpcTransport {
 }
 
 impl NotificationTransport {
-    /// The signing settings, if the transport signs and checks messages.
-    pub fn signing(&self) -> Option<&Signing> {
-        self.info.guard.as_ref().map(Guard::signing)
-    }
-
-    /// How many received messages failed their signature check since the transport was
-    /// opened (rejected, or processed anyway in [`SignatureMode::Warn`](crate::signing::SignatureMode::Warn)).
-    pub fn signature_failures(&self) -> u64 {
-        self.info.guard.as_ref().map_or(0, Guard::failures)
-    }
-
-    pub(crate) fn guard(&self) -> Option<&Guard> {
-        self.info.guard.as_ref()
-    }
-
     /// How many notifications this transport's listeners dropped (acknowledged unhandled)
     /// because their `_unique_id` was handled recently: redeliveries, and sends retried after
     /// a lost confirm (see [`NotificationListener::duplicate_window`](crate::NotificationListener::duplicate_window)).
@@ -214,31 +209,6 @@ impl NotificationTransport {
 
     pub(crate) fn count_duplicate(&self) {
         self.info.duplicates.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The driver side, for the API types.
-    pub fn driver(&self) -> &Arc<dyn NotifyDriver> {
-        &self.driver
-    }
-
-    /// The URL (its `Display` masks passwords).
-    pub fn url(&self) -> &TransportUrl {
-        &self.info.url
-    }
-
-    /// The driver's name.
-    pub fn driver_name(&self) -> &'static str {
-        self.info.driver
-    }
-
-    /// What the driver supports.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.info.capabilities
-    }
-
-    /// The exchange of targets that name none.
-    pub fn control_exchange(&self) -> &str {
-        &self.info.options.control_exchange
     }
 
     /// Release the transport's connections.

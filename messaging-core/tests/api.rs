@@ -373,3 +373,27 @@ async fn many_sequential_calls() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_malformed_endpoint_version_is_a_typed_error_at_start() {
+    let transport = get_rpc_transport("memory://").await.expect("memory://");
+    let started = RpcServer::new(transport, Target::topic("versions").server("s1"))
+        .endpoint(Endpoint::new().version("one.two"))
+        .start()
+        .await;
+    match started {
+        Err(MessagingError::InvalidTarget(why)) => {
+            assert!(why.contains("`one.two`"), "{why}");
+            assert!(!why.starts_with("invalid target"), "said twice: {why}");
+        }
+        other => panic!("expected InvalidTarget, got {:?}", other.map(|_| ())),
+    }
+    // A later valid version replaces a refused one.
+    let transport = get_rpc_transport("memory://").await.expect("memory://");
+    let server = RpcServer::new(transport, Target::topic("versions").server("s1"))
+        .endpoint(Endpoint::new().version("x").version("1.2"))
+        .start()
+        .await
+        .expect("a valid version");
+    server.shutdown().await;
+}

@@ -123,7 +123,10 @@ fn bad_input_exits_64_with_a_message() {
 #[test]
 fn timeout_and_no_server_exit_2() {
     for (flag, says) in [
-        ("--timeout", "no server took the call `echo` on topic `nobody`"),
+        (
+            "--timeout",
+            "no server took the call `echo` on topic `nobody`",
+        ),
         ("--fail-fast", "no server for topic `nobody`"),
     ] {
         let started = Instant::now();

@@ -14,6 +14,9 @@ Run it with the venv made by `.ci/brokers setup python` ($OSLO_PYTHON):
   oslo_peer.py listen --url U --topic T [--pool P] [--count N] [--timeout SECS]
                       [--requeue-first]
 
+Every command takes --rabbit-option NAME=VALUE (repeatable): an
+[oslo_messaging_rabbit] option, e.g. kombu_compression=gzip.
+
 stdout carries only JSON objects, one per line (flushed); logs go to stderr.
 `server` prints {"event": "ready"}, then {"event": "cast", ...} for every
 record() call, and runs until SIGTERM/SIGINT or until its stdin closes (so
@@ -64,6 +67,14 @@ def init_conf(args):
     # given but registers it only on the global cfg.CONF (oslo-wire.md §10.2).
     conf = cfg.CONF
     conf([], project="oslo_peer", default_config_files=[], default_config_dirs=[])
+    if getattr(args, "rabbit_option", None):
+        # The rabbit driver registers its options when it starts: register them
+        # first, to set them.
+        from oslo_messaging._drivers import impl_rabbit
+        conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
+        for option in args.rabbit_option:
+            name, _, value = option.partition("=")
+            conf.set_override(name, value, group="oslo_messaging_rabbit")
     if getattr(args, "exchange", None):
         # also the notifier's exchange (a Notifier takes no Target)
         oslo_messaging.set_transport_defaults(control_exchange=args.exchange)
@@ -342,6 +353,8 @@ def parse_args(argv):
         sp.add_argument("--topic", required=True)
         sp.add_argument("--exchange", default=None,
                         help="Target.exchange (default: control_exchange 'openstack')")
+        sp.add_argument("--rabbit-option", action="append", metavar="NAME=VALUE",
+                        help="an [oslo_messaging_rabbit] option (repeatable)")
 
     def ctxt_opts(sp):
         sp.add_argument("--ctxt", default="{}", help="context, JSON object")

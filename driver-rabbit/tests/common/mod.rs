@@ -327,3 +327,57 @@ pub fn consumers(vhost: &Vhost) -> std::collections::HashMap<String, u64> {
         })
         .collect()
 }
+
+/// A notification listener of `topic` that hands every notification to the receiver.
+pub async fn forwarding_listener(
+    transport: &messaging_core::NotificationTransport,
+    topic: &str,
+) -> (
+    messaging_core::ServiceHandle,
+    tokio::sync::mpsc::UnboundedReceiver<messaging_core::Notification>,
+) {
+    use messaging_core::{Notification, NotificationEndpoint, NotificationResult};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = messaging_core::NotificationListener::new(transport.clone())
+        .target(messaging_core::Target::topic(topic))
+        .endpoint(NotificationEndpoint::new().on_all(move |n: Notification| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n);
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    (listener, rx)
+}
+
+/// A server `server` of `topic` on `transport` whose `record` method hands
+/// `(server, its value)` to `casts`, and whose `echo` returns its value.
+pub async fn recording_server_on(
+    transport: &messaging_core::RpcTransport,
+    topic: &str,
+    server: &str,
+    casts: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) -> messaging_core::ServiceHandle {
+    use messaging_core::{Context, Endpoint, RemoteError, RpcServer, Target};
+    let name = server.to_owned();
+    let endpoint = Endpoint::new()
+        .method("echo", |_ctx: Context, args: Value| async move {
+            Ok::<_, RemoteError>(args["value"].clone())
+        })
+        .method("record", move |_ctx: Context, args: Value| {
+            let (casts, name) = (casts.clone(), name.clone());
+            async move {
+                let value = args["value"].as_str().unwrap_or_default().to_owned();
+                let _ = casts.send((name, value));
+                Ok::<_, RemoteError>(Value::Null)
+            }
+        });
+    RpcServer::new(transport.clone(), Target::topic(topic).server(server))
+        .endpoint(endpoint)
+        .start()
+        .await
+        .unwrap()
+}

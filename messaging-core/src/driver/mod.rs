@@ -8,7 +8,7 @@
 //!
 //! To write a driver: implement these traits, use [`crate::wire`] for the oslo formats and
 //! [`ReplyRouter`] to correlate replies, declare what you cannot do in [`Capabilities`], and run
-//! the conformance suite (feature `conformance`) against your real broker.
+//! the conformance suite (the `messaging-conformance` crate) against your real broker.
 //!
 //! Message signing ([`crate::signing`]) happens above the drivers: a driver only carries the
 //! `signature` of [`RpcRequest`], [`Reply`] and [`NotificationMessage`] unchanged (the
@@ -16,6 +16,7 @@
 
 mod address;
 mod capabilities;
+mod in_flight;
 mod reply;
 pub mod retry;
 #[cfg(feature = "tls")]
@@ -33,6 +34,7 @@ use crate::wire::{NotificationFormat, NotificationMessage, Reply, RpcRequest};
 
 pub use address::{NotifyAddress, PerAddress, RpcAddress, ServerAddress};
 pub use capabilities::{Capabilities, Delivery, Feature};
+pub use in_flight::{InFlight, InFlightGuard};
 pub use reply::{PendingReply, ReplyRouter};
 
 /// How often a send is retried when the broker is unreachable.
@@ -286,6 +288,37 @@ pub fn program_name() -> String {
                 .map(|name| name.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "rust".into())
+}
+
+/// The decoded message, or `None` once the failure is logged with [`log_malformed`]. On `None`
+/// the source settles the delivery as dropped (never requeued: it would only come back as bad)
+/// and takes the next one, so one bad message never stops a consumer. `origin` and `body` are
+/// only evaluated on failure.
+///
+/// ```
+/// use messaging_core::driver::decode_or_drop;
+/// use messaging_core::wire::RequestMessage;
+/// let body = b"not json";
+/// let decoded = decode_or_drop(RequestMessage::decode(body), "mine", || "queue `q`", || body);
+/// assert!(decoded.is_none());
+/// ```
+pub fn decode_or_drop<T, O, B>(
+    decoded: Result<T>,
+    driver: &str,
+    origin: impl FnOnce() -> O,
+    body: impl FnOnce() -> B,
+) -> Option<T>
+where
+    O: std::fmt::Display,
+    B: AsRef<[u8]>,
+{
+    match decoded {
+        Ok(message) => Some(message),
+        Err(error) => {
+            log_malformed(driver, &origin().to_string(), &error, body().as_ref());
+            None
+        }
+    }
 }
 
 /// Log a message the driver could not decode. Every driver reports bad input the same way.

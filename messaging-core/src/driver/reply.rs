@@ -34,7 +34,7 @@ impl ReplyRouter {
         PendingReply {
             msg_id,
             events: rx,
-            waiters: Some(self.waiters.clone()),
+            waiters: self.waiters.clone(),
         }
     }
 
@@ -50,11 +50,6 @@ impl ReplyRouter {
         }
     }
 
-    /// Number of calls waiting.
-    pub fn pending(&self) -> usize {
-        self.waiters.lock().expect("reply router poisoned").len()
-    }
-
     /// Forget every waiting call: they see their reply stream end.
     pub fn clear(&self) {
         self.waiters.lock().expect("reply router poisoned").clear();
@@ -66,19 +61,10 @@ impl ReplyRouter {
 pub struct PendingReply {
     msg_id: String,
     events: mpsc::UnboundedReceiver<Reply>,
-    waiters: Option<Waiters>,
+    waiters: Waiters,
 }
 
 impl PendingReply {
-    /// A pending reply fed by a channel the driver manages itself.
-    pub fn from_channel(msg_id: String, events: mpsc::UnboundedReceiver<Reply>) -> Self {
-        Self {
-            msg_id,
-            events,
-            waiters: None,
-        }
-    }
-
     /// The call's message id.
     pub fn msg_id(&self) -> &str {
         &self.msg_id
@@ -92,10 +78,8 @@ impl PendingReply {
 
 impl Drop for PendingReply {
     fn drop(&mut self) {
-        if let Some(waiters) = &self.waiters {
-            if let Ok(mut waiters) = waiters.lock() {
-                waiters.remove(&self.msg_id);
-            }
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&self.msg_id);
         }
     }
 }

@@ -55,8 +55,10 @@ impl Backoff {
 
 /// Run `op` until it succeeds or fails with [`Failure::Fatal`], retrying [`Failure::Retry`]
 /// as `options.retry` allows, with `backoff` between attempts, the whole bounded by
-/// `options.timeout`. When it gives up, the last error says after how many attempts and how
-/// long; an attempt cut by the timeout is a [`MessagingError::ConnectionFailure`].
+/// `options.timeout`. A back-off that would overrun the timeout is cut short: half the time
+/// left is waited and the other half given to one last attempt. When it gives up, the last
+/// error says after how many attempts and how long; an attempt cut by the timeout is a
+/// [`MessagingError::ConnectionFailure`].
 pub async fn with_retry<T, F, Fut>(
     what: &str,
     options: &SendOptions,
@@ -88,6 +90,7 @@ where
     let started = Instant::now();
     let deadline = options.timeout.map(|t| started + t);
     let mut attempt = 0u32;
+    let mut last_attempt = false;
     loop {
         let outcome = match deadline {
             Some(deadline) => timeout_at(deadline, op()).await.unwrap_or_else(|_| {
@@ -104,10 +107,15 @@ where
             Err(Failure::Retry(error)) => error,
         };
         attempt += 1;
-        let delay = backoff.next_delay();
-        let out_of_time = deadline.is_some_and(|d| Instant::now() + delay >= d);
+        let mut delay = backoff.next_delay();
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let out_of_time = last_attempt || left.is_some_and(|left| left.is_zero());
         if !options.retry.allows(attempt) || out_of_time {
             return Err(gave_up(error, attempt, started.elapsed()));
+        }
+        if let Some(left) = left.filter(|left| delay >= *left) {
+            delay = left / 2;
+            last_attempt = true;
         }
         tracing::warn!(%error, attempt, ?delay, "{what} failed; retrying");
         match deadline {
@@ -217,6 +225,39 @@ mod tests {
         })
         .await;
         assert_eq!(value.unwrap(), 7);
+    }
+
+    /// A back-off longer than the time left does not end the retries early: one last
+    /// attempt is made halfway through what is left.
+    #[tokio::test]
+    async fn a_last_attempt_is_made_before_the_deadline() {
+        let started = Instant::now();
+        let attempts = std::sync::Mutex::new(Vec::new());
+        let options = SendOptions {
+            timeout: Some(Duration::from_secs(1)),
+            ..SendOptions::default()
+        };
+        let slow = Backoff::new(
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_secs(10),
+        );
+        let result: Result<()> = with_retry("test", &options, slow, || async {
+            attempts.lock().unwrap().push(started.elapsed());
+            Err(Failure::Retry(MessagingError::ConnectionFailure(
+                "down".into(),
+            )))
+        })
+        .await;
+        let attempts = attempts.into_inner().unwrap();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        let last = attempts[1];
+        assert!(
+            (Duration::from_millis(450)..Duration::from_secs(1)).contains(&last),
+            "the last attempt, halfway through what was left, came at {last:?}"
+        );
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("gave up after 2 attempt(s)"), "{message}");
     }
 
     #[tokio::test]

@@ -174,7 +174,10 @@ impl RpcDriver for MemoryRpc {
             expires: None,
         };
         if !self.publish_request(to, delivery, options).await? {
-            tracing::debug!(?to, "no queue bound: the cast is dropped, as a broker would");
+            tracing::debug!(
+                ?to,
+                "no queue bound: the cast is dropped, as a broker would"
+            );
         }
         Ok(())
     }

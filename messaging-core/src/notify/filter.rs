@@ -4,7 +4,7 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::listener::Notification;
+use super::notification::Notification;
 use crate::error::{MessagingError, Result};
 
 /// Passes a notification only when every rule matches. Patterns match at the start of the

@@ -2,13 +2,12 @@
 
 mod filter;
 mod listener;
+mod notification;
 mod notifier;
 mod outbox;
 
 pub use filter::NotificationFilter;
-pub use listener::{
-    Notification, NotificationEndpoint, NotificationListener, NotificationMetadata,
-    NotificationResult,
-};
+pub use listener::{NotificationEndpoint, NotificationListener, NotificationResult};
+pub use notification::{Notification, NotificationMetadata};
 pub use notifier::{Notifier, NotifierDriver};
 pub use outbox::{OutboxConfig, OutboxStats, Overflow};

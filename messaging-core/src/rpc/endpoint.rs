@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::context::Context;
-use crate::error::RemoteError;
+use crate::error::{MessagingError, RemoteError};
 use crate::target::Version;
 
 /// A set of RPC methods sharing a namespace and a version: implement it for hand-written
@@ -30,6 +30,12 @@ pub trait RpcEndpoint: Send + Sync + 'static {
 
     /// True if the endpoint has `method`.
     fn has_method(&self, method: &str) -> bool;
+
+    /// Why the endpoint cannot serve, checked when a server starts (an [`Endpoint`] built
+    /// with a malformed version).
+    fn validate(&self) -> crate::Result<()> {
+        Ok(())
+    }
 
     /// Run `method`. Its error travels back to the caller as a remote exception.
     async fn dispatch(
@@ -70,6 +76,8 @@ pub struct NoArgs {}
 pub struct Endpoint {
     namespace: Option<String>,
     version: Option<Version>,
+    /// Why `version(…)` was refused, reported when a server starts with this endpoint.
+    invalid_version: Option<String>,
     methods: HashMap<String, Handler>,
 }
 
@@ -85,12 +93,18 @@ impl Endpoint {
         self
     }
 
-    /// The version implemented, `X.Y`.
-    ///
-    /// # Panics
-    /// If `version` is not `X.Y[.Z]`: it is a programming error.
+    /// The version implemented, `X.Y`. One that is not `X.Y[.Z]` makes
+    /// [`RpcServer::start`](crate::RpcServer::start) fail with
+    /// [`MessagingError::InvalidTarget`].
     pub fn version(mut self, version: &str) -> Self {
-        self.version = Some(version.parse().unwrap_or_else(|e| panic!("{e}")));
+        match version.parse() {
+            Ok(version) => {
+                self.version = Some(version);
+                self.invalid_version = None;
+            }
+            Err(MessagingError::InvalidTarget(why)) => self.invalid_version = Some(why),
+            Err(other) => self.invalid_version = Some(other.to_string()),
+        }
         self
     }
 
@@ -138,6 +152,13 @@ impl RpcEndpoint for Endpoint {
 
     fn has_method(&self, method: &str) -> bool {
         self.methods.contains_key(method)
+    }
+
+    fn validate(&self) -> crate::Result<()> {
+        match &self.invalid_version {
+            Some(why) => Err(MessagingError::InvalidTarget(why.clone())),
+            None => Ok(()),
+        }
     }
 
     async fn dispatch(

@@ -99,6 +99,9 @@ impl RpcServer {
 
     /// Start consuming and dispatching.
     pub async fn start(mut self) -> Result<ServiceHandle> {
+        for endpoint in &self.endpoints {
+            endpoint.validate()?;
+        }
         let topic = self.target.require_topic("run an RPC server")?.to_owned();
         let server = match self.target.server.as_deref() {
             Some(server) if !server.is_empty() => server.to_owned(),

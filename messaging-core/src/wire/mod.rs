@@ -60,16 +60,19 @@ pub fn to_envelope<T: Serialize + ?Sized>(inner: &T) -> serde_json::Result<Vec<u
 }
 
 /// Wrap an already encoded inner message in the `2.0` envelope:
-/// `{"oslo.version": "2.0", "oslo.message": "<inner JSON as a string>"}`.
-pub fn envelope(inner: &[u8]) -> Vec<u8> {
+/// `{"oslo.version": "2.0", "oslo.message": "<inner JSON as a string>"}`. `inner` that is not
+/// UTF-8 cannot be a JSON string: [`MessagingError::MalformedMessage`].
+pub fn envelope(inner: &[u8]) -> Result<Vec<u8>> {
     // The inner JSON is ASCII (Python style), so it can be embedded as a string directly.
-    let inner = std::str::from_utf8(inner).expect("wire::json writes ASCII");
+    let inner = std::str::from_utf8(inner).map_err(|e| {
+        MessagingError::MalformedMessage(format!("the inner message is not UTF-8: {e}"))
+    })?;
     let mut out = Vec::with_capacity(inner.len() + inner.len() / 4 + 48);
     out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, json::PythonFormatter);
     serde::Serialize::serialize(inner, &mut ser).expect("writing to a Vec cannot fail");
     out.push(b'}');
-    out
+    Ok(out)
 }
 
 /// Decode a message body into the inner message dict.
@@ -397,7 +400,7 @@ mod tests {
 
     #[test]
     fn envelope_embeds_the_inner_json_as_a_string() {
-        let body = envelope(br#"{"a": "\u00fc"}"#);
+        let body = envelope(br#"{"a": "\u00fc"}"#).unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"{"oslo.version": "2.0", "oslo.message": "{\"a\": \"\\u00fc\"}"}"#
@@ -413,7 +416,7 @@ mod tests {
             "unicode": "ü\u{1F600}\u{7f}\u{1}\n\t/",
             "nested": {"list": [1, 2.5, null, true, "\\\""]},
         });
-        let two_passes = envelope(&json::to_vec(&inner).unwrap());
+        let two_passes = envelope(&json::to_vec(&inner).unwrap()).unwrap();
         assert_eq!(to_envelope(&inner).unwrap(), two_passes);
         assert_eq!(
             decode_body(&two_passes).unwrap(),
@@ -433,10 +436,19 @@ mod tests {
         let raw_newline =
             b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"{\\\"method\\\": \\\"m\\\",\n}\"}";
         assert!(RequestMessage::decode(raw_newline).is_err());
-        let python = envelope(br#"{"method": "m", "args": {"a": "q\"uote\\"}}"#);
+        let python = envelope(br#"{"method": "m", "args": {"a": "q\"uote\\"}}"#).unwrap();
         assert_eq!(
             python_envelope_inner(&python).as_deref(),
             Some(&br#"{"method": "m", "args": {"a": "q\"uote\\"}}"#[..])
+        );
+    }
+
+    #[test]
+    fn envelope_refuses_an_inner_message_that_is_not_utf8() {
+        let refused = envelope(b"{\"a\": \"\xff\"}");
+        assert!(
+            matches!(&refused, Err(MessagingError::MalformedMessage(why)) if why.contains("UTF-8")),
+            "{refused:?}"
         );
     }
 

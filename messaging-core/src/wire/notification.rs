@@ -260,7 +260,7 @@ mod tests {
                     for format in [NotificationFormat::V1, NotificationFormat::V2] {
                         let expected = match format {
                             NotificationFormat::V1 => dict.clone(),
-                            NotificationFormat::V2 => super::super::envelope(&dict),
+                            NotificationFormat::V2 => super::super::envelope(&dict).unwrap(),
                         };
                         let body = message.encode(format, style, unique_id).unwrap();
                         assert_eq!(

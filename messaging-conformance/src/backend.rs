@@ -1,40 +1,15 @@
-//! The conformance suite: one set of tests that every driver runs against its real backend.
-//!
-//! A driver crate installs its driver, then expands [`conformance_suite!`](crate::conformance_suite)
-//! with a [`Backend`] in one of its test files:
-//!
-//! ```ignore
-//! // driver-foo/tests/conformance.rs
-//! fn backend() -> messaging_core::conformance::Backend {
-//!     messaging_core::install_driver(std::sync::Arc::new(driver_foo::FooDriver));
-//!     messaging_core::conformance::Backend::from_env("foo", "FOO_URL")
-//! }
-//! messaging_core::conformance_suite!(backend());
-//! ```
-//!
-//! Each case becomes a `#[test]` of that name. A case the driver declares it cannot do
-//! (see [`Capabilities`](crate::driver::Capabilities)) passes with a `skipped:` line that gives
-//! the driver's reason. Cases use unique topic names (`conf_…`), so they run in parallel.
+//! The backend under test: where to open transports, what its driver supports, and how
+//! patient the cases must be with it.
 
-pub mod cases;
-pub mod poison;
-mod support;
-
-use std::future::Future;
 use std::time::Duration;
 
-use crate::driver::{Capabilities, Feature};
-use crate::registry::driver_for_scheme;
-use crate::transport::{
-    get_notification_transport_with, get_rpc_transport_with, NotificationTransport, RpcTransport,
-    TransportOptions,
+use messaging_core::driver::{Capabilities, Feature};
+use messaging_core::{
+    driver_for_scheme, get_notification_transport_with, get_rpc_transport_with,
+    NotificationTransport, RpcTransport, TransportOptions, TransportUrl,
 };
-use crate::url::TransportUrl;
 
-pub use support::{unique, Recorder};
-
-/// The longest a single case may run before it counts as hung.
-const CASE_LIMIT: Duration = Duration::from_secs(180);
+use crate::support;
 
 /// The backend under test: URLs to open transports with, and what the driver supports.
 #[derive(Debug, Clone)]
@@ -197,79 +172,4 @@ impl Backend {
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
-}
-
-/// Run one case on a fresh multi-threaded runtime, failing it if it hangs.
-pub fn run<F, Fut>(case_name: &str, backend: impl FnOnce() -> Backend, case: F)
-where
-    F: FnOnce(Backend) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let backend = backend();
-        if tokio::time::timeout(CASE_LIMIT, case(backend))
-            .await
-            .is_err()
-        {
-            panic!("conformance case {case_name} hung for {CASE_LIMIT:?}");
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(5));
-}
-
-/// Expand the whole conformance suite into `#[test]` functions for a backend expression.
-#[macro_export]
-macro_rules! conformance_suite {
-    ($backend:expr) => {
-        $crate::conformance_suite!(@cases $backend;
-            rpc_call_to_topic,
-            rpc_cast_to_topic,
-            rpc_call_to_specific_server,
-            rpc_cast_to_specific_server,
-            rpc_fanout_reaches_every_server,
-            rpc_load_spreads_across_servers,
-            rpc_exchanges_are_isolated,
-            rpc_call_times_out_without_server,
-            rpc_fail_fast_without_server,
-            rpc_remote_error_is_mapped,
-            rpc_unknown_method_is_no_such_method,
-            rpc_bad_arguments_are_a_remote_type_error,
-            rpc_version_and_namespace_negotiation,
-            rpc_call_monitor_keeps_long_call_alive,
-            rpc_concurrent_calls,
-            rpc_concurrent_casts_none_lost,
-            rpc_graceful_stop_finishes_in_flight_calls,
-            notify_every_priority,
-            notify_multiple_topics,
-            notify_pools_each_get_a_copy,
-            notify_pool_members_share_load,
-            notify_requeue_redelivers,
-            notify_requeue_refused_when_not_allowed,
-            notify_batches,
-            notify_filters,
-            notify_concurrent_publishers_none_lost,
-            notify_sent_before_listener_is_kept,
-            notify_clean_shutdown_loses_nothing,
-            signing_rpc_round_trip,
-            signing_rejects_forged_requests,
-            signing_rejects_forged_replies,
-            signing_rotation,
-            signing_warn_mode_processes_unsigned_rpc,
-            signing_notifications_round_trip_and_forgeries_rejected,
-            signing_warn_mode_processes_unsigned_notifications,
-        );
-    };
-    (@cases $backend:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::conformance::run(stringify!($case), || $backend, $crate::conformance::cases::$case);
-            }
-        )*
-    };
 }

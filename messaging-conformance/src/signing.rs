@@ -1,23 +1,23 @@
-//! Conformance cases of message signing ([`crate::signing`]): signed messages cross every
-//! driver and verify on the other side, and forged ones, sent through the driver contract
-//! directly as an attacker on the bus would, are rejected without reaching an endpoint.
+//! Signing cases ([`messaging_core::signing`]): signed messages cross every driver and verify
+//! on the other side, and forged ones, sent through the driver contract directly as an attacker
+//! on the bus would, are rejected without reaching an endpoint.
 
 use std::time::Duration;
 
+use messaging_core::driver::{NotifyAddress, RpcAddress, SendOptions, ServerAddress};
+use messaging_core::signing::{SignatureMode, Signing, SigningKey};
+use messaging_core::wire::{self, NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest};
+use messaging_core::{
+    MessagingError, NoArgs, Notification, NotificationListener, NotificationTransport, Notifier,
+    Priority, RpcClient, RpcServer, RpcTransport, ServiceHandle, Target, TransportOptions,
+    DEFAULT_EXCHANGE,
+};
 use serde_json::{json, Value};
 
-use super::super::support::{recording_endpoint, test_endpoint, Recorded};
-use super::super::{unique, Backend, Recorder};
-use super::{ctx, start_server, CALL_TIMEOUT};
-use crate::driver::{Feature, NotifyAddress, RpcAddress, SendOptions, ServerAddress};
-use crate::notify::{Notification, NotificationListener, Notifier};
-use crate::priority::Priority;
-use crate::rpc::{NoArgs, RpcClient, RpcServer};
-use crate::service::ServiceHandle;
-use crate::signing::{SignatureMode, Signing, SigningKey};
-use crate::target::Target;
-use crate::transport::{NotificationTransport, RpcTransport, TransportOptions, DEFAULT_EXCHANGE};
-use crate::wire::{self, NotificationFormat, NotificationMessage, ReplyEvent, RpcRequest};
+use crate::support::{
+    ctx, recording_endpoint, start_server, test_endpoint, Recorded, CALL_TIMEOUT,
+};
+use crate::{unique, Backend, Recorder};
 
 fn key(id: &str) -> SigningKey {
     SigningKey::new(id, format!("conformance secret of {id}")).expect("a valid key")
@@ -104,9 +104,6 @@ fn to_topic(topic: &str) -> RpcAddress {
 
 /// Signed calls and casts cross the driver and verify, replies too; nothing fails its check.
 pub async fn signing_rpc_round_trip(b: Backend) {
-    if !b.supports("signing_rpc_round_trip", &[Feature::Rpc]) {
-        return;
-    }
     let topic = unique("signed");
     let recorder = Recorder::new();
     let server_transport = rpc(&b, Some(signing(&["k1"]))).await;
@@ -129,7 +126,7 @@ pub async fn signing_rpc_round_trip(b: Backend) {
     assert_eq!(who["ctxt"]["user_id"], "u-1");
     let failure = client.call::<Value>(&ctx(), "fail", &NoArgs {}).await;
     assert!(
-        matches!(failure, Err(crate::MessagingError::Remote(_))),
+        matches!(failure, Err(MessagingError::Remote(_))),
         "a signed failure reply: {failure:?}"
     );
     client
@@ -146,9 +143,6 @@ pub async fn signing_rpc_round_trip(b: Backend) {
 /// Forged requests (altered args, altered context, a wrong key, an unknown key, unsigned) are
 /// dropped before dispatch; the server keeps serving genuine ones.
 pub async fn signing_rejects_forged_requests(b: Backend) {
-    if !b.supports("signing_rejects_forged_requests", &[Feature::Rpc]) {
-        return;
-    }
     let topic = unique("forged");
     let recorder = Recorder::new();
     let server_transport = rpc(&b, Some(signing(&["k1"]))).await;
@@ -224,9 +218,6 @@ pub async fn signing_rejects_forged_requests(b: Backend) {
 /// Forged replies (altered result, wrong key, a genuine reply to another call, unsigned) are
 /// ignored and the caller gets the genuine reply that follows them.
 pub async fn signing_rejects_forged_replies(b: Backend) {
-    if !b.supports("signing_rejects_forged_replies", &[Feature::Rpc]) {
-        return;
-    }
     let topic = unique("forgedreply");
     let genuine = signing(&["k1"]);
     // A bare server on the driver contract: it answers every call with forgeries first.
@@ -289,9 +280,6 @@ pub async fn signing_rejects_forged_replies(b: Backend) {
 /// already signing with k2 are both served (and verify its k2-signed replies). Once k1 is
 /// removed, messages signed with it are rejected.
 pub async fn signing_rotation(b: Backend) {
-    if !b.supports("signing_rotation", &[Feature::Rpc]) {
-        return;
-    }
     let topic = unique("rotation");
     let server = start_rotating_server(&b, &topic, &["k2", "k1"], Recorder::new()).await;
     for keys in [["k1", "k2"], ["k2", "k1"]] {
@@ -347,9 +335,6 @@ async fn start_rotating_server(
 
 /// In warn mode, unsigned requests are served and unsigned replies accepted, and counted.
 pub async fn signing_warn_mode_processes_unsigned_rpc(b: Backend) {
-    if !b.supports("signing_warn_mode_processes_unsigned_rpc", &[Feature::Rpc]) {
-        return;
-    }
     let warn = signing(&["k1"]).with_mode(SignatureMode::Warn);
 
     let topic = unique("warnsrv");
@@ -409,12 +394,6 @@ fn notification(event_type: &str, payload: Value) -> NotificationMessage {
 /// Signed notifications arrive; forged ones (altered payload, altered context, a wrong key,
 /// unsigned) are acknowledged and dropped before any endpoint sees them.
 pub async fn signing_notifications_round_trip_and_forgeries_rejected(b: Backend) {
-    if !b.supports(
-        "signing_notifications_round_trip_and_forgeries_rejected",
-        &[Feature::Notifications],
-    ) {
-        return;
-    }
     let topic = unique("signednotif");
     let genuine = signing(&["k1"]);
     let recorder = Recorder::new();
@@ -481,12 +460,6 @@ pub async fn signing_notifications_round_trip_and_forgeries_rejected(b: Backend)
 
 /// A warn-mode listener handles unsigned notifications, and counts them.
 pub async fn signing_warn_mode_processes_unsigned_notifications(b: Backend) {
-    if !b.supports(
-        "signing_warn_mode_processes_unsigned_notifications",
-        &[Feature::Notifications],
-    ) {
-        return;
-    }
     let topic = unique("warnnotif");
     let recorder = Recorder::new();
     let warn = signing(&["k1"]).with_mode(SignatureMode::Warn);

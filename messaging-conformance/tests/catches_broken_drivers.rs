@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use messaging_core::conformance::{cases, run, Backend};
+use messaging_conformance::{cases, run, Backend};
 use messaging_core::driver::*;
 use messaging_core::wire::{NotificationFormat, NotificationMessage, RpcRequest};
 use messaging_core::{install_driver, MemoryDriver, Result, TransportUrl};
@@ -187,6 +187,7 @@ fn assert_case_fails<Fut: std::future::Future<Output = ()>>(
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         run(
             case_name,
+            &[],
             || Backend::new(scheme[0], &url).patience(Duration::from_secs(3)),
             case,
         );

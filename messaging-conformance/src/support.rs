@@ -1,23 +1,25 @@
-//! Helpers of the conformance cases: unique names, recorders, the test endpoint.
+//! Helpers of the conformance cases: unique names, recorders, the test endpoint, and starting
+//! servers, clients and listeners on a backend.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use messaging_core::{
+    Context, Endpoint, NoArgs, Notification, NotificationEndpoint, NotificationListener,
+    NotificationResult, RemoteError, RpcClient, RpcServer, RpcTransport, ServiceHandle, Target,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::context::Context;
-use crate::error::RemoteError;
-use crate::notify::{Notification, NotificationEndpoint, NotificationResult};
-use crate::rpc::{Endpoint, NoArgs};
+use crate::Backend;
 
 /// How long a case waits for expected messages before failing.
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// A name no other case or run uses: `conf_<what>_<8 hex digits>`.
 pub fn unique(what: &str) -> String {
-    format!("conf_{what}_{}", &crate::wire::new_id()[..8])
+    format!("conf_{what}_{}", &messaging_core::wire::new_id()[..8])
 }
 
 /// Collects what servers and listeners received, and lets a case wait for it.
@@ -175,4 +177,58 @@ pub(crate) fn distinct_and_duplicates<I: IntoIterator<Item = String>>(ids: I) ->
     all.sort();
     all.dedup();
     (all.len(), total - all.len())
+}
+
+/// How long a case's calls may take.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The context every case sends.
+pub(crate) fn ctx() -> Context {
+    Context::new()
+        .with("user_id", "u-1")
+        .with("project_id", "p-1")
+        .with("request_id", "req-123")
+}
+
+/// Start a server of the test endpoint at `target` (which names the server).
+pub(crate) async fn start_server(
+    b: &Backend,
+    target: Target,
+    recorder: Arc<Recorder<Recorded>>,
+) -> ServiceHandle {
+    let server_name = target.server.clone().expect("test servers have names");
+    let handle = RpcServer::new(b.rpc().await, target)
+        .endpoint(test_endpoint(&server_name, recorder))
+        .start()
+        .await
+        .expect("server starts");
+    b.settled().await;
+    handle
+}
+
+/// A transport and a client of `topic` on it.
+pub(crate) async fn client(b: &Backend, topic: &str) -> (RpcTransport, RpcClient) {
+    let transport = b.rpc().await;
+    let client = RpcClient::new(transport.clone(), Target::topic(topic)).timeout(CALL_TIMEOUT);
+    (transport, client)
+}
+
+/// Start a listener of `targets` (in `pool`) with `endpoint`, configured by `configure`.
+pub(crate) async fn start_listener(
+    b: &Backend,
+    targets: &[&str],
+    pool: Option<&str>,
+    endpoint: NotificationEndpoint,
+    configure: impl FnOnce(NotificationListener) -> NotificationListener,
+) -> ServiceHandle {
+    let mut listener = NotificationListener::new(b.notifications().await).endpoint(endpoint);
+    for topic in targets {
+        listener = listener.target(Target::topic(*topic));
+    }
+    if let Some(pool) = pool {
+        listener = listener.pool(pool);
+    }
+    let handle = configure(listener).start().await.expect("listener starts");
+    b.settled().await;
+    handle
 }

@@ -110,7 +110,7 @@ fn deeply_nested(depth: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{NotificationMessage, RequestMessage};
+    use messaging_core::wire::{NotificationMessage, RequestMessage};
 
     #[test]
     fn every_body_is_refused_by_the_decoder() {

@@ -1,6 +1,6 @@
 //! The conformance suite against the `memory://` driver.
 
-messaging_core::conformance_suite!(messaging_core::conformance::Backend::new(
+messaging_conformance::conformance_suite!(messaging_conformance::Backend::new(
     "memory",
     "memory://"
 ));
