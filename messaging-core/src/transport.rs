@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::options;
 use crate::registry::driver_for_scheme;
 use crate::signing::{Guard, Signing};
+use crate::telemetry::Telemetry;
 use crate::url::TransportUrl;
 
 /// oslo's default `control_exchange`.
@@ -48,6 +49,7 @@ struct Info {
     capabilities: Capabilities,
     options: TransportOptions,
     guard: Option<Guard>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Parse `url`, find its driver, add the driver's configured option defaults that the URL does
@@ -133,7 +135,11 @@ impl Info {
             capabilities: driver.capabilities_for(&url),
             url,
             options: options.clone(),
-            guard: options.signing.clone().map(Guard::new),
+            guard: options
+                .signing
+                .clone()
+                .map(|signing| Guard::new(signing, driver.name())),
+            telemetry: Arc::new(Telemetry::new(driver.name(), driver.messaging_system())),
         })
     }
 }
@@ -152,6 +158,10 @@ impl RpcTransport {
 
     pub(crate) fn guard(&self) -> Option<&Guard> {
         self.info.guard.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.info.telemetry
     }
 
     /// The driver side, for the API types.
@@ -199,6 +209,10 @@ impl NotificationTransport {
 
     pub(crate) fn guard(&self) -> Option<&Guard> {
         self.info.guard.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.info.telemetry
     }
 
     /// The driver side, for the API types.

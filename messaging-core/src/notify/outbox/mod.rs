@@ -18,11 +18,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::driver::retry::Backoff;
 use crate::driver::{NotifyAddress, NotifyDriver, Retry, SendOptions};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
+use crate::telemetry::{self, OutboxMeters, Telemetry, TraceContext};
 use crate::wire::{NotificationFormat, NotificationMessage};
 
 use spool::Spool;
@@ -273,6 +275,7 @@ struct Shared {
     pending: watch::Sender<usize>,
     /// Set when the notifier (every clone) is gone.
     closed: watch::Sender<bool>,
+    meters: OutboxMeters,
 }
 
 impl Shared {
@@ -282,6 +285,7 @@ impl Shared {
 
     fn publish(&self, state: &State) {
         self.pending.send_replace(state.pending());
+        self.meters.pending.set(state.pending() as f64);
     }
 
     /// Make room for `n` deliveries; returns the sequence numbers of entries dropped for them.
@@ -306,6 +310,7 @@ impl Shared {
                 dropped.push(entry.seq);
             }
             state.dropped += excess as u64;
+            self.meters.dropped.increment(excess as u64);
         }
         state.reserved += n;
         self.publish(&state);
@@ -356,6 +361,7 @@ impl Shared {
         state.in_flight -= sent;
         state.sent += sent_ok;
         state.failed += failed;
+        self.meters.failed.increment(failed);
         for entry in again.into_iter().rev() {
             state.queue.push_front(entry);
         }
@@ -406,8 +412,13 @@ impl Drop for Outbox {
 }
 
 impl Outbox {
-    /// Open the outbox (recovering its spool, if any) and start sending through `driver`.
-    pub(crate) async fn open(driver: Arc<dyn NotifyDriver>, config: OutboxConfig) -> Result<Self> {
+    /// Open the outbox (recovering its spool, if any) and start sending through `driver`,
+    /// reporting with the transport's `telemetry`.
+    pub(crate) async fn open(
+        driver: Arc<dyn NotifyDriver>,
+        config: OutboxConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             capacity: config.capacity,
@@ -415,6 +426,7 @@ impl Outbox {
             wake: Notify::new(),
             pending: watch::channel(0).0,
             closed: watch::channel(false).0,
+            meters: telemetry.meters.outbox(),
         });
         let spool = match &config.spool_dir {
             None => None,
@@ -450,6 +462,7 @@ impl Outbox {
                     );
                 }
                 shared.lock().failed += unreadable.len() as u64;
+                shared.meters.failed.increment(unreadable.len() as u64);
                 // Recovered entries may exceed the capacity: they are kept all the same.
                 shared.push(entries, 0);
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -467,7 +480,8 @@ impl Outbox {
                 Some(tx)
             }
         };
-        tokio::spawn(send_loop(shared.clone(), driver, spool.clone(), config));
+        let sender = Sender { driver, telemetry };
+        tokio::spawn(send_loop(shared.clone(), sender, spool.clone(), config));
         Ok(Self { shared, spool })
     }
 
@@ -554,10 +568,40 @@ fn verdict(error: &MessagingError) -> Verdict {
     }
 }
 
+/// Sends one entry at a time for the sender task.
+struct Sender {
+    driver: Arc<dyn NotifyDriver>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Sender {
+    /// Send `entry` in its `outbox.send` span (the child of the notify span that queued it);
+    /// a confirmed send is counted as sent.
+    async fn send(&self, entry: &Entry, options: &SendOptions) -> Result<()> {
+        let Item {
+            to,
+            message,
+            format,
+        } = &*entry.item;
+        let span = telemetry::outbox_send(self.telemetry.system, &to.topic, message);
+        telemetry::incoming(&span, TraceContext::from_context(&message.context));
+        let started = Instant::now();
+        let notify = self.driver.notify(to, message, *format, options);
+        let sent = notify.instrument(span.clone()).await;
+        telemetry::finish(&span, &sent);
+        if sent.is_ok() {
+            let meters = self.telemetry.meters.notify(&to.topic, &message.event_type);
+            meters.sent.increment(1);
+            meters.confirm.record(telemetry::seconds(started.elapsed()));
+        }
+        sent
+    }
+}
+
 /// The sender task: sends the queue in order, backing off while the broker is unreachable.
 async fn send_loop(
     shared: Arc<Shared>,
-    driver: Arc<dyn NotifyDriver>,
+    sender: Sender,
     spool: Option<mpsc::UnboundedSender<Request>>,
     config: OutboxConfig,
 ) {
@@ -584,11 +628,7 @@ async fn send_loop(
                 _ = closed.wait_for(|c| *c) => return,
             }
         }
-        let sends = join_all(
-            batch
-                .iter()
-                .map(|e| driver.notify(&e.item.to, &e.item.message, e.item.format, &options)),
-        );
+        let sends = join_all(batch.iter().map(|e| sender.send(e, &options)));
         let results = tokio::select! {
             biased;
             _ = closed.wait_for(|c| *c) => return,
@@ -805,7 +845,13 @@ mod tests {
     async fn notifier(broker: &Arc<Broker>, config: OutboxConfig) -> Result<Notifier> {
         let transport = get_notification_transport("memory://").await.unwrap();
         let mut notifier = Notifier::new(transport, "test.outbox");
-        let outbox = Outbox::open(Arc::new(FakeDriver(broker.clone())), fast(config)).await?;
+        let telemetry = Arc::new(Telemetry::new("fake", "fake"));
+        let outbox = Outbox::open(
+            Arc::new(FakeDriver(broker.clone())),
+            fast(config),
+            telemetry,
+        );
+        let outbox = outbox.await?;
         notifier.outbox = Some(Arc::new(outbox));
         Ok(notifier)
     }
