@@ -1,7 +1,8 @@
 //! librdkafka's logs and client errors, as `tracing` events (target `librdkafka`).
 
+use messaging_core::telemetry;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
 /// A client context that forwards librdkafka's log lines and errors to `tracing`.
@@ -35,5 +36,12 @@ pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 pub(crate) fn forward_error(error: &KafkaError, reason: &str) {
     // Broker connection errors repeat while a broker is down; the send or the listener that
     // suffers from them reports them too.
-    tracing::warn!(target: "librdkafka", %error, "{reason}");
+    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::BrokerTransportFailure) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        return;
+    }
+    // A lost broker connection, which librdkafka reconnects by itself: marked and counted.
+    telemetry::count_reconnect(crate::NAME);
+    telemetry::reconnect_span(crate::NAME, "librdkafka")
+        .in_scope(|| tracing::warn!(target: "librdkafka", %error, "{reason}"));
 }

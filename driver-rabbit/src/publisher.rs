@@ -23,6 +23,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use messaging_core::driver::SendOptions;
+use messaging_core::telemetry;
 use messaging_core::wire::{CONTENT_ENCODING, CONTENT_TYPE};
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
@@ -161,6 +162,7 @@ impl Publisher {
             return Err(Failure::Fatal(MessagingError::Closed("transport")));
         }
         let mut current = self.current.lock().await;
+        let reconnecting = current.is_some();
         if let Some(session) = current.as_ref() {
             if session.alive() {
                 return Ok(session.clone());
@@ -183,9 +185,15 @@ impl Publisher {
                 *current = None;
             }
         }
-        let connection = Arc::new(self.connector.connect(self.role).await?);
-        let channel = confirm_channel(&connection).await?;
-        let session = Arc::new(Session::new(connection, channel));
+        let open = async {
+            let connection = Arc::new(self.connector.connect(self.role).await?);
+            let channel = confirm_channel(&connection).await?;
+            Ok(Arc::new(Session::new(connection, channel)))
+        };
+        let session = match reconnecting {
+            true => telemetry::reconnect(crate::NAME, crate::SYSTEM, self.role, open).await?,
+            false => open.await?,
+        };
         *current = Some(session.clone());
         Ok(session)
     }
@@ -198,6 +206,7 @@ impl Publisher {
         message: Outgoing<'_>,
         options: &SendOptions,
     ) -> Result<()> {
+        telemetry::record_body_size(message.body.len());
         with_retry(self.connector.config(), what, options, || {
             self.publish_once(message)
         })
@@ -257,6 +266,7 @@ impl Publisher {
         patience: Option<Duration>,
         expire: bool,
     ) -> Result<Routed> {
+        telemetry::record_body_size(message.body.len());
         let deadline = patience.map(|patience| Instant::now() + patience);
         let mut remaining = patience;
         let fail_fast = options.fail_fast.filter(|window| !window.is_zero());
