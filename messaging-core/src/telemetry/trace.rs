@@ -77,7 +77,7 @@ impl TraceContext {
         if [2, 35, 52].iter().any(|&i| text.as_bytes()[i] != b'-') {
             return None;
         }
-        let trace_id = hex_field(&text[3..35]).and_then(|id| u128::try_from(id).ok())?;
+        let trace_id = hex_field(&text[3..35])?;
         let span_id = hex_field(&text[36..52]).and_then(|id| u64::try_from(id).ok())?;
         let flags = hex_field(&text[53..55]).and_then(|f| u8::try_from(f).ok())?;
         if trace_id == 0 || span_id == 0 {
