@@ -3,10 +3,10 @@
 //! dynamic string API underneath, which services defined elsewhere (Python) and `omsg` use.
 //!
 //! ```text
-//! cargo run --example quickstart                                   # in-process memory://
-//! cargo run --features rabbit --example quickstart -- rabbit://guest:guest@127.0.0.1:5672/
-//! cargo run --features rabbit --example quickstart -- RPC_URL NOTIFY_URL   # hybrid
-//! cargo run --example quickstart -- --asyncapi > compute.json      # the service described
+//! cargo quickstart                                   # in-process memory://, builds no broker driver
+//! cargo run --example quickstart -- rabbit://guest:guest@127.0.0.1:5672/
+//! cargo run --example quickstart -- RPC_URL NOTIFY_URL                # hybrid
+//! cargo quickstart -- --asyncapi > compute.json      # the service described
 //! ```
 
 use std::time::Duration;

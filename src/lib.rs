@@ -20,6 +20,25 @@
 //!
 //! Typed services (feature `macros`, on by default): see [`service`](macro@service).
 //!
+//! Services configured the OpenStack way build everything from their INI file, so that every
+//! key applies (see [`MessagingConfig`]):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), messaging::MessagingError> {
+//! let config = messaging::parse_ini(
+//!     "[DEFAULT]\ntransport_url = memory://\nrpc_response_timeout = 10\n\
+//!      [oslo_messaging_notifications]\ntopics = notifications, billing\n",
+//! )?; // or messaging::load_ini(path)
+//! let client = config.rpc_client(config.rpc_transport().await?, messaging::Target::topic("compute"));
+//! let notifier = config.notifier(config.notification_transport().await?, "compute.host1").await?;
+//! # let _ = (client, notifier);
+//! # Ok(()) }
+//! ```
+//!
+//! The library logs through `tracing`; install a subscriber to see its warnings (README,
+//! "Logs").
+//!
 //! See the `messaging-core` documentation for the API: [`RpcClient`], [`RpcServer`],
 //! [`Notifier`], [`NotificationListener`], and [`typed`] for what typed services do on the
 //! wire.

@@ -139,6 +139,8 @@ impl Connector {
     async fn open_host(&self, host: &TransportHost) -> Result<Opened> {
         let port = host.port_or(self.default_port());
         let label = format!("{}:{port}", host.hostname);
+        let profile = self.sasl_profile(host);
+        let login = login_of(&profile);
         let tcp = TcpStream::connect((host.hostname.as_str(), port))
             .await
             .map_err(|e| MessagingError::ConnectionFailure(format!("{label}: {e}")))?;
@@ -170,7 +172,7 @@ impl Connector {
             .scheme("amqp")
             .channel_max(2047)
             .properties(properties)
-            .sasl_profile(self.sasl_profile(host));
+            .sasl_profile(profile);
         let builder = if self.config.idle_timeout > 0 {
             builder.idle_time_out(
                 u32::try_from(self.config.idle_timeout.saturating_mul(1000)).unwrap_or(u32::MAX),
@@ -183,7 +185,7 @@ impl Connector {
             None => builder
                 .open_with_stream(Sniff::new(tcp, captured.clone()))
                 .await
-                .map_err(|e| open_error(&label, e))?,
+                .map_err(|e| open_error(&label, &login, e))?,
             Some(tls) => {
                 let name = if self.config.ssl_verify_vhost {
                     self.vhost.clone().unwrap_or_else(|| host.hostname.clone())
@@ -197,7 +199,7 @@ impl Connector {
                 builder
                     .open_with_stream(Sniff::new(stream, captured.clone()))
                     .await
-                    .map_err(|e| open_error(&label, e))?
+                    .map_err(|e| open_error(&label, &login, e))?
             }
         };
         captured.stop();
@@ -254,10 +256,20 @@ impl Connector {
     }
 }
 
-fn open_error(label: &str, error: OpenError) -> MessagingError {
+/// Who logs in and how, as errors name it (as the rabbit driver does).
+fn login_of(profile: &SaslProfile) -> String {
+    match profile {
+        SaslProfile::Plain { username, .. } => format!("user `{username}` (SASL PLAIN)"),
+        _ => "anonymous login (SASL ANONYMOUS)".to_owned(),
+    }
+}
+
+fn open_error(label: &str, login: &str, error: OpenError) -> MessagingError {
     match error {
         OpenError::SaslError { code, .. } if code != SaslCode::Ok => {
-            MessagingError::AuthenticationFailure(format!("{label}: SASL {code:?}"))
+            MessagingError::AuthenticationFailure(format!(
+                "{label}: login refused for {login}: SASL {code:?}"
+            ))
         }
         other => MessagingError::ConnectionFailure(format!("{label}: {other}")),
     }

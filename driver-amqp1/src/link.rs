@@ -388,10 +388,7 @@ impl LinkManager {
 
     fn timed_out(address: &str, spec: &SendSpec, waiting: &str) -> MessagingError {
         match &spec.call_id {
-            Some(msg_id) => MessagingError::Timeout {
-                msg_id: msg_id.clone(),
-                after: spec.started.elapsed(),
-            },
+            Some(msg_id) => MessagingError::not_taken(msg_id, spec.started.elapsed()),
             None => MessagingError::SendTimeout {
                 what: format!("{} to `{address}` ({waiting})", spec.what),
                 after: spec.started.elapsed(),
@@ -1029,7 +1026,7 @@ mod tests {
         let waiting = Instant::now();
         let waited = LinkManager::until_credit("a", &spec, std::future::pending::<()>()).await;
         match waited {
-            Err(Failure::Fatal(MessagingError::Timeout { msg_id, after })) => {
+            Err(Failure::Fatal(MessagingError::Timeout { msg_id, after, .. })) => {
                 assert_eq!(msg_id, "m1");
                 assert!(after >= timeout, "reported {after:?}");
             }

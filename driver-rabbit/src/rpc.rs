@@ -134,10 +134,7 @@ impl RabbitRpc {
                 if let Some(timeout) = options.timeout {
                     tokio::time::sleep_until(began + timeout).await;
                 }
-                Err(MessagingError::Timeout {
-                    msg_id: msg_id.to_owned(),
-                    after: began.elapsed(),
-                })
+                Err(MessagingError::not_taken(msg_id, began.elapsed()))
             }
             (Routed::Returned, _) => Err(to.no_server(began.elapsed())),
         }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::target::Target;
+
 /// Shorthand for results whose error is [`MessagingError`].
 pub type Result<T, E = MessagingError> = std::result::Result<T, E>;
 
@@ -25,7 +27,7 @@ pub enum MessagingError {
     },
 
     /// No driver is compiled in for the URL's scheme.
-    #[error("unknown transport scheme `{scheme}`; available schemes: {}", available.join(", "))]
+    #[error("unknown transport scheme `{scheme}`; available schemes: {}{}", available.join(", "), scheme_hint(scheme))]
     UnknownScheme {
         /// The scheme that was asked for.
         scheme: String,
@@ -34,7 +36,7 @@ pub enum MessagingError {
     },
 
     /// A URL query option (or config key) that the chosen driver does not know.
-    #[error("unknown option `{option}` for the {driver} driver; known options: {}", known.join(", "))]
+    #[error("unknown option `{option}` for the {driver} driver; {}known options: {}", did_you_mean(option, known), known.join(", "))]
     UnknownOption {
         /// The option that was given.
         option: String,
@@ -82,12 +84,20 @@ pub enum MessagingError {
     Serialization(#[from] serde_json::Error),
 
     /// No reply within the call's timeout (or no call-monitor heartbeat in time).
-    #[error("timed out after {after:?} waiting for a reply to message ID {msg_id}")]
+    ///
+    /// Drivers build it with [`MessagingError::not_taken`]; [`RpcClient`](crate::RpcClient)
+    /// adds the call it was about.
+    #[error("{}", timeout_text(msg_id, *after, call.as_deref(), *delivered))]
     Timeout {
-        /// The request's `_msg_id`.
+        /// The request's `_msg_id` (`(not sent)` if the time ran out before it was sent).
         msg_id: String,
         /// How long the caller waited.
         after: Duration,
+        /// The call: method, topic, exchange, server, namespace and version.
+        call: Option<Box<RpcCall>>,
+        /// True if the request reached a server's queue or link and no reply came; false if
+        /// no server took it (none consumes the topic, or the broker was unreachable).
+        delivered: bool,
     },
 
     /// A cast or notification could not be handed over within its send timeout (for example,
@@ -120,24 +130,28 @@ pub enum MessagingError {
     #[error("remote error: {0}")]
     Remote(Box<RemoteError>),
 
-    /// The server has no endpoint with this method at a compatible version.
-    #[error("no such RPC method `{method}` on the server")]
+    /// The server has no endpoint with this method at a compatible version (and namespace).
+    #[error("no such RPC method: {}; the server says: {}", describe_call(method, call.as_deref()), remote.message)]
     NoSuchMethod {
         /// The method that was called.
         method: String,
-        /// The failure as the server encoded it.
+        /// The failure as the server encoded it (ours say where else the method is served).
         remote: Box<RemoteError>,
+        /// The call: topic, exchange, server, namespace and version.
+        call: Option<Box<RpcCall>>,
     },
 
-    /// No endpoint of the server implements the requested version.
-    #[error("the server does not support version {version} for method `{method}`")]
+    /// No endpoint of the server implements the requested version (in the namespace).
+    #[error("unsupported RPC version {version}: {}; the server says: {}", describe_call(method, call.as_deref()), remote.message)]
     UnsupportedVersion {
         /// The requested version.
         version: String,
         /// The method that was called.
         method: String,
-        /// The failure as the server encoded it.
+        /// The failure as the server encoded it (ours say which versions they serve).
         remote: Box<RemoteError>,
+        /// The call: topic, exchange, server, namespace and version.
+        call: Option<Box<RpcCall>>,
     },
 
     /// The requested version is above the client's `version_cap`.
@@ -213,6 +227,28 @@ impl MessagingError {
         }
     }
 
+    /// A [`MessagingError::Timeout`] for a request no server took within `after` (a driver
+    /// found no queue or link for it): the RPC client adds which call it was.
+    pub fn not_taken(msg_id: impl Into<String>, after: Duration) -> Self {
+        Self::Timeout {
+            msg_id: msg_id.into(),
+            after,
+            call: None,
+            delivered: false,
+        }
+    }
+
+    /// Name `call` in a timeout or dispatch error (other errors are returned unchanged).
+    pub fn for_call(mut self, rpc_call: &RpcCall) -> Self {
+        if let Self::Timeout { call, .. }
+        | Self::NoSuchMethod { call, .. }
+        | Self::UnsupportedVersion { call, .. } = &mut self
+        {
+            *call = Some(Box::new(rpc_call.clone()));
+        }
+        self
+    }
+
     /// True for errors that a retry may cure (connection and delivery problems, timeouts).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -224,6 +260,103 @@ impl MessagingError {
                 | Self::NoServer { .. }
         )
     }
+}
+
+/// An RPC call as errors name it: the method and where it was sent.
+///
+/// ```
+/// use messaging_core::{RpcCall, Target};
+///
+/// let call = RpcCall::new("select_host", Target::topic("scheduler").exchange("nova"));
+/// assert_eq!(
+///     call.to_string(),
+///     "`select_host` on topic `scheduler` (exchange `nova`, any server, no namespace, version 1.0)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcCall {
+    /// The method called.
+    pub method: String,
+    /// The target, with the exchange the call used.
+    pub target: Target,
+}
+
+impl RpcCall {
+    /// A call of `method` to `target`.
+    pub fn new(method: impl Into<String>, target: Target) -> Self {
+        Self {
+            method: method.into(),
+            target,
+        }
+    }
+}
+
+impl fmt::Display for RpcCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quoted = |value: &Option<String>| value.as_ref().map(|v| format!("`{v}`"));
+        let target = &self.target;
+        write!(f, "`{}` on topic ", self.method)?;
+        match &target.topic {
+            Some(topic) => write!(f, "`{topic}`")?,
+            None => write!(f, "(none)")?,
+        }
+        let exchange = quoted(&target.exchange).unwrap_or_else(|| "(default)".into());
+        let server =
+            quoted(&target.server).map_or_else(|| "any server".into(), |s| format!("server {s}"));
+        let namespace = quoted(&target.namespace)
+            .map_or_else(|| "no namespace".into(), |n| format!("namespace {n}"));
+        let version = target.version.as_deref().unwrap_or("1.0");
+        write!(
+            f,
+            " (exchange {exchange}, {server}, {namespace}, version {version})"
+        )
+    }
+}
+
+/// The call a dispatch error is about, or just its method when the call is unknown.
+fn describe_call(method: &str, call: Option<&RpcCall>) -> String {
+    match call {
+        Some(call) => call.to_string(),
+        None => format!("`{method}`"),
+    }
+}
+
+fn timeout_text(msg_id: &str, after: Duration, call: Option<&RpcCall>, delivered: bool) -> String {
+    let after = seconds(after);
+    match (call, delivered) {
+        (Some(call), false) => format!("no server took the call {call} within {after}"),
+        (Some(call), true) => format!(
+            "no reply within {after} to the call {call} (message ID {msg_id}): it was sent, \
+             but no server answered in time"
+        ),
+        (None, false) => format!("no server took message ID {msg_id} within {after}"),
+        (None, true) => format!("no reply within {after} to message ID {msg_id}"),
+    }
+}
+
+/// `2 s`, `0.5 s`: a duration as people read it in an error message.
+fn seconds(duration: Duration) -> String {
+    let tenths = (duration.as_secs_f64() * 10.0).round() / 10.0;
+    format!("{tenths} s")
+}
+
+/// Where the broker drivers come from, for a scheme one of them serves.
+fn scheme_hint(scheme: &str) -> &'static str {
+    match scheme {
+        "rabbit" | "kombu" | "amqp" | "amqps" | "kafka" => {
+            " (the `messaging` crate installs its drivers, per its cargo features, in its \
+             `get_*_transport`, `parse_ini` and `load_ini` functions; call \
+             `messaging::install_default_drivers()` before opening transports any other way)"
+        }
+        _ => "",
+    }
+}
+
+/// `did you mean `x`? ` when one of `known` is within a typo of `given`.
+fn did_you_mean(given: &str, known: &[String]) -> String {
+    crate::options::closest(given, known.iter().map(String::as_str))
+        .map(|name| format!("did you mean `{name}`? "))
+        .unwrap_or_default()
 }
 
 /// Python's module for built-in exception classes, as oslo encodes it.
@@ -319,11 +452,13 @@ impl RemoteError {
             ("NoSuchMethod", DISPATCHER_MODULE) => MessagingError::NoSuchMethod {
                 method: method.to_owned(),
                 remote: Box::new(self),
+                call: None,
             },
             ("UnsupportedVersion", DISPATCHER_MODULE) => MessagingError::UnsupportedVersion {
                 version: version.unwrap_or("1.0").to_owned(),
                 method: method.to_owned(),
                 remote: Box::new(self),
+                call: None,
             },
             _ => MessagingError::Remote(Box::new(self)),
         }

@@ -67,7 +67,7 @@ pub mod conformance;
 pub use config::{MessagingConfig, NotificationsConfig};
 pub use context::{Context, NoOpSerializer, Serializer, SharedSerializer};
 pub use driver::Retry;
-pub use error::{MessagingError, RemoteError, Result};
+pub use error::{MessagingError, RemoteError, Result, RpcCall};
 pub use memory::MemoryDriver;
 pub use notify::{
     Notification, NotificationEndpoint, NotificationFilter, NotificationListener,
@@ -78,7 +78,7 @@ pub use priority::Priority;
 pub use registry::{available_schemes, driver_for_scheme, driver_named, install_driver};
 pub use rpc::{
     Endpoint, NoArgs, RpcClient, RpcEndpoint, RpcServer, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT,
-    PING_METHOD,
+    PING_IDENTIFY_ARG, PING_METHOD,
 };
 pub use service::ServiceHandle;
 pub use target::{Target, Version};

@@ -71,7 +71,7 @@ impl OptionSpec {
     }
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Some(true),
         "false" | "no" | "off" | "0" => Some(false),
@@ -98,6 +98,23 @@ pub fn validate<'a>(
         }
     }
     Ok(())
+}
+
+/// The name among `known` that `given` is most likely a typo of: at most two edits away
+/// (a swap of neighbours counts as one), and not `given` itself.
+///
+/// ```
+/// let known = ["amqp_durable_queues", "amqp_auto_delete"];
+/// assert_eq!(messaging_core::options::closest("amqp_durable_queue", known), Some("amqp_durable_queues"));
+/// assert_eq!(messaging_core::options::closest("durable", known), None);
+/// ```
+pub fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|name| (strsim::osa_distance(given, name), name))
+        .filter(|(distance, _)| (1..=2).contains(distance))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
 }
 
 /// Typed, validated reads of option values, for drivers.
@@ -199,6 +216,9 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(err.to_string().contains("known options: durable, prefetch"));
+        assert!(err.to_string().contains("did you mean `durable`?"), "{err}");
+        let far = validate("test", SPECS, [("colour", "red")]).unwrap_err();
+        assert!(!far.to_string().contains("did you mean"), "{far}");
     }
 
     #[test]

@@ -463,10 +463,9 @@ impl Sender {
                 }
             }
         }
-        Err(Failure::Messaging(messaging::MessagingError::Timeout {
-            msg_id: "(bench warm-up)".into(),
-            after: STALL,
-        }))
+        Err(Failure::TimedOut(format!(
+            "bench warm-up: the warm-up messages did not all arrive within {STALL:?}"
+        )))
     }
 }
 

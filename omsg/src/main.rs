@@ -48,6 +48,15 @@ struct Cli {
     #[arg(long, global = true, env = "OSLO_CONFIG_FILE")]
     config: Option<std::path::PathBuf>,
 
+    /// Log more: -v info, -vv debug, -vvv trace (warnings are shown by default; RUST_LOG,
+    /// when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Log less: -q errors only, -qq nothing.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -80,6 +89,8 @@ enum Command {
 enum Failure {
     Messaging(MessagingError),
     Usage(String),
+    /// Nothing arrived in time (exit code 2, as a timeout).
+    TimedOut(String),
 }
 
 impl From<MessagingError> for Failure {
@@ -102,6 +113,10 @@ impl Failure {
             Failure::Usage(message) => {
                 eprintln!("omsg: {message}");
                 ExitCode::from(64)
+            }
+            Failure::TimedOut(message) => {
+                eprintln!("omsg: {message}");
+                ExitCode::from(2)
             }
             Failure::Messaging(MessagingError::Remote(remote)) => {
                 eprintln!("{}: {}", remote.class, remote.message);
@@ -272,13 +287,29 @@ fn print_json(value: &Value) {
     println!("{value}");
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    // Logs go to stderr, filtered by RUST_LOG (e.g. RUST_LOG=messaging_core=debug).
+/// Logs go to stderr: warnings and errors by default, more with `-v`, less with `-q`, and
+/// whatever `RUST_LOG` says when it is set (e.g. `RUST_LOG=messaging_core=debug`). lapin's
+/// own logs stay hidden unless asked for with `-v`: it warns about every message RabbitMQ
+/// returns (which the rabbit driver handles) and repeats the driver's connection errors.
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "warn,lapin=off",
+        (0, 1) => "error,lapin=off",
+        (0, _) => "off",
+        (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -291,6 +322,7 @@ async fn main() -> ExitCode {
             };
         }
     };
+    init_logging(cli.verbose, cli.quiet);
     if let Command::Schemes = cli.command {
         print_json(&Value::from(messaging::available_schemes()));
         return ExitCode::SUCCESS;

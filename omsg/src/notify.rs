@@ -90,6 +90,7 @@ pub async fn listen(endpoints: &Endpoints, args: ListenArgs) -> Outcome {
         filter = filter.publisher_id(pattern)?;
     }
     let transport = endpoints.notifications().await?;
+    let url = transport.url().to_string();
     // Past --count, hand notifications back instead of consuming them unseen.
     let can_requeue = transport.capabilities().supports(Feature::Requeue);
     let limit = args.count.unwrap_or(u64::MAX);
@@ -127,9 +128,11 @@ pub async fn listen(endpoints: &Endpoints, args: ListenArgs) -> Outcome {
     let stop = shutdown_signal()?;
     tokio::pin!(stop);
     let listener = listener.start().await?;
+    // Once started, the listener is consuming (Kafka: its group assigned partitions), so
+    // scripts may wait for this line before sending.
     eprintln!(
-        "omsg: listening on {} (Ctrl-C or SIGTERM to stop)",
-        args.topic
+        "omsg: listening on topic {} (exchange {}) at {} (Ctrl-C or SIGTERM to stop)",
+        args.topic, endpoints.exchange, url
     );
     let mut printed = 0u64;
     let outcome = loop {
@@ -148,10 +151,11 @@ pub async fn listen(endpoints: &Endpoints, args: ListenArgs) -> Outcome {
             received = received => match received {
                 Ok(next) => next,
                 Err(idle) => {
-                    break Err(Failure::Messaging(messaging::MessagingError::Timeout {
-                        msg_id: format!("(no notification on {} for {idle:?})", args.topic),
-                        after: idle,
-                    }))
+                    break Err(Failure::TimedOut(format!(
+                        "no notification on topic `{}` for {} s (--idle-timeout)",
+                        args.topic,
+                        idle.as_secs_f64()
+                    )))
                 }
             },
             () = &mut stop => break Ok(()),

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use messaging::{
-    Context, Endpoint, NoArgs, RemoteError, RpcClient, RpcServer, Target, PING_METHOD,
+    Context, Endpoint, NoArgs, RemoteError, RpcClient, RpcServer, Target, PING_IDENTIFY_ARG,
+    PING_METHOD,
 };
 use serde_json::{json, Map, Value};
 
@@ -153,22 +154,33 @@ pub async fn cast(endpoints: &Endpoints, args: CastArgs) -> Outcome {
     Ok(())
 }
 
-/// `omsg ping`: one JSON line per ping with the round trip in milliseconds.
+/// `omsg ping`: one JSON line per ping with the server that answered and the round trip in
+/// milliseconds. Our servers name themselves when asked; Python servers answer a bare
+/// `"pong"` (`"server": null`).
 pub async fn ping(endpoints: &Endpoints, args: PingArgs) -> Outcome {
     let mut client =
         RpcClient::new(endpoints.rpc().await?, Target::topic(&args.topic)).timeout(args.timeout);
     if let Some(server) = &args.server {
         client = client.server(server);
     }
+    let identify = json!({ PING_IDENTIFY_ARG: true });
     for seq in 0..args.count {
         let started = Instant::now();
-        let answer: Value = client
-            .call(&Context::new(), PING_METHOD, &NoArgs {})
-            .await?;
+        let answer: Value = client.call(&Context::new(), PING_METHOD, &identify).await?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        print_json(
-            &json!({"seq": seq, "answer": answer, "rtt_ms": (ms * 1000.0).round() / 1000.0}),
-        );
+        let (answer, server) = match answer {
+            Value::Object(mut named) => (
+                named.remove("answer").unwrap_or(Value::Null),
+                named.remove("server").unwrap_or(Value::Null),
+            ),
+            bare => (bare, Value::Null),
+        };
+        print_json(&json!({
+            "seq": seq,
+            "server": server,
+            "answer": answer,
+            "rtt_ms": (ms * 1000.0).round() / 1000.0,
+        }));
     }
     Ok(())
 }

@@ -123,7 +123,10 @@ fn bad_input_exits_64_with_a_message() {
 #[test]
 fn timeout_and_no_server_exit_2() {
     for (flag, says) in [
-        ("--timeout", "timed out after"),
+        (
+            "--timeout",
+            "no server took the call `echo` on topic `nobody`",
+        ),
         ("--fail-fast", "no server for topic `nobody`"),
     ] {
         let started = Instant::now();
@@ -136,6 +139,49 @@ fn timeout_and_no_server_exit_2() {
             "{flag}: waited"
         );
     }
+}
+
+#[test]
+fn an_idle_listener_says_no_notification_came() {
+    let output = omsg(&[
+        "--url",
+        "memory://",
+        "listen",
+        "quiet_topic",
+        "--idle-timeout",
+        "0.3",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("listening on topic quiet_topic")
+            && stderr.contains("no notification on topic `quiet_topic` for 0.3 s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reply"), "no RPC wording: {stderr}");
+}
+
+#[test]
+fn config_warnings_show_by_default_and_quiet_hides_them() {
+    let path = std::env::temp_dir().join(format!("omsg-test-{}.ini", std::process::id()));
+    std::fs::write(
+        &path,
+        "[DEFAULT]\ntransport_url = memory://\ncontrol_exchage = nova\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let call = ["call", "nobody", "echo", "--timeout", "0.1"];
+    let default = omsg(&[&["--config", config][..], &call].concat());
+    let quiet = omsg(&[&["-q", "--config", config][..], &call].concat());
+    std::fs::remove_file(&path).ok();
+    let warned = String::from_utf8_lossy(&default.stderr);
+    assert!(
+        warned.contains("WARN") && warned.contains("did you mean `control_exchange`?"),
+        "{warned}"
+    );
+    let hushed = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!hushed.contains("did you mean"), "{hushed}");
+    assert_eq!(quiet.status.code(), Some(2), "{hushed}");
 }
 
 #[test]
@@ -251,11 +297,19 @@ fn rpc_commands_against_brokers() {
             "1",
         ]);
         assert_eq!(missing.status.code(), Some(2), "{url}");
+        let said = String::from_utf8_lossy(&missing.stderr);
+        assert!(
+            said.contains(&format!("the call `echo` on topic `{topic}`"))
+                && said.contains("server `ghost`"),
+            "{url}: {said}"
+        );
 
         let ping = omsg(&["--url", &url, "ping", &topic, "--count", "2"]);
         assert!(ping.status.success(), "{url}");
         assert!(
-            json_lines(&ping).iter().all(|p| p["answer"] == "pong"),
+            json_lines(&ping)
+                .iter()
+                .all(|p| p["answer"] == "pong" && p["server"] == "s1"),
             "{url}"
         );
 
@@ -311,10 +365,18 @@ fn notify_and_listen_against_brokers() {
         let mut listener = Command::new(env!("CARGO_BIN_EXE_omsg"))
             .args(&listen_args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("listen starts");
-        std::thread::sleep(Duration::from_secs(if kafka { 8 } else { 2 }));
+        // Scripts wait for this line: by then the listener consumes (Kafka: has partitions).
+        let mut stderr = BufReader::new(listener.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let read = stderr.read_line(&mut line).unwrap_or(0);
+            assert!(read > 0, "{url}: omsg listen exited before listening");
+        }
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::stderr()));
         let sent = omsg(&["--url", &url, "notify", &topic, "compute.x", r#"{"n": 1}"#]);
         assert!(
             sent.status.success(),

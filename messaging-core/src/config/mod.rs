@@ -13,7 +13,9 @@
 //! # Ok::<(), messaging_core::MessagingError>(())
 //! ```
 
+mod checks;
 mod ini;
+mod open;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,16 +24,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MessagingError, Result};
-use crate::notify::{OutboxConfig, Overflow};
+use crate::notify::{NotifierDriver, OutboxConfig, Overflow};
 use crate::options::{self, OptionSpec};
 use crate::registry::driver_named;
+use crate::rpc::DEFAULT_MAX_CONCURRENCY;
 use crate::signing::{SignatureMode, Signing};
 use crate::transport::{TransportOptions, DEFAULT_EXCHANGE};
 
+pub use checks::ConfigWarning;
+
+/// oslo.messaging's default `transport_url`: RabbitMQ on `localhost:5672`, user `guest`.
+pub const DEFAULT_TRANSPORT_URL: &str = "rabbit://";
+
 /// Typed messaging configuration, for services that load settings with serde or from an INI
-/// file ([`parse_ini`], [`load_ini`]). Open the transports with
-/// [`get_rpc_transport_with`](crate::get_rpc_transport_with) and
-/// [`get_notification_transport_with`](crate::get_notification_transport_with):
+/// file ([`parse_ini`], [`load_ini`]). Build what the service needs from it, so that every
+/// setting applies: [`rpc_transport`](Self::rpc_transport),
+/// [`notification_transport`](Self::notification_transport), [`rpc_client`](Self::rpc_client),
+/// [`rpc_server`](Self::rpc_server), [`notifier`](Self::notifier) and
+/// [`notification_listener`](Self::notification_listener).
+///
+/// Without a `transport_url` it is oslo.messaging's default, [`DEFAULT_TRANSPORT_URL`]
+/// (`rabbit://`: RabbitMQ on localhost), never the in-process `memory://`.
 ///
 /// ```
 /// let config: messaging_core::config::MessagingConfig = serde_json::from_str(
@@ -49,6 +62,11 @@ pub struct MessagingConfig {
     pub control_exchange: String,
     /// `[DEFAULT] rpc_response_timeout`, in seconds: the default call timeout.
     pub rpc_response_timeout: f64,
+    /// `[DEFAULT] executor_thread_pool_size`: how many requests or notifications a server or
+    /// listener handles at once.
+    pub executor_thread_pool_size: usize,
+    /// `[DEFAULT] rpc_ping_enabled`: servers answer `oslo_rpc_server_ping`.
+    pub rpc_ping_enabled: bool,
     /// `[oslo_messaging_notifications]`.
     pub notifications: NotificationsConfig,
     /// Driver options by driver name, from `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`
@@ -58,6 +76,11 @@ pub struct MessagingConfig {
     /// [`crate::signing`]). Serialized without its secrets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// What [`parse_ini`] or [`load_ini`] accepted but found suspicious (a key of ours
+    /// misspelled in `[DEFAULT]`, oslo's default URL taken for a missing `transport_url`).
+    /// Each is also logged as a `tracing` warning.
+    #[serde(skip)]
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// `[oslo_messaging_notifications]` settings.
@@ -66,7 +89,9 @@ pub struct MessagingConfig {
 pub struct NotificationsConfig {
     /// Notification transport; `transport_url` when absent.
     pub transport_url: Option<String>,
-    /// Notifier drivers (`messagingv2`, `messaging`, `log`, `noop`).
+    /// Notifier drivers (`messagingv2`, `messaging`, `log`, `noop`); repeated `driver` lines
+    /// add up, as oslo's multi-valued option. `messagingv2` when absent (oslo sends nothing
+    /// then; we do not drop notifications silently).
     pub driver: Vec<String>,
     /// Topics to publish to.
     pub topics: Vec<String>,
@@ -86,12 +111,15 @@ pub struct NotificationsConfig {
 impl Default for MessagingConfig {
     fn default() -> Self {
         Self {
-            transport_url: "memory://".to_owned(),
+            transport_url: DEFAULT_TRANSPORT_URL.to_owned(),
             control_exchange: DEFAULT_EXCHANGE.to_owned(),
             rpc_response_timeout: 60.0,
+            executor_thread_pool_size: DEFAULT_MAX_CONCURRENCY,
+            rpc_ping_enabled: false,
             notifications: NotificationsConfig::default(),
             driver_options: BTreeMap::new(),
             signing: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -173,7 +201,8 @@ impl MessagingConfig {
 
     /// Override settings from the environment, with oslo.config's names:
     /// `OS_DEFAULT__TRANSPORT_URL`, `OS_DEFAULT__CONTROL_EXCHANGE`,
-    /// `OS_DEFAULT__RPC_RESPONSE_TIMEOUT`, `OS_OSLO_MESSAGING_NOTIFICATIONS__TRANSPORT_URL`,
+    /// `OS_DEFAULT__RPC_RESPONSE_TIMEOUT`, `OS_DEFAULT__EXECUTOR_THREAD_POOL_SIZE`,
+    /// `OS_DEFAULT__RPC_PING_ENABLED`, `OS_OSLO_MESSAGING_NOTIFICATIONS__TRANSPORT_URL`,
     /// `…__DRIVER`, `…__TOPICS`, `…__RETRY`, `…__OUTBOX_DIR`, `…__OUTBOX_CAPACITY`,
     /// `…__OUTBOX_OVERFLOW`, `OS_OSLO_MESSAGING_SIGNING__KEYS`, `…__MODE`.
     pub fn apply_env(&mut self) -> Result<()> {
@@ -202,6 +231,9 @@ impl MessagingConfig {
                 .map_err(|_| format!("`{v}` is not a number"))
         };
         match (section, key) {
+            (_, "transport_url") if value.is_empty() => {
+                return Err("`transport_url` is empty: give a URL such as rabbit://host/".into())
+            }
             ("DEFAULT", "transport_url") => self.transport_url = value.to_owned(),
             ("DEFAULT", "control_exchange") => self.control_exchange = value.to_owned(),
             ("DEFAULT", "rpc_response_timeout") => {
@@ -212,11 +244,32 @@ impl MessagingConfig {
                 }
                 self.rpc_response_timeout = seconds
             }
+            ("DEFAULT", "executor_thread_pool_size") => {
+                self.executor_thread_pool_size = match value.parse() {
+                    Ok(size) if size > 0 => size,
+                    _ => return Err(format!("`{value}` is not a positive count")),
+                }
+            }
+            ("DEFAULT", "rpc_ping_enabled") => {
+                self.rpc_ping_enabled = options::parse_bool(value)
+                    .ok_or_else(|| format!("`{value}` is not true or false"))?
+            }
             (NOTIFICATIONS, "transport_url") => {
                 self.notifications.transport_url = Some(value.to_owned())
             }
-            (NOTIFICATIONS, "driver") => self.notifications.driver = list(value),
-            (NOTIFICATIONS, "topics") => self.notifications.topics = list(value),
+            (NOTIFICATIONS, "driver") => {
+                let drivers =
+                    non_empty_list(value, "driver", "messagingv2, messaging, log or noop")?;
+                for driver in &drivers {
+                    driver
+                        .parse::<NotifierDriver>()
+                        .map_err(|e| e.to_string())?;
+                }
+                self.notifications.driver = drivers;
+            }
+            (NOTIFICATIONS, "topics") => {
+                self.notifications.topics = non_empty_list(value, "topics", "a topic")?
+            }
             (NOTIFICATIONS, "retry") => {
                 self.notifications.retry = value
                     .parse()
@@ -265,10 +318,12 @@ fn signing_reason(error: &MessagingError) -> String {
 
 /// The keys of ours that `[DEFAULT]`, `[oslo_messaging_notifications]` and
 /// `[oslo_messaging_signing]` may hold (`keys` before `mode`: a mode needs keys).
-const OUR_KEYS: [(&str, &str); 12] = [
+const OUR_KEYS: [(&str, &str); 14] = [
     ("DEFAULT", "transport_url"),
     ("DEFAULT", "control_exchange"),
     ("DEFAULT", "rpc_response_timeout"),
+    ("DEFAULT", "executor_thread_pool_size"),
+    ("DEFAULT", "rpc_ping_enabled"),
     (NOTIFICATIONS, "transport_url"),
     (NOTIFICATIONS, "driver"),
     (NOTIFICATIONS, "topics"),
@@ -296,56 +351,45 @@ fn list(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// A list that must name something: an empty one would silently send nowhere.
+fn non_empty_list(value: &str, key: &str, expected: &str) -> Result<Vec<String>, String> {
+    let items = list(value);
+    if items.is_empty() {
+        return Err(format!("`{key}` is empty: name {expected}"));
+    }
+    Ok(items)
+}
+
 fn invalid(line: Option<usize>, reason: String) -> MessagingError {
     MessagingError::InvalidConfig { line, reason }
 }
 
 /// Read an oslo-style INI configuration.
 ///
-/// Reads `[DEFAULT]` (`transport_url`, `control_exchange`, `rpc_response_timeout`; other
-/// keys there belong to other libraries and are left alone), `[oslo_messaging_notifications]`
-/// (`transport_url`, `driver`, `topics`, `retry`, `outbox_dir`, `outbox_capacity`,
-/// `outbox_overflow`), `[oslo_messaging_signing]` (`keys` = `id:secret` items separated by
-/// commas, the first signs; `mode` = `reject` or `warn`) and the driver sections
-/// `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`, `[oslo_messaging_kafka]`, whose keys
-/// must be options of that driver when it is installed. Other sections are ignored. An
-/// unknown key in one of these sections is an [`MessagingError::InvalidConfig`] naming its line.
+/// Reads `[DEFAULT]` (`transport_url`, `control_exchange`, `rpc_response_timeout`,
+/// `executor_thread_pool_size`, `rpc_ping_enabled`; other keys there belong to other libraries
+/// and are left alone), `[oslo_messaging_notifications]` (`transport_url`, `driver`, `topics`,
+/// `retry`, `outbox_dir`, `outbox_capacity`, `outbox_overflow`), `[oslo_messaging_signing]`
+/// (`keys` = `id:secret` items separated by commas, the first signs; `mode` = `reject` or
+/// `warn`) and the driver sections `[oslo_messaging_rabbit]`, `[oslo_messaging_amqp]`,
+/// `[oslo_messaging_kafka]`, whose keys must be options of that driver when it is installed.
+/// Other sections are ignored.
+///
+/// Errors ([`MessagingError::InvalidConfig`], naming the line): an unknown key in one of our
+/// sections (with the nearest known one), a value of the wrong kind, and a `[DEFAULT]` line
+/// that starts with one of our keys but has no `=` (`transport_url rabbit://…`). Warnings
+/// ([`MessagingConfig::warnings`], also logged): a `[DEFAULT]` key one or two typos away from
+/// one of ours, and a missing `transport_url`, which means oslo's default
+/// [`DEFAULT_TRANSPORT_URL`].
+///
+/// ```
+/// let config = messaging_core::config::parse_ini("[DEFAULT]\ntransport_urll = memory://\n")?;
+/// assert_eq!(config.transport_url, "rabbit://");
+/// assert!(config.warnings[0].message.contains("did you mean `transport_url`?"));
+/// # Ok::<(), messaging_core::MessagingError>(())
+/// ```
 pub fn parse_ini(text: &str) -> Result<MessagingConfig> {
-    let sections = ini::parse(text).map_err(|(line, reason)| invalid(Some(line), reason))?;
-    let mut config = MessagingConfig::default();
-    for section in &sections {
-        let name = section.name.as_str();
-        if let Some((_, driver)) = DRIVER_SECTIONS.iter().find(|(s, _)| *s == name) {
-            let specs: Option<&'static [OptionSpec]> = driver_named(driver).map(|d| d.options());
-            let options = config
-                .driver_options
-                .entry((*driver).to_owned())
-                .or_default();
-            for entry in &section.entries {
-                if let Some(specs) = specs {
-                    options::validate(driver, specs, [(entry.key.as_str(), entry.value.as_str())])
-                        .map_err(|e| invalid(Some(entry.line), format!("[{name}] {e}")))?;
-                }
-                options.retain(|(k, _)| *k != entry.key);
-                options.push((entry.key.clone(), entry.value.clone()));
-            }
-            continue;
-        }
-        let ours = name == "DEFAULT" || name == NOTIFICATIONS || name == SIGNING;
-        let mut entries: Vec<_> = section.entries.iter().filter(|_| ours).collect();
-        // `keys` first, wherever it is written: `mode` applies to them.
-        entries.sort_by_key(|entry| !(name == SIGNING && entry.key == "keys"));
-        for entry in entries {
-            let known = OUR_KEYS.iter().any(|(s, k)| *s == name && *k == entry.key);
-            if !known && name == "DEFAULT" {
-                continue;
-            }
-            config
-                .set(name, &entry.key, &entry.value)
-                .map_err(|reason| invalid(Some(entry.line), reason))?;
-        }
-    }
-    Ok(config)
+    Ok(read_ini(text)?.finish())
 }
 
 /// Read an oslo-style INI file (see [`parse_ini`]), then apply environment overrides
@@ -354,9 +398,96 @@ pub fn load_ini(path: impl AsRef<Path>) -> Result<MessagingConfig> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid(None, format!("cannot read {}: {e}", path.display())))?;
-    let mut config = parse_ini(&text)?;
+    let mut config = read_ini(&text)?;
     config.apply_env()?;
+    Ok(config.finish())
+}
+
+/// The settings a file gives, with `transport_url` left empty when it gives none.
+fn read_ini(text: &str) -> Result<MessagingConfig> {
+    let sections = ini::parse(text).map_err(|(line, reason)| invalid(Some(line), reason))?;
+    let mut config = MessagingConfig {
+        transport_url: String::new(),
+        ..MessagingConfig::default()
+    };
+    for section in &sections {
+        let name = section.name.as_str();
+        if let Some((_, driver)) = DRIVER_SECTIONS.iter().find(|(s, _)| *s == name) {
+            read_driver_section(&mut config, section, driver)?;
+        } else if name == "DEFAULT" || name == NOTIFICATIONS || name == SIGNING {
+            read_our_section(&mut config, section)?;
+        }
+    }
     Ok(config)
+}
+
+fn read_driver_section(
+    config: &mut MessagingConfig,
+    section: &ini::Section,
+    driver: &str,
+) -> Result<()> {
+    let specs: Option<&'static [OptionSpec]> = driver_named(driver).map(|d| d.options());
+    let options = config.driver_options.entry(driver.to_owned()).or_default();
+    for entry in &section.entries {
+        if let Some(specs) = specs {
+            options::validate(driver, specs, [(entry.key.as_str(), entry.value.as_str())])
+                .map_err(|e| invalid(Some(entry.line), format!("[{}] {e}", section.name)))?;
+        }
+        options.retain(|(k, _)| *k != entry.key);
+        options.push((entry.key.clone(), entry.value.clone()));
+    }
+    Ok(())
+}
+
+fn read_our_section(config: &mut MessagingConfig, section: &ini::Section) -> Result<()> {
+    let name = section.name.as_str();
+    let ours: Vec<&str> = OUR_KEYS
+        .iter()
+        .filter(|(s, _)| *s == name)
+        .map(|(_, key)| *key)
+        .collect();
+    let mut entries: Vec<_> = section.entries.iter().collect();
+    // `keys` first, wherever it is written: `mode` applies to them.
+    entries.sort_by_key(|entry| !(name == SIGNING && entry.key == "keys"));
+    let mut seen_driver = false;
+    for entry in entries {
+        if !ours.contains(&entry.key.as_str()) {
+            checks::unknown_key(name, entry, &ours, &mut config.warnings)?;
+            continue;
+        }
+        // oslo's `driver` is multi-valued: each line adds drivers.
+        let repeated = name == NOTIFICATIONS && entry.key == "driver";
+        let value = if repeated && std::mem::replace(&mut seen_driver, true) {
+            format!("{},{}", config.notifications.driver.join(","), entry.value)
+        } else {
+            entry.value.clone()
+        };
+        config
+            .set(name, &entry.key, &value)
+            .map_err(|reason| invalid(Some(entry.line), reason))?;
+    }
+    Ok(())
+}
+
+impl MessagingConfig {
+    /// The last step of reading a file: oslo's default URL when none was given, and every
+    /// warning logged.
+    fn finish(mut self) -> Self {
+        if self.transport_url.is_empty() {
+            self.transport_url = DEFAULT_TRANSPORT_URL.to_owned();
+            self.warnings.push(ConfigWarning {
+                line: None,
+                message: format!(
+                    "no `transport_url` in [DEFAULT]: using oslo.messaging's default \
+                     `{DEFAULT_TRANSPORT_URL}` (RabbitMQ on localhost:5672, user guest)"
+                ),
+            });
+        }
+        for warning in &self.warnings {
+            tracing::warn!(target: "messaging::config", "{warning}");
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -467,6 +598,44 @@ mod tests {
             );
             assert!(!err.to_string().contains("tooshort"), "{err}");
         }
+    }
+
+    #[test]
+    fn server_keys_and_notifier_drivers() {
+        let config = parse_ini(
+            "[DEFAULT]\nexecutor_thread_pool_size = 8\nrpc_ping_enabled = yes\n\
+             [oslo_messaging_notifications]\ndriver = log\ndriver = messaging, noop\n",
+        )
+        .unwrap();
+        assert_eq!(config.executor_thread_pool_size, 8);
+        assert!(config.rpc_ping_enabled);
+        assert_eq!(config.notifications.driver, ["log", "messaging", "noop"]);
+        for (text, line) in [
+            ("[DEFAULT]\nexecutor_thread_pool_size = 0\n", 2),
+            ("[DEFAULT]\nrpc_ping_enabled = sometimes\n", 2),
+            ("[oslo_messaging_notifications]\ndriver = messagingv3\n", 2),
+            ("[oslo_messaging_notifications]\n\ndriver =\n", 3),
+            ("[oslo_messaging_notifications]\ntopics = ,\n", 2),
+        ] {
+            let err = parse_ini(text).unwrap_err();
+            assert!(
+                matches!(err, MessagingError::InvalidConfig { line: Some(l), .. } if l == line),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transport_url_from_the_environment_is_not_a_missing_one() {
+        let mut config = read_ini("[DEFAULT]\n").unwrap();
+        config
+            .apply_env_from(|name| {
+                (name == "OS_DEFAULT__TRANSPORT_URL").then(|| "memory:///env".to_owned())
+            })
+            .unwrap();
+        let config = config.finish();
+        assert_eq!(config.transport_url, "memory:///env");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
     #[test]

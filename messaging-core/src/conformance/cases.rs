@@ -404,9 +404,15 @@ pub async fn rpc_unknown_method_is_no_such_method(b: Backend) {
     let (_t, client) = client(&b, &topic).await;
     for method in ["no_such_method", "_private"] {
         match client.call::<Value>(&ctx(), method, &NoArgs {}).await {
-            Err(MessagingError::NoSuchMethod { method: m, remote }) => {
+            Err(MessagingError::NoSuchMethod {
+                method: m,
+                remote,
+                call,
+            }) => {
                 assert_eq!(m, method);
                 assert_eq!(remote.class, "NoSuchMethod");
+                let call = call.expect("the error names the call");
+                assert_eq!(call.target.topic.as_deref(), Some(topic.as_str()));
             }
             other => panic!("{method}: expected NoSuchMethod, got {other:?}"),
         }

@@ -127,20 +127,17 @@ impl MemoryRpc {
             .await
     }
 
-    /// Publish a request: dropped if no queue is bound, as a broker would. With fail fast,
-    /// published again every 50 ms (as a returned mandatory message would be) until the
-    /// window ends, then [`MessagingError::NoServer`].
+    /// Publish a request: dropped if no queue is bound, as a broker would; true if a queue
+    /// took it. With fail fast, published again every 50 ms (as a returned mandatory message
+    /// would be) until the window ends, then [`MessagingError::NoServer`].
     async fn publish_request(
         &self,
         to: &RpcAddress,
         delivery: Delivery,
         options: &SendOptions,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(window) = options.fail_fast_window(self.fail_fast) else {
-            if self.publish_once(to, delivery) == 0 {
-                tracing::debug!(?to, "no queue bound: the request is dropped");
-            }
-            return Ok(());
+            return Ok(self.publish_once(to, delivery) > 0);
         };
         let started = tokio::time::Instant::now();
         while self.publish_once(to, delivery.clone()) == 0 {
@@ -149,7 +146,7 @@ impl MemoryRpc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Publish once; how many queues took it.
@@ -176,7 +173,13 @@ impl RpcDriver for MemoryRpc {
             message,
             expires: None,
         };
-        self.publish_request(to, delivery, options).await
+        if !self.publish_request(to, delivery, options).await? {
+            tracing::debug!(
+                ?to,
+                "no queue bound: the cast is dropped, as a broker would"
+            );
+        }
+        Ok(())
     }
 
     async fn call(
@@ -188,13 +191,21 @@ impl RpcDriver for MemoryRpc {
         self.check_open()?;
         let reply_q = self.reply_queue().await.to_owned();
         let message = RequestMessage::call(request.clone(), reply_q, options.call_monitor_timeout);
-        let pending = self
-            .replies
-            .register(message.msg_id().expect("a call").to_owned());
+        let msg_id = message.msg_id().expect("a call").to_owned();
+        let pending = self.replies.register(msg_id.clone());
         let expires = options.timeout.map(|t| Instant::now() + t);
-        self.publish_request(to, Delivery::Request { message, expires }, options)
+        let taken = self
+            .publish_request(to, Delivery::Request { message, expires }, options)
             .await?;
-        Ok(pending)
+        match options.timeout {
+            // Nobody serves the topic: say so at the caller's timeout, as a broker that
+            // returns the call unroutable does.
+            Some(timeout) if !taken => {
+                tokio::time::sleep(timeout).await;
+                Err(MessagingError::not_taken(msg_id, timeout))
+            }
+            _ => Ok(pending),
+        }
     }
 
     async fn listen(&self, on: &ServerAddress) -> Result<Box<dyn RpcListener>> {

@@ -10,7 +10,7 @@ use tracing::{Instrument, Span};
 
 use crate::context::{default_serializer, Context, SharedSerializer};
 use crate::driver::{Feature, Retry, RpcAddress, SendOptions};
-use crate::error::{MessagingError, Result};
+use crate::error::{MessagingError, Result, RpcCall};
 use crate::target::{Target, Version};
 use crate::telemetry::{self, Busy, CallMeters};
 use crate::transport::RpcTransport;
@@ -358,24 +358,34 @@ impl RpcClient {
         meters: &CallMeters,
         started: Instant,
     ) -> Result<R> {
+        // Errors name the call as it was sent, with the exchange it used.
+        let called = RpcCall::new(
+            method,
+            Target {
+                exchange: Some(address.exchange.clone()),
+                ..self.target.clone()
+            },
+        );
         let deadline = self.timeout.map(|t| started + t);
         // Sending counts against the timeout too (the broker may be down and retried).
         let options = self.send_options(true)?;
         let send = self.transport.driver().call(address, request, &options);
-        let mut pending = match deadline {
+        let sent = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, send)
                 .await
-                .map_err(|_| MessagingError::Timeout {
-                    msg_id: "(not sent)".into(),
-                    after: started.elapsed(),
-                })??,
-            None => send.await?,
+                .unwrap_or_else(|_| {
+                    Err(MessagingError::not_taken("(not sent)", started.elapsed()))
+                }),
+            None => send.await,
         };
+        let mut pending = sent.map_err(|e| e.for_call(&called))?;
         meters.sent.increment(1);
         Span::current().record("messaging.message.id", pending.msg_id());
         let timed_out = |msg_id: &str| MessagingError::Timeout {
             msg_id: msg_id.to_owned(),
             after: started.elapsed(),
+            call: Some(Box::new(called.clone())),
+            delivered: true,
         };
         let mut monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
         let mut partial = Value::Null;
@@ -422,7 +432,8 @@ impl RpcClient {
                     return Ok(serde_json::from_value(value)?);
                 }
                 ReplyEvent::Failure(failure) => {
-                    return Err(failure.into_error(method, self.target.version.as_deref()));
+                    let error = failure.into_error(method, self.target.version.as_deref());
+                    return Err(error.for_call(&called));
                 }
             }
         }

@@ -153,11 +153,18 @@ impl RpcEndpoint for Endpoint {
     }
 }
 
-/// oslo's `rpc_ping_enabled` endpoint: `oslo_rpc_server_ping` answers `"pong"`.
-pub(crate) struct PingEndpoint;
+/// oslo's `rpc_ping_enabled` endpoint: `oslo_rpc_server_ping` answers `"pong"`, or, asked
+/// with [`PING_IDENTIFY_ARG`]` = true`, `{"answer": "pong", "server": "<name>"}` (Python servers
+/// ignore the argument and answer `"pong"`).
+pub(crate) struct PingEndpoint {
+    pub server: String,
+}
 
 /// The method name of the ping endpoint.
 pub const PING_METHOD: &str = "oslo_rpc_server_ping";
+
+/// The keyword argument that asks one of our ping endpoints to name its server.
+pub const PING_IDENTIFY_ARG: &str = "identify";
 
 #[async_trait]
 impl RpcEndpoint for PingEndpoint {
@@ -169,9 +176,14 @@ impl RpcEndpoint for PingEndpoint {
         &self,
         _ctx: Context,
         _method: &str,
-        _args: Map<String, Value>,
+        args: Map<String, Value>,
     ) -> Result<Value, RemoteError> {
-        Ok(Value::String("pong".into()))
+        let pong = Value::String("pong".into());
+        if args.get(PING_IDENTIFY_ARG) == Some(&Value::Bool(true)) {
+            let server = Value::String(self.server.clone());
+            return Ok(serde_json::json!({"answer": pong, "server": server}));
+        }
+        Ok(pong)
     }
 }
 

@@ -5,5 +5,5 @@ mod endpoint;
 mod server;
 
 pub use client::{RpcClient, DEFAULT_TIMEOUT};
-pub use endpoint::{Endpoint, NoArgs, RpcEndpoint, PING_METHOD};
+pub use endpoint::{Endpoint, NoArgs, RpcEndpoint, PING_IDENTIFY_ARG, PING_METHOD};
 pub use server::{RpcServer, DEFAULT_MAX_CONCURRENCY};

@@ -121,7 +121,9 @@ impl RpcServer {
             server,
         };
         if self.ping {
-            self.endpoints.push(Arc::new(PingEndpoint));
+            self.endpoints.push(Arc::new(PingEndpoint {
+                server: address.server.clone(),
+            }));
         }
         let listener = self.transport.driver().listen(&address).await?;
         let dispatcher = Arc::new(Dispatcher {
@@ -296,7 +298,8 @@ impl Dispatcher {
             namespace.as_deref(),
             version.as_deref(),
             &method,
-        )?;
+        )
+        .map_err(|failure| with_alternatives(failure, &self.endpoints, &method))?;
         let ctx = self.serializer.deserialize_context(Context(context))?;
         let args = args
             .into_iter()
@@ -319,4 +322,33 @@ impl Dispatcher {
             })?;
         Ok(self.serializer.serialize_entity(&ctx, value)?)
     }
+}
+
+/// oslo's dispatch failure, plus where this server does serve `method`, so that a caller with
+/// the wrong namespace or version learns the right one. Class, module and arguments keep
+/// oslo's form, so Python callers read it as before.
+fn with_alternatives(
+    failure: RemoteError,
+    endpoints: &[Arc<dyn RpcEndpoint>],
+    method: &str,
+) -> RemoteError {
+    let served: Vec<String> = endpoints
+        .iter()
+        .filter(|endpoint| !method.starts_with('_') && endpoint.has_method(method))
+        .map(|endpoint| {
+            let namespace = endpoint
+                .namespace()
+                .map_or_else(|| "no namespace".to_owned(), |n| format!("namespace `{n}`"));
+            format!("{namespace} at version {}", endpoint.version())
+        })
+        .collect();
+    if served.is_empty() {
+        return failure;
+    }
+    let message = format!(
+        "{}; this server has `{method}` in {}",
+        failure.message,
+        served.join(", and in ")
+    );
+    RemoteError::with_module(failure.class, failure.module, message)
 }

@@ -303,10 +303,7 @@ mod tests {
             NotifyDestination(&topics, Priority::Info).to_string(),
             "notifications.info,audit.info"
         );
-        let timeout = MessagingError::Timeout {
-            msg_id: "m".into(),
-            after: std::time::Duration::ZERO,
-        };
+        let timeout = MessagingError::not_taken("m", std::time::Duration::ZERO);
         assert_eq!(error_type(&timeout), "Timeout");
         assert_eq!(
             error_type(&MessagingError::InvalidTarget("x".into())),
