@@ -96,6 +96,12 @@ pub struct RabbitConfig {
     /// Fail fast: seconds of the broker returning a call or cast as unroutable after which it
     /// ends with `NoServer`; 0 (the default) waits for the timeout.
     pub fail_fast: f64,
+    /// Up to this many seconds, at random, added to every reconnection delay, so that many
+    /// clients do not reconnect at the same moment (oslo's `kombu_reconnect_splay`).
+    pub kombu_reconnect_splay: f64,
+    /// Consume with `x-cancel-on-ha-failover`: the broker cancels consumers of a mirrored queue
+    /// when its leader fails over, and the listener re-declares and consumes again.
+    pub enable_cancel_on_failover: bool,
 }
 
 impl Default for RabbitConfig {
@@ -123,6 +129,8 @@ impl Default for RabbitConfig {
             kombu_failover_strategy: FailoverStrategy::RoundRobin,
             kombu_missing_consumer_retry_timeout: 60.0,
             fail_fast: 0.0,
+            kombu_reconnect_splay: 0.0,
+            enable_cancel_on_failover: false,
         }
     }
 }
@@ -235,6 +243,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         "how long a reply to a missing reply queue is retried, in seconds",
     ),
     messaging_core::driver::FAIL_FAST_OPTION,
+    OptionSpec::new(
+        "kombu_reconnect_splay",
+        F,
+        "up to this many seconds added at random to every reconnection delay",
+    ),
+    OptionSpec::new(
+        "enable_cancel_on_failover",
+        B,
+        "consume with x-cancel-on-ha-failover (consumers re-subscribe on failover)",
+    ),
 ];
 
 impl RabbitConfig {
@@ -314,6 +332,9 @@ impl RabbitConfig {
             c.kombu_missing_consumer_retry_timeout,
         )?;
         c.fail_fast = o.f64("fail_fast", c.fail_fast)?;
+        c.kombu_reconnect_splay = o.f64("kombu_reconnect_splay", c.kombu_reconnect_splay)?;
+        c.enable_cancel_on_failover =
+            o.bool("enable_cancel_on_failover", c.enable_cancel_on_failover)?;
         self.validate()?;
         Ok(self)
     }
@@ -334,6 +355,7 @@ impl RabbitConfig {
                 self.kombu_missing_consumer_retry_timeout,
             ),
             ("fail_fast", self.fail_fast),
+            ("kombu_reconnect_splay", self.kombu_reconnect_splay),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(
@@ -388,6 +410,11 @@ impl RabbitConfig {
     pub(crate) fn fail_fast(&self) -> Duration {
         secs(self.fail_fast)
     }
+
+    /// A random extra reconnection delay, up to `kombu_reconnect_splay`.
+    pub(crate) fn reconnect_splay(&self) -> Duration {
+        secs(self.kombu_reconnect_splay * fastrand::f64())
+    }
 }
 
 /// Seconds as a duration (invalid values were refused by [`RabbitConfig::validate`]).
@@ -415,7 +442,8 @@ mod tests {
     fn url_options_override() {
         let c = RabbitConfig::from_url(&url(
             "amqp_durable_queues=true&rabbit_qos_prefetch_count=7&rabbit_login_method=AMQPLAIN\
-             &kombu_failover_strategy=shuffle&rabbit_retry_interval=0.5&rabbit_transient_queues_ttl=0",
+             &kombu_failover_strategy=shuffle&rabbit_retry_interval=0.5&rabbit_transient_queues_ttl=0\
+             &kombu_reconnect_splay=2&enable_cancel_on_failover=true",
         ))
         .unwrap();
         assert!(c.amqp_durable_queues);
@@ -424,6 +452,8 @@ mod tests {
         assert_eq!(c.kombu_failover_strategy, FailoverStrategy::Shuffle);
         assert_eq!(c.rabbit_retry_interval, 0.5);
         assert_eq!(c.transient_ttl(), None);
+        assert!(c.enable_cancel_on_failover);
+        assert!(c.reconnect_splay() <= Duration::from_secs(2));
     }
 
     #[test]
@@ -445,5 +475,6 @@ mod tests {
         assert!(RabbitConfig::from_url(&url("ssl_cert_file=/c.pem")).is_err());
         assert!(RabbitConfig::from_url(&url("rabbit_login_method=EXTERNAL")).is_err());
         assert!(RabbitConfig::from_url(&url("rabbit_qos_prefetch_count=70000")).is_err());
+        assert!(RabbitConfig::from_url(&url("kombu_reconnect_splay=-1")).is_err());
     }
 }

@@ -19,7 +19,8 @@ use messaging_core::driver::retry::{self, Backoff};
 use messaging_core::driver::tls;
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportHost, TransportUrl};
-use tokio::time::timeout;
+use tokio::net::TcpStream;
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 use crate::config::{secs, FailoverStrategy, LoginMethod, RabbitConfig};
 
@@ -28,6 +29,14 @@ pub(crate) const DEFAULT_PORT: u16 = 5672;
 const DEFAULT_TLS_PORT: u16 = 5671;
 /// How long one TCP + AMQP handshake with one host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// While no host accepts TCP connections, how often reconnection waits look for one that does.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one probe of one host may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The least time one attempt of an operation with a deadline is given (see [`with_retry`]).
+const MIN_ATTEMPT: Duration = Duration::from_secs(2);
+/// The most time one attempt of an operation without a deadline is given (see [`with_retry`]).
+const MAX_ATTEMPT: Duration = Duration::from_secs(30);
 
 /// One broker host, resolved to what lapin needs.
 #[derive(Clone)]
@@ -138,6 +147,11 @@ impl Connector {
         };
         let mut last = None;
         for index in order {
+            // The next pass starts after this host, whatever happens to this attempt: a host
+            // that dropped us, refuses us or hangs (an attempt cut short by its deadline) is
+            // tried last (kombu's round-robin).
+            self.next
+                .store((index + 1) % self.hosts.len(), Ordering::Relaxed);
             let host = &self.hosts[index];
             let authority = &host.uri.authority;
             let what = format!("{}:{}", authority.host, authority.port);
@@ -156,10 +170,6 @@ impl Connector {
             );
             match timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok(connection)) => {
-                    // The next pass starts after this host, so that a host that dropped us
-                    // is tried last (kombu's round-robin).
-                    self.next
-                        .store((index + 1) % self.hosts.len(), Ordering::Relaxed);
                     tracing::debug!(host = %what, role, "connected to RabbitMQ");
                     return Ok(connection);
                 }
@@ -191,6 +201,45 @@ impl Connector {
         Err(last.unwrap_or_else(|| {
             Failure::Fatal(MessagingError::ConnectionFailure("no broker host".into()))
         }))
+    }
+
+    /// Wait `delay` before reconnecting, plus up to `kombu_reconnect_splay` at random. While no
+    /// host accepts TCP connections (a full outage, where the back-off grows towards
+    /// `rabbit_interval_max`), the wait ends early, within [`PROBE_INTERVAL`] (plus the
+    /// splay), once one does.
+    pub(crate) async fn pause(&self, delay: Duration) {
+        let until = Instant::now() + delay + self.config.reconnect_splay();
+        if self.any_host_answers().await {
+            sleep_until(until).await;
+            return;
+        }
+        loop {
+            let probe_at = Instant::now() + PROBE_INTERVAL;
+            if probe_at >= until {
+                sleep_until(until).await;
+                return;
+            }
+            sleep_until(probe_at).await;
+            if self.any_host_answers().await {
+                tracing::debug!("a RabbitMQ host accepts connections again");
+                sleep(self.config.reconnect_splay()).await;
+                return;
+            }
+        }
+    }
+
+    /// True if one of the hosts accepts a TCP connection.
+    async fn any_host_answers(&self) -> bool {
+        let probes = self.hosts.iter().map(|host| {
+            let address = (host.uri.authority.host.clone(), host.uri.authority.port);
+            Box::pin(async move {
+                match timeout(PROBE_TIMEOUT, TcpStream::connect(address)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    _ => Err(()),
+                }
+            })
+        });
+        futures_util::future::select_ok(probes).await.is_ok()
     }
 }
 
@@ -317,6 +366,10 @@ pub(crate) fn lapin_failure(what: &str, error: &lapin::Error) -> Failure {
                 AMQPSoftError::RESOURCELOCKED => {
                     Failure::Retry(MessagingError::DeliveryFailure(message))
                 }
+                // A durable classic queue whose node is down (in a cluster): back with its node.
+                AMQPSoftError::NOTFOUND if message.contains("is down or inaccessible") => {
+                    Failure::Retry(MessagingError::DeliveryFailure(message))
+                }
                 _ => Failure::Fatal(MessagingError::DeliveryFailure(message)),
             };
         }
@@ -336,19 +389,53 @@ pub(crate) fn backoff(config: &RabbitConfig) -> Backoff {
     )
 }
 
-/// Run `op` until it succeeds, retrying connection failures as `options` allow, with the
-/// configured back-off, within `options.timeout`.
+/// Run `op` until it succeeds, retrying transient failures as `options` allow, with the
+/// configured back-off (cut short when the broker answers again after an outage), within
+/// `options.timeout`.
+///
+/// With a timeout, one attempt may take half of what is left (at least [`MIN_ATTEMPT`]);
+/// without one, [`MAX_ATTEMPT`]. An attempt stuck on a node that is changing state (a
+/// handshake or a declaration that does not finish, a confirm that does not come) is cut (see
+/// [`within`]), so that the next one, on another connection and host, still has time. `op`
+/// gets its attempt's deadline.
 pub(crate) async fn with_retry<T, F, Fut>(
-    config: &RabbitConfig,
+    connector: &Connector,
     what: &str,
     options: &SendOptions,
-    op: F,
+    mut op: F,
 ) -> Result<T>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Instant) -> Fut,
     Fut: Future<Output = std::result::Result<T, Failure>>,
 {
-    retry::with_retry(what, options, backoff(config), op).await
+    let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
+    let pause = |delay| connector.pause(delay);
+    retry::with_retry_paced(what, options, backoff(connector.config()), pause, || {
+        op(deadline.map_or_else(|| Instant::now() + MAX_ATTEMPT, attempt_deadline))
+    })
+    .await
+}
+
+/// When an attempt started now must end, for an operation due at `deadline`.
+fn attempt_deadline(deadline: Instant) -> Instant {
+    let now = Instant::now();
+    let share = (deadline.saturating_duration_since(now) / 2).max(MIN_ATTEMPT);
+    (now + share).min(deadline)
+}
+
+/// Run one attempt until `until` (its deadline from [`with_retry`]); an attempt cut there
+/// fails with a [`Failure::Retry`] saying how long it was given.
+pub(crate) async fn within<T>(
+    until: Instant,
+    what: &str,
+    attempt: impl Future<Output = std::result::Result<T, Failure>>,
+) -> std::result::Result<T, Failure> {
+    let given = until.saturating_duration_since(Instant::now());
+    timeout_at(until, attempt).await.unwrap_or_else(|_| {
+        Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+            "{what}: no answer from the broker within {given:.1?}"
+        ))))
+    })
 }
 
 #[cfg(test)]
@@ -422,6 +509,46 @@ mod tests {
             fail(Tls::General("corrupt message".into())),
             Failure::Retry(MessagingError::ConnectionFailure(_))
         ));
+    }
+
+    #[test]
+    fn refusals_of_the_moment_are_retried_and_the_rest_is_fatal() {
+        use lapin::protocol::AMQPError;
+        let refusal = |soft, message: &str| {
+            let amqp = AMQPError::new(AMQPErrorKind::Soft(soft), message.into());
+            lapin_failure(
+                "declaring",
+                &lapin::Error::from(ErrorKind::ProtocolError(amqp)),
+            )
+        };
+        let home_node_down = "NOT_FOUND - home node 'r2@localhost' of durable queue 'q' in \
+                              vhost '/' is down or inaccessible";
+        assert!(matches!(
+            refusal(AMQPSoftError::NOTFOUND, home_node_down),
+            Failure::Retry(MessagingError::DeliveryFailure(_))
+        ));
+        assert!(matches!(
+            refusal(AMQPSoftError::RESOURCELOCKED, "RESOURCE_LOCKED"),
+            Failure::Retry(_)
+        ));
+        for (soft, message) in [
+            (
+                AMQPSoftError::NOTFOUND,
+                "NOT_FOUND - no exchange 'x' in vhost '/'",
+            ),
+            (AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED - no access"),
+            (
+                AMQPSoftError::PRECONDITIONFAILED,
+                "PRECONDITION_FAILED - inequivalent arg 'durable'",
+            ),
+        ] {
+            match refusal(soft, message) {
+                Failure::Fatal(MessagingError::DeliveryFailure(reason)) => {
+                    assert!(reason.contains(message), "{reason}")
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
-use crate::connection::{lapin_failure, with_retry, Connector, Failure};
+use crate::connection::{lapin_failure, with_retry, within, Connector, Failure};
 use crate::topology::{self, Declaration};
 
 /// A message to publish.
@@ -77,6 +77,8 @@ pub(crate) struct Publisher {
     role: &'static str,
     current: tokio::sync::Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
+    /// A connection was opened before: the next one is a reconnection.
+    connected: AtomicBool,
 }
 
 /// One live connection and its confirm-mode channels.
@@ -86,6 +88,10 @@ struct Session {
     /// What was declared on `channel`.
     declared: Mutex<HashSet<String>>,
     mandatory: OnceCell<Mandatory>,
+    /// A publish on these channels was nacked. RabbitMQ 3.10 can go on nacking every publish
+    /// of a channel that began publishing to a quorum queue while the queue elected a leader,
+    /// where a new channel's publishes are taken: the next publish opens new channels.
+    nacked: AtomicBool,
 }
 
 /// The channel of mandatory publishes and its confirm collector.
@@ -96,7 +102,8 @@ struct Mandatory {
 
 impl Session {
     fn alive(&self) -> bool {
-        self.connection.status().connected()
+        !self.nacked.load(Ordering::Acquire)
+            && self.connection.status().connected()
             && self.channel.status().connected()
             && self
                 .mandatory
@@ -153,6 +160,7 @@ impl Publisher {
             role,
             current: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
         }
     }
 
@@ -162,15 +170,17 @@ impl Publisher {
             return Err(Failure::Fatal(MessagingError::Closed("transport")));
         }
         let mut current = self.current.lock().await;
-        let reconnecting = current.is_some();
         if let Some(session) = current.as_ref() {
             if session.alive() {
                 return Ok(session.clone());
             }
             if session.connection.status().connected() {
                 // Only the channel is gone (the broker closes a channel that made a bad
-                // declaration): open another one on the same connection.
+                // declaration) or was nacked: open another one on the same connection.
                 let connection = session.connection.clone();
+                if session.nacked.load(Ordering::Acquire) {
+                    session.retire();
+                }
                 *current = None;
                 if let Ok(channel) = confirm_channel(&connection).await {
                     let session = Arc::new(Session::new(connection, channel));
@@ -190,16 +200,59 @@ impl Publisher {
             let channel = confirm_channel(&connection).await?;
             Ok(Arc::new(Session::new(connection, channel)))
         };
-        let session = match reconnecting {
+        let session = match self.connected.load(Ordering::Acquire) {
             true => telemetry::reconnect(crate::NAME, crate::SYSTEM, self.role, open).await?,
             false => open.await?,
         };
+        self.connected.store(true, Ordering::Release);
         *current = Some(session.clone());
         Ok(session)
     }
 
-    /// Publish and wait for the broker's confirm, retrying connection failures as `options`
-    /// allow. A nack is a [`MessagingError::DeliveryFailure`].
+    /// Forget `session` if it is still the live one, and close its connection in the
+    /// background (closing a connection stuck on a node may hang too).
+    async fn discard(&self, session: &Arc<Session>) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
+            *current = None;
+        }
+        let connection = session.connection.clone();
+        tokio::spawn(async move {
+            let close = connection.close(200, "OK".into());
+            let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+        });
+    }
+
+    /// One attempt of `op` on the live session, until `until`. An attempt cut there leaves
+    /// its connection behind (stuck on a node that changes state), so that the next one
+    /// reconnects, to the next host; the publishes still waiting on it are retried too.
+    async fn attempt<T, Fut>(
+        &self,
+        what: &str,
+        until: Instant,
+        op: impl FnOnce(Arc<Session>) -> Fut,
+    ) -> std::result::Result<T, Failure>
+    where
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
+        let mut used = None;
+        let attempt = async {
+            let session = self.session().await?;
+            used = Some(session.clone());
+            op(session).await
+        };
+        let outcome = within(until, what, attempt).await;
+        if let (Err(Failure::Retry(_)), Some(session)) = (&outcome, used) {
+            if Instant::now() >= until {
+                tracing::info!(role = self.role, what, "giving up a stalled connection");
+                self.discard(&session).await;
+            }
+        }
+        outcome
+    }
+
+    /// Publish and wait for the broker's confirm, retrying connection failures and nacks as
+    /// `options` allow. A nack is a [`MessagingError::DeliveryFailure`].
     pub(crate) async fn publish(
         &self,
         what: &str,
@@ -207,36 +260,10 @@ impl Publisher {
         options: &SendOptions,
     ) -> Result<()> {
         telemetry::record_body_size(message.body.len());
-        with_retry(self.connector.config(), what, options, || {
-            self.publish_once(message)
+        with_retry(&self.connector, what, options, |until| {
+            self.attempt(what, until, |session| publish_once(session, message))
         })
         .await
-    }
-
-    async fn publish_once(&self, message: Outgoing<'_>) -> std::result::Result<(), Failure> {
-        let session = self.session().await?;
-        session.declare(message.declarations).await?;
-        let confirm = session
-            .channel
-            .basic_publish(
-                message.exchange.into(),
-                message.routing_key.into(),
-                BasicPublishOptions::default(),
-                message.body,
-                properties(message.expiration),
-            )
-            .await
-            .map_err(|e| lapin_failure("publishing", &e))?;
-        match confirm
-            .await
-            .map_err(|e| lapin_failure("waiting for the publisher confirm", &e))?
-        {
-            Confirmation::Nack(_) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
-                "the broker refused (nacked) a message to exchange `{}` with routing key `{}`",
-                message.exchange, message.routing_key
-            )))),
-            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
-        }
     }
 
     /// Publish with `mandatory=true` and report whether a queue took the message.
@@ -246,8 +273,10 @@ impl Publisher {
         message: Outgoing<'_>,
         options: &SendOptions,
     ) -> Result<Routed> {
-        with_retry(self.connector.config(), what, options, || {
-            self.publish_mandatory_once(message)
+        with_retry(&self.connector, what, options, |until| {
+            self.attempt(what, until, |session| {
+                publish_mandatory_once(session, message)
+            })
         })
         .await
     }
@@ -300,59 +329,6 @@ impl Publisher {
         }
     }
 
-    async fn publish_mandatory_once(
-        &self,
-        message: Outgoing<'_>,
-    ) -> std::result::Result<Routed, Failure> {
-        let session = self.session().await?;
-        // Declared on the session's main channel: exchanges are per broker, not per channel.
-        session.declare(message.declarations).await?;
-        let mandatory = session.mandatory().await?;
-        let channel = mandatory.channel.clone();
-        let body: Arc<[u8]> = message.body.into();
-        let (exchange, routing_key) = (message.exchange.to_owned(), message.routing_key.to_owned());
-        let expiration = message.expiration;
-        let payload = body.clone();
-        let publish = async move {
-            channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &payload,
-                    properties(expiration),
-                )
-                .await?
-                .await
-        };
-        let (done, outcome) = oneshot::channel();
-        let lost = || {
-            Failure::Retry(MessagingError::ConnectionFailure(
-                "the send channel closed".into(),
-            ))
-        };
-        mandatory
-            .submit
-            .send(Submission {
-                body,
-                publish: Box::pin(publish),
-                done,
-            })
-            .map_err(|_| lost())?;
-        match outcome.await.map_err(|_| lost())? {
-            Ok(Outcome::Delivered) => Ok(Routed::Delivered),
-            Ok(Outcome::Returned) => Ok(Routed::Returned),
-            Ok(Outcome::Nacked) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
-                "the broker refused (nacked) a message to `{}`",
-                message.routing_key
-            )))),
-            Err(error) => Err(lapin_failure("publishing", &error)),
-        }
-    }
-
     /// Close the connection. Later publishes fail with [`MessagingError::Closed`].
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -371,7 +347,116 @@ impl Session {
             channel,
             declared: Mutex::new(HashSet::new()),
             mandatory: OnceCell::new(),
+            nacked: AtomicBool::new(false),
         }
+    }
+
+    /// Close the channels of a replaced session once the publishes still in flight on them
+    /// have had their confirms.
+    fn retire(&self) {
+        let mut channels = vec![self.channel.clone()];
+        channels.extend(self.mandatory.get().map(|m| m.channel.clone()));
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            for channel in channels {
+                let _ = channel.close(200, "OK".into()).await;
+            }
+        });
+    }
+}
+
+/// How long the channels of a replaced session stay open for the confirms still due on them.
+const RETIRE_AFTER: Duration = Duration::from_secs(30);
+
+/// A nack: RabbitMQ refuses a message for a reason of the moment (a quorum queue without a
+/// leader or quorum, a classic queue whose node died, a queue full with `reject-publish`):
+/// published again within the caller's retry policy and timeout.
+fn nacked(exchange: &str, routing_key: &str) -> Failure {
+    Failure::Retry(MessagingError::DeliveryFailure(format!(
+        "the broker refused (nacked) a message to exchange `{exchange}` with routing key \
+     `{routing_key}` (a queue without a leader or whose node is down?)"
+    )))
+}
+
+/// Publish on `session` and wait for the confirm.
+async fn publish_once(
+    session: Arc<Session>,
+    message: Outgoing<'_>,
+) -> std::result::Result<(), Failure> {
+    session.declare(message.declarations).await?;
+    let confirm = session
+        .channel
+        .basic_publish(
+            message.exchange.into(),
+            message.routing_key.into(),
+            BasicPublishOptions::default(),
+            message.body,
+            properties(message.expiration),
+        )
+        .await
+        .map_err(|e| lapin_failure("publishing", &e))?;
+    match confirm
+        .await
+        .map_err(|e| lapin_failure("waiting for the publisher confirm", &e))?
+    {
+        Confirmation::Nack(_) => {
+            session.nacked.store(true, Ordering::Release);
+            Err(nacked(message.exchange, message.routing_key))
+        }
+        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+    }
+}
+
+/// Publish on `session` with `mandatory=true` and wait for the confirm or the return.
+async fn publish_mandatory_once(
+    session: Arc<Session>,
+    message: Outgoing<'_>,
+) -> std::result::Result<Routed, Failure> {
+    // Declared on the session's main channel: exchanges are per broker, not per channel.
+    session.declare(message.declarations).await?;
+    let mandatory = session.mandatory().await?;
+    let channel = mandatory.channel.clone();
+    let body: Arc<[u8]> = message.body.into();
+    let (exchange, routing_key) = (message.exchange.to_owned(), message.routing_key.to_owned());
+    let expiration = message.expiration;
+    let payload = body.clone();
+    let publish = async move {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &payload,
+                properties(expiration),
+            )
+            .await?
+            .await
+    };
+    let (done, outcome) = oneshot::channel();
+    let lost = || {
+        Failure::Retry(MessagingError::ConnectionFailure(
+            "the send channel closed".into(),
+        ))
+    };
+    mandatory
+        .submit
+        .send(Submission {
+            body,
+            publish: Box::pin(publish),
+            done,
+        })
+        .map_err(|_| lost())?;
+    match outcome.await.map_err(|_| lost())? {
+        Ok(Outcome::Delivered) => Ok(Routed::Delivered),
+        Ok(Outcome::Returned) => Ok(Routed::Returned),
+        Ok(Outcome::Nacked) => {
+            session.nacked.store(true, Ordering::Release);
+            Err(nacked(message.exchange, message.routing_key))
+        }
+        Err(error) => Err(lapin_failure("publishing", &error)),
     }
 }
 

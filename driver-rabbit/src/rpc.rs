@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::RabbitConfig;
-use crate::connection::{with_retry, Connector, Failure};
+use crate::connection::{with_retry, within, Connector, Failure};
 use crate::publisher::{Outgoing, Publisher, Routed};
 use crate::subscriber::{Plan, Subscriber};
 use crate::topology;
@@ -142,18 +142,13 @@ impl RabbitRpc {
 
     /// The reply queue's name, declaring and consuming it on the first call.
     async fn reply_queue(&self, options: &SendOptions) -> Result<String> {
-        let queue = with_retry(
-            self.shared.config(),
-            "declaring the reply queue",
-            options,
-            || async {
-                self.reply_queue
-                    .get_or_try_init(|| {
-                        ReplyQueue::start(self.shared.connector.clone(), self.replies.clone())
-                    })
-                    .await
-            },
-        )
+        let what = "declaring the reply queue";
+        let queue = with_retry(&self.shared.connector, what, options, |until| {
+            let start = self.reply_queue.get_or_try_init(|| {
+                ReplyQueue::start(self.shared.connector.clone(), self.replies.clone())
+            });
+            within(until, what, start)
+        })
         .await?;
         Ok(queue.name.clone())
     }

@@ -23,15 +23,19 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
     QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
 use messaging_core::telemetry;
+use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::sleep;
+use tokio::time::{sleep, timeout};
 
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::topology::{declare_all, Declaration};
+
+/// How long declaring and consuming may take on a new connection.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a subscriber declares and consumes.
 pub(crate) struct Plan {
@@ -80,16 +84,47 @@ pub(crate) struct Subscriber {
     task: Option<JoinHandle<()>>,
 }
 
-/// One connection's channel and its merged consumers; `None` items mark a consumer's end.
+/// Deliveries of merged consumers; `None` items mark a consumer's end.
+type Deliveries = BoxStream<'static, Option<lapin::Result<Delivery>>>;
+
+/// One connection's channel and its consumers.
 struct Live {
     connection: Connection,
     channel: Channel,
-    deliveries: BoxStream<'static, Option<lapin::Result<Delivery>>>,
+    deliveries: Deliveries,
 }
 
 impl Plan {
+    /// Connect, declare and consume. Declaring and consuming may take [`SUBSCRIBE_TIMEOUT`]:
+    /// a quorum queue still electing its leader after a cluster outage can leave them
+    /// unanswered, and then a new connection is tried.
     async fn setup(&self) -> Result<Live, Failure> {
         let connection = self.connector.connect(self.role).await?;
+        match timeout(SUBSCRIBE_TIMEOUT, self.subscribe(&connection)).await {
+            Ok(Ok((channel, deliveries))) => Ok(Live {
+                connection,
+                channel,
+                deliveries,
+            }),
+            Ok(Err(failure)) => {
+                close_connection(&connection).await;
+                Err(failure)
+            }
+            Err(_) => {
+                // Closing a connection stuck on a node may hang too.
+                tokio::spawn(async move {
+                    let _ = timeout(SUBSCRIBE_TIMEOUT, close_connection(&connection)).await;
+                });
+                Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                    "declaring and consuming {:?}: no answer within {SUBSCRIBE_TIMEOUT:?}",
+                    self.queues
+                ))))
+            }
+        }
+    }
+
+    /// Declare the topology on a new channel of `connection` and consume the queues.
+    async fn subscribe(&self, connection: &Connection) -> Result<(Channel, Deliveries), Failure> {
         let lapin_failure = |what: &str| {
             let what = what.to_owned();
             move |e: lapin::Error| lapin_failure(&what, &e)
@@ -106,6 +141,12 @@ impl Plan {
                 .map_err(lapin_failure("setting the prefetch count"))?;
         }
         declare_all(&channel, &self.declarations).await?;
+        let mut arguments = FieldTable::default();
+        if self.connector.config().enable_cancel_on_failover {
+            // The broker cancels the consumer when a mirrored queue fails over; the run loop
+            // then declares and consumes again.
+            arguments.insert("x-cancel-on-ha-failover".into(), AMQPValue::Boolean(true));
+        }
         let mut consumers = Vec::with_capacity(self.queues.len());
         for (index, queue) in self.queues.iter().enumerate() {
             // Consumer tags are per-connection counters, as oslo's.
@@ -114,7 +155,7 @@ impl Plan {
                     queue.as_str().into(),
                     (index + 1).to_string().into(),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    arguments.clone(),
                 )
                 .await
                 .map_err(lapin_failure(&format!("consuming `{queue}`")))?;
@@ -125,11 +166,7 @@ impl Plan {
                     .boxed(),
             );
         }
-        Ok(Live {
-            connection,
-            channel,
-            deliveries: stream::select_all(consumers).boxed(),
-        })
+        Ok((channel, stream::select_all(consumers).boxed()))
     }
 }
 
@@ -235,7 +272,7 @@ async fn run(
                     Some(Control::Stop(stopped)) => break Some(stopped),
                     Some(Control::Finish) | None => break None,
                 },
-                _ = sleep(delay) => {}
+                _ = plan.connector.pause(delay) => {}
             }
             // Settlements of deliveries from the lost connection cannot be sent any more.
             while settle.try_recv().is_ok() {}

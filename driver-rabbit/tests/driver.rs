@@ -1094,3 +1094,215 @@ async fn large_messages_span_many_frames() {
         listener.shutdown().await;
     }
 }
+
+/// A policy on the queues matching `pattern` (over the test-expiry one), cleared on drop.
+struct Policy(String);
+
+impl Policy {
+    /// Apply `definition` to queue `queue` and wait until the broker shows it applied.
+    async fn on_queue(queue: &str, definition: &str) -> Self {
+        let policy = Policy(unique("test-policy"));
+        let pattern = format!("^{}$", queue.replace('.', "\\."));
+        ctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            "--priority",
+            "10",
+            &policy.0,
+            &pattern,
+            definition,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !rabbitmqctl(&["list_queues", "name", "policy"])
+            .iter()
+            .any(|q| q["name"] == queue && q["policy"] == policy.0.as_str())
+        {
+            assert!(Instant::now() < deadline, "policy not applied to {queue}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        policy
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.0, "-q"])
+            .output();
+    }
+}
+
+/// A full queue with `overflow: reject-publish` nacks publishes: the broker's refusal of the
+/// moment (as a quorum queue without a leader): retried within the caller's policy, not fatal.
+const FULL_AFTER_ONE: &str = r#"{"max-length": 1, "overflow": "reject-publish"}"#;
+/// Retry nacks quickly.
+const FAST_RETRY: &str =
+    "rabbit_retry_interval=0.1&rabbit_retry_backoff=0.1&rabbit_interval_max=0.3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_notifications_are_retried_until_the_queue_takes_them() {
+    let Some(url) = rabbit_url("nacked_notifications_are_retried_until_the_queue_takes_them")
+    else {
+        return;
+    };
+    let url = with_options(&url, FAST_RETRY);
+    let transport = get_notification_transport(&url).await.unwrap();
+    let topic = unique("test_nack");
+    let queue = format!("{topic}.info");
+    let notifier = Notifier::new(transport.clone(), "nack").topics([topic.as_str()]);
+    notifier.info(&ctx(), "first", &json!({})).await.unwrap();
+    let _policy = Policy::on_queue(&queue, FULL_AFTER_ONE).await;
+
+    // No retry: the nack is the caller's error, and says so.
+    let error = notifier
+        .clone()
+        .retry(Retry::Never)
+        .info(&ctx(), "refused", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, MessagingError::DeliveryFailure(m) if m.contains("nacked")),
+        "{error:?}"
+    );
+    // Retry forever (the default): the send waits until the queue has room again.
+    let waiting = tokio::spawn({
+        let notifier = notifier.clone();
+        async move { notifier.info(&ctx(), "second", &json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "a nacked notification was given up");
+    let (connection, channel) = raw(&url).await;
+    let first = raw_get(&channel, &queue, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first.delivery.data).contains("first"));
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the nacked notification was not sent again once the queue had room")
+        .unwrap()
+        .unwrap();
+    let second = raw_get(&channel, &queue, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&second.delivery.data).contains("second"));
+    let _ = connection.close(200, "OK".into()).await;
+    delete_queues(&url, &[queue]).await;
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_calls_are_retried_within_their_timeout() {
+    let Some(url) = rabbit_url("nacked_calls_are_retried_within_their_timeout") else {
+        return;
+    };
+    let url = with_options(&url, FAST_RETRY);
+    let topic = unique("test_nackrpc");
+    // A server declares the topic queue, then stops: requests wait in the queue.
+    start_server(&url, &topic, "s1").await.shutdown().await;
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let client = RpcClient::new(transport.clone(), Target::topic(topic.as_str()));
+    client
+        .clone()
+        .timeout(Duration::from_secs(1))
+        .cast(&ctx(), "echo", &json!({"value": "fills the queue"}))
+        .await
+        .unwrap();
+    let _policy = Policy::on_queue(&topic, FULL_AFTER_ONE).await;
+
+    // The queue is full: a short call is nacked until its timeout, and says so.
+    let began = Instant::now();
+    let error = client
+        .clone()
+        .timeout(Duration::from_secs(2))
+        .call::<Value>(&ctx(), "echo", &json!({"value": "refused"}))
+        .await
+        .unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        matches!(&error, MessagingError::DeliveryFailure(m) if m.contains("nacked"))
+            || matches!(&error, MessagingError::Timeout { .. }),
+        "{error:?}"
+    );
+    // A patient call is published again until a server drains the queue, then answered.
+    let call = tokio::spawn({
+        let client = client.clone().timeout(Duration::from_secs(20));
+        async move {
+            client
+                .call::<Value>(&ctx(), "echo", &json!({"value": "patient"}))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!call.is_finished(), "a nacked call was given up");
+    let server = start_server(&url, &topic, "s1").await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the nacked call was not sent again")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, json!("patient"));
+    server.shutdown().await;
+    delete_queues(&url, &[topic.clone(), format!("{topic}.s1")]).await;
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_notifications_are_dropped_and_counted() {
+    let Some(url) = rabbit_url("redelivered_notifications_are_dropped_and_counted") else {
+        return;
+    };
+    let topic = unique("test_dups");
+    let queue = format!("{topic}.info");
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "dups").topics([topic.as_str()]);
+    // The original, then the same bytes (same `_unique_id`) 100 messages later, as a send
+    // retried after a lost confirm arrives behind other senders' messages.
+    notifier
+        .info(&ctx(), "e", &json!({"n": "original"}))
+        .await
+        .unwrap();
+    let (connection, channel) = raw(&url).await;
+    let original = raw_get(&channel, &queue, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .delivery
+        .data;
+    raw_publish(&channel, "openstack", &queue, &original, json_properties()).await;
+    for n in 0..100 {
+        notifier
+            .info(&ctx(), "e", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    raw_publish(&channel, "openstack", &queue, &original, json_properties()).await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let listener = NotificationListener::new(transport.clone())
+        .target(Target::topic(topic.as_str()))
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                seen_tx.send(n.payload["n"].clone()).unwrap();
+                NotificationResult::Handled
+            }
+        }))
+        .max_concurrency(1)
+        .start()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), seen.recv()).await {
+        got.push(n);
+    }
+    assert_eq!(got.len(), 101, "{got:?}");
+    assert_eq!(got.iter().filter(|n| **n == "original").count(), 1);
+    assert_eq!(transport.duplicates_suppressed(), 1);
+    listener.shutdown().await;
+    let _ = connection.close(200, "OK".into()).await;
+    delete_queues(&url, &[queue]).await;
+    transport.close().await;
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,8 @@ struct Info {
     options: TransportOptions,
     guard: Option<Guard>,
     telemetry: Arc<Telemetry>,
+    /// Notifications dropped by listeners as duplicates.
+    duplicates: AtomicU64,
 }
 
 /// Parse `url`, find its driver, add the driver's configured option defaults that the URL does
@@ -140,6 +143,7 @@ impl Info {
                 .clone()
                 .map(|signing| Guard::new(signing, driver.name())),
             telemetry: Arc::new(Telemetry::new(driver.name(), driver.messaging_system())),
+            duplicates: AtomicU64::new(0),
         })
     }
 }
@@ -213,6 +217,18 @@ impl NotificationTransport {
 
     pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
         &self.info.telemetry
+    }
+
+    /// How many notifications this transport's listeners dropped (acknowledged unhandled)
+    /// because their `_unique_id` was handled recently: redeliveries, and sends retried after
+    /// a lost confirm (see [`NotificationListener::duplicate_window`](crate::NotificationListener::duplicate_window)).
+    pub fn duplicates_suppressed(&self) -> u64 {
+        self.info.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_duplicate(&self) {
+        self.info.duplicates.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::count_duplicate(self.info.driver, "notification");
     }
 
     /// The driver side, for the API types.

@@ -6,7 +6,14 @@
 //! summary when it has received `--count` messages (casts, notifications) or when stopped
 //! (calls). Casts and notifications carry their send time (wall clock), so end-to-end latency
 //! is measured from send to receipt across processes.
+//!
+//! A failed send does not stop the run (a broker failover is read from the report): the
+//! summary counts messages sent, confirmed (the send returned) and failed, and received, lost
+//! (confirmed, never received) and duplicated (received more than once; every message carries
+//! an id).
 
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -98,23 +105,31 @@ fn unix_ns() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn payload(size: usize, sent_ns: u64) -> Value {
-    json!({"value": "x".repeat(size), "sent_ns": sent_ns})
+fn payload(size: usize, id: u64, sent_ns: u64) -> Value {
+    json!({"value": "x".repeat(size), "id": id, "sent_ns": sent_ns})
 }
 
-/// The latency of a received message; `None` for warm-ups.
-fn latency(args: &Map<String, Value>) -> Option<Duration> {
+/// A received message: its id and latency; `None` for warm-ups.
+type Receipt = Option<(u64, Duration)>;
+
+fn receipt(args: &Map<String, Value>) -> Receipt {
+    let id = args.get("id").and_then(Value::as_u64)?;
     match args.get("sent_ns").and_then(Value::as_u64) {
         Some(WARM_UP) | None => None,
-        Some(sent) => Some(Duration::from_nanos(unix_ns().saturating_sub(sent))),
+        Some(sent) => Some((id, Duration::from_nanos(unix_ns().saturating_sub(sent)))),
     }
 }
 
-/// Split `count` messages over `clients` senders.
-fn shares(count: u64, clients: u64) -> Vec<u64> {
+/// Split the ids of `count` messages over `clients` senders.
+fn shares(count: u64, clients: u64) -> Vec<Range<u64>> {
     let clients = clients.max(1);
+    let mut next = 0;
     (0..clients)
-        .map(|i| count / clients + u64::from(i < count % clients))
+        .map(|i| {
+            let share = count / clients + u64::from(i < count % clients);
+            next += share;
+            next - share..next
+        })
         .collect()
 }
 
@@ -151,9 +166,10 @@ pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
                 .await?;
             let cpu_before = cpu_time();
             let mut sent = sender.send_all(&args).await?;
+            let expected = sent.confirmed.len() as u64 * args.receipts_per_message();
             let received = match args.mode {
                 Mode::RpcCall => None,
-                _ => Some(collect(&mut receipts, &args, sent.started).await),
+                _ => Some(collect(&mut receipts, &args, expected, sent.started).await),
             };
             // This process played both sides: charge all of its CPU to the messages.
             sent.cpu = cpu_time() - cpu_before;
@@ -166,7 +182,7 @@ pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
         Role::Client => {
             let sender = Sender::new(endpoints, &args, &topic).await?;
             if args.mode == Mode::RpcCall {
-                sender.send_one(WARM_UP).await?;
+                sender.send_one(0, WARM_UP).await?;
             }
             let sent = sender.send_all(&args).await?;
             report(&args, sent, None)
@@ -177,7 +193,7 @@ pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
 /// Servers (or the listener) of the bench, feeding receipts.
 struct Receivers {
     services: Vec<ServiceHandle>,
-    receipts: mpsc::UnboundedReceiver<Option<Duration>>,
+    receipts: mpsc::UnboundedReceiver<Receipt>,
     calls_served: Arc<AtomicU64>,
 }
 
@@ -191,7 +207,7 @@ impl Receivers {
                 let tx = tx.clone();
                 async move {
                     if let Value::Object(args) = &n.payload {
-                        tx.send(latency(args)).ok();
+                        tx.send(receipt(args)).ok();
                     }
                     NotificationResult::Handled
                 }
@@ -224,10 +240,7 @@ impl Receivers {
 }
 
 /// The bench servers' endpoint: `echo` answers, `record` reports its latency.
-fn bench_endpoint(
-    receipts: mpsc::UnboundedSender<Option<Duration>>,
-    calls: Arc<AtomicU64>,
-) -> Endpoint {
+fn bench_endpoint(receipts: mpsc::UnboundedSender<Receipt>, calls: Arc<AtomicU64>) -> Endpoint {
     Endpoint::new()
         .method("echo", move |_ctx: Context, args: Map<String, Value>| {
             let calls = calls.clone();
@@ -239,7 +252,7 @@ fn bench_endpoint(
         .method("record", move |_ctx: Context, args: Map<String, Value>| {
             let receipts = receipts.clone();
             async move {
-                receipts.send(latency(&args)).ok();
+                receipts.send(receipt(&args)).ok();
                 Ok::<_, RemoteError>(())
             }
         })
@@ -270,7 +283,8 @@ async fn serve(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Outcome 
         let served = calls_served.load(Ordering::Relaxed);
         json!({"served": served, "cpu_ms_per_msg": per_message_ms(cpu_time() - cpu_before, served)})
     } else {
-        let mut received = collect(&mut receipts, args, started).await;
+        let expected = args.count * args.receipts_per_message();
+        let mut received = collect(&mut receipts, args, expected, started).await;
         let count = received.latencies.len() as u64;
         let mut summary = received.summary();
         summary["cpu_ms_per_msg"] = json!(per_message_ms(cpu_time() - cpu_before, count));
@@ -285,19 +299,37 @@ async fn serve(endpoints: &Endpoints, args: &BenchArgs, topic: &str) -> Outcome 
     Ok(())
 }
 
-/// What a sender measured.
+/// What the senders measured.
 struct Sent {
     started: Instant,
     start_unix_ns: u64,
     seconds: f64,
     count: u64,
+    /// Ids of the messages whose send returned (calls: answered).
+    confirmed: HashSet<u64>,
+    failed: u64,
+    first_error: Option<String>,
     call_latencies: Latencies,
     cpu: Duration,
 }
 
+/// What one sender measured.
+#[derive(Default)]
+struct Tally {
+    confirmed: Vec<u64>,
+    failed: u64,
+    first_error: Option<String>,
+    latencies: Latencies,
+}
+
 /// What arrived at the servers or listener.
 struct Received {
+    /// One per expected receipt (a fanout is expected once per server).
     latencies: Latencies,
+    /// Receipts per message id.
+    ids: HashMap<u64, u64>,
+    /// Receipts beyond the expected ones.
+    duplicated: u64,
     /// From the first message sent to the last receipt.
     seconds: f64,
     last_unix_ns: u64,
@@ -308,6 +340,7 @@ impl Received {
     fn summary(&mut self) -> Value {
         json!({
             "received": self.latencies.len(),
+            "duplicated": self.duplicated,
             "seconds": round(self.seconds),
             "last_receipt_unix_ns": self.last_unix_ns,
             "p50_ms": round(self.latencies.percentile_ms(50.0)),
@@ -317,18 +350,26 @@ impl Received {
     }
 }
 
-/// Wait for the receipts of `args.count` messages.
+/// Wait for `expected` receipts (or [`STALL`] without one); copies of a message beyond
+/// [`BenchArgs::receipts_per_message`] count as duplicates.
 async fn collect(
-    receipts: &mut mpsc::UnboundedReceiver<Option<Duration>>,
+    receipts: &mut mpsc::UnboundedReceiver<Receipt>,
     args: &BenchArgs,
+    expected: u64,
     started: Instant,
 ) -> Received {
-    let expected = args.count * args.receipts_per_message();
+    let per_message = args.receipts_per_message();
     let bar = progress(expected, args.json || args.role != Role::Both);
-    let mut latencies = Latencies::default();
+    let (mut latencies, mut ids, mut duplicated) = (Latencies::default(), HashMap::new(), 0);
     while (latencies.len() as u64) < expected {
         match tokio::time::timeout(STALL, receipts.recv()).await {
-            Ok(Some(Some(sample))) => {
+            Ok(Some(Some((id, sample)))) => {
+                let copies = ids.entry(id).or_insert(0);
+                *copies += 1;
+                if *copies > per_message {
+                    duplicated += 1;
+                    continue;
+                }
                 latencies.push(sample);
                 bar.inc(1);
             }
@@ -339,6 +380,8 @@ async fn collect(
     bar.finish_and_clear();
     Received {
         latencies,
+        ids,
+        duplicated,
         seconds: started.elapsed().as_secs_f64(),
         last_unix_ns: unix_ns(),
     }
@@ -374,9 +417,9 @@ impl Sender {
     }
 
     /// Send one message; for calls, return the round trip.
-    async fn send_one(&self, sent_ns: u64) -> Result<Option<Duration>, Failure> {
+    async fn send_one(&self, id: u64, sent_ns: u64) -> Result<Option<Duration>, Failure> {
         let ctx = Context::new();
-        let body = payload(self.size, sent_ns);
+        let body = payload(self.size, id, sent_ns);
         match (self.mode, &self.client, &self.notifier) {
             (Mode::RpcCall, Some(client), _) => {
                 let started = Instant::now();
@@ -395,15 +438,28 @@ impl Sender {
         }
     }
 
-    async fn send_many(self, count: u64, bar: ProgressBar) -> Result<Latencies, Failure> {
-        let mut samples = Latencies::default();
-        for _ in 0..count {
-            if let Some(sample) = self.send_one(unix_ns()).await? {
-                samples.push(sample);
+    /// Send the messages `ids`, counting failures and going on.
+    async fn send_many(self, ids: Range<u64>, bar: ProgressBar) -> Tally {
+        let mut tally = Tally::default();
+        for id in ids {
+            match self.send_one(id, unix_ns()).await {
+                Ok(sample) => {
+                    if let Some(sample) = sample {
+                        tally.latencies.push(sample);
+                    }
+                    tally.confirmed.push(id);
+                }
+                Err(error) => {
+                    tally.failed += 1;
+                    tally.first_error.get_or_insert_with(|| match error {
+                        Failure::Messaging(error) => error.to_string(),
+                        Failure::Usage(reason) | Failure::TimedOut(reason) => reason,
+                    });
+                }
             }
             bar.inc(1);
         }
-        Ok(samples)
+        tally
     }
 
     /// Send `args.count` messages from `args.clients` concurrent senders.
@@ -416,12 +472,15 @@ impl Sender {
             .into_iter()
             .map(|share| tokio::spawn(self.clone().send_many(share, bar.clone())))
             .collect();
-        let mut call_latencies = Latencies::default();
+        let mut all = Tally::default();
         for task in tasks {
-            let samples = task
+            let tally = task
                 .await
-                .map_err(|e| Failure::Usage(format!("sender task: {e}")))??;
-            call_latencies.extend(samples);
+                .map_err(|e| Failure::Usage(format!("sender task: {e}")))?;
+            all.confirmed.extend(tally.confirmed);
+            all.failed += tally.failed;
+            all.first_error = all.first_error.or(tally.first_error);
+            all.latencies.extend(tally.latencies);
         }
         bar.finish_and_clear();
         Ok(Sent {
@@ -429,7 +488,10 @@ impl Sender {
             start_unix_ns,
             seconds: started.elapsed().as_secs_f64(),
             count: args.count,
-            call_latencies,
+            confirmed: all.confirmed.into_iter().collect(),
+            failed: all.failed,
+            first_error: all.first_error,
+            call_latencies: all.latencies,
             cpu: cpu_time() - cpu_before,
         })
     }
@@ -438,16 +500,16 @@ impl Sender {
     /// are in place before timing starts.
     async fn warm_up(
         &self,
-        receipts: &mut mpsc::UnboundedReceiver<Option<Duration>>,
+        receipts: &mut mpsc::UnboundedReceiver<Receipt>,
         wanted: u64,
     ) -> Outcome {
         if self.mode == Mode::RpcCall {
-            self.send_one(WARM_UP).await?;
+            self.send_one(0, WARM_UP).await?;
             return Ok(());
         }
         let deadline = Instant::now() + STALL;
         while Instant::now() < deadline {
-            self.send_one(WARM_UP).await?;
+            self.send_one(0, WARM_UP).await?;
             let mut arrived = 0;
             while let Ok(Some(None)) =
                 tokio::time::timeout(Duration::from_secs(1), receipts.recv()).await
@@ -477,8 +539,29 @@ fn round(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
+/// Sent, confirmed, failed, received, lost and duplicated, as the report shows them.
+fn delivery_counts(args: &BenchArgs, sent: &Sent, received: Option<&Received>) -> Value {
+    let mut counts = json!({
+        "sent": sent.count,
+        "confirmed": sent.confirmed.len(),
+        "failed": sent.failed,
+    });
+    if let Some(received) = received {
+        let per_message = args.receipts_per_message();
+        let lost: u64 = sent
+            .confirmed
+            .iter()
+            .map(|id| per_message.saturating_sub(received.ids.get(id).copied().unwrap_or(0)))
+            .sum();
+        counts["received"] = json!(received.latencies.len());
+        counts["lost"] = json!(lost);
+        counts["duplicated"] = json!(received.duplicated);
+    }
+    counts
+}
+
 /// Print the result: calls are timed by the sender; casts and notifications end to end when
-/// this process also received them.
+/// this process also received them. Fails when a send failed or a message did not arrive.
 fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
     let mode = args
         .mode
@@ -488,6 +571,7 @@ fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
         .role
         .to_possible_value()
         .map(|v| v.get_name().to_owned());
+    let counts = delivery_counts(args, &sent, received.as_ref());
     let (count, expected, seconds, mut latencies) = match received {
         Some(received) => (
             received.latencies.len() as u64,
@@ -495,7 +579,12 @@ fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
             received.seconds,
             received.latencies,
         ),
-        None => (sent.count, sent.count, sent.seconds, sent.call_latencies),
+        None => (
+            sent.confirmed.len() as u64,
+            sent.count,
+            sent.seconds,
+            sent.call_latencies,
+        ),
     };
     let rate = count as f64 / seconds.max(f64::EPSILON);
     let mut result = json!({
@@ -505,6 +594,9 @@ fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
         "start_unix_ns": sent.start_unix_ns,
         "peak_rss_mib": peak_rss_mib().map(round),
     });
+    for (key, value) in counts.as_object().into_iter().flatten() {
+        result[key] = value.clone();
+    }
     if !latencies.is_empty() {
         for (key, p) in [
             ("p50_ms", 50.0),
@@ -528,13 +620,88 @@ fn report(args: &BenchArgs, sent: Sent, received: Option<Received>) -> Outcome {
             cpu = result["cpu_ms_per_msg"],
             rss = result["peak_rss_mib"],
         );
+        let counts: Vec<String> = counts
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| format!("{key} {value}"))
+            .collect();
+        println!("{}", counts.join(", "));
     }
-    if count < expected {
+    if sent.failed > 0 || count < expected {
         return Err(Failure::Messaging(
             messaging::MessagingError::DeliveryFailure(format!(
-                "only {count} of {expected} messages arrived"
+                "{} sends failed (the first: {}); {count} of {expected} messages arrived",
+                sent.failed,
+                sent.first_error.as_deref().unwrap_or("none"),
             )),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mode: Mode, count: u64, servers: u64) -> BenchArgs {
+        BenchArgs {
+            mode,
+            count,
+            clients: 1,
+            servers,
+            size: 1,
+            role: Role::Both,
+            topic: None,
+            json: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn senders_count_failures_and_go_on() {
+        messaging::install_default_drivers();
+        let transport = messaging::get_rpc_transport("memory://").await.unwrap();
+        let client = RpcClient::new(transport, Target::topic("nobody_serves"))
+            .timeout(Duration::from_millis(20));
+        let sender = Sender {
+            mode: Mode::RpcCall,
+            client: Some(client),
+            notifier: None,
+            size: 1,
+        };
+        let tally = sender.send_many(0..3, ProgressBar::hidden()).await;
+        assert_eq!((tally.confirmed.len(), tally.failed), (0, 3));
+        assert!(tally.first_error.is_some());
+    }
+
+    #[tokio::test]
+    async fn receipts_are_counted_as_received_lost_and_duplicated() {
+        let args = args(Mode::RpcFanout, 3, 2);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ms = Duration::from_millis(1);
+        // Message 0 reaches both servers, and one of them twice; 1 reaches one; 2 was never
+        // confirmed; 3 was confirmed and never arrived.
+        for id in [0, 0, 0, 1] {
+            tx.send(Some((id, ms))).unwrap();
+        }
+        tx.send(None).unwrap();
+        drop(tx);
+        let received = collect(&mut rx, &args, 6, Instant::now()).await;
+        let sent = Sent {
+            started: Instant::now(),
+            start_unix_ns: 0,
+            seconds: 1.0,
+            count: 4,
+            confirmed: [0, 1, 3].into_iter().collect(),
+            failed: 1,
+            first_error: Some("refused".into()),
+            call_latencies: Latencies::default(),
+            cpu: Duration::ZERO,
+        };
+        let counts = delivery_counts(&args, &sent, Some(&received));
+        assert_eq!(
+            counts,
+            json!({"sent": 4, "confirmed": 3, "failed": 1, "received": 3, "lost": 3, "duplicated": 1})
+        );
+    }
 }

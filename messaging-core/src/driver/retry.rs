@@ -60,12 +60,30 @@ impl Backoff {
 pub async fn with_retry<T, F, Fut>(
     what: &str,
     options: &SendOptions,
+    backoff: Backoff,
+    op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, Failure>>,
+{
+    with_retry_paced(what, options, backoff, sleep, op).await
+}
+
+/// [`with_retry`], waiting between attempts with `pause(delay)` instead of sleeping `delay`:
+/// a driver may end the wait early (e.g. as soon as a broker answers again after an outage).
+pub async fn with_retry_paced<T, F, Fut, P, PFut>(
+    what: &str,
+    options: &SendOptions,
     mut backoff: Backoff,
+    mut pause: P,
     mut op: F,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, Failure>>,
+    P: FnMut(Duration) -> PFut,
+    PFut: Future<Output = ()>,
 {
     let started = Instant::now();
     let deadline = options.timeout.map(|t| started + t);
@@ -92,7 +110,10 @@ where
             return Err(gave_up(error, attempt, started.elapsed()));
         }
         tracing::warn!(%error, attempt, ?delay, "{what} failed; retrying");
-        sleep(delay).await;
+        match deadline {
+            Some(deadline) => drop(timeout_at(deadline, pause(delay)).await),
+            None => pause(delay).await,
+        }
     }
 }
 

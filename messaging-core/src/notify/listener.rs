@@ -264,6 +264,7 @@ pub struct NotificationListener {
     batch: Option<(usize, Duration)>,
     max_concurrency: usize,
     serializer: SharedSerializer,
+    duplicates: DuplicateFilter,
 }
 
 impl NotificationListener {
@@ -278,6 +279,7 @@ impl NotificationListener {
             batch: None,
             max_concurrency: crate::rpc::DEFAULT_MAX_CONCURRENCY,
             serializer: default_serializer(),
+            duplicates: DuplicateFilter::default(),
         }
     }
 
@@ -316,6 +318,15 @@ impl NotificationListener {
     /// How many notifications (or batches) are handled at once.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// Drop a notification whose `_unique_id` is among the last `count` handled within `age`
+    /// (a redelivery, or a send retried after a lost confirm); by default the last
+    /// [`DuplicateFilter::DEFAULT_COUNT`] within [`DuplicateFilter::DEFAULT_AGE`]. Dropped
+    /// duplicates are counted by [`NotificationTransport::duplicates_suppressed`].
+    pub fn duplicate_window(mut self, count: usize, age: Duration) -> Self {
+        self.duplicates = DuplicateFilter::new(count, age);
         self
     }
 
@@ -384,8 +395,9 @@ impl NotificationListener {
             pool: self.pool,
             batched: batch.is_some(),
         });
+        let duplicates = Arc::new(Mutex::new(self.duplicates));
         Ok(service::spawn(self.max_concurrency, move |gate| {
-            consume(source, dispatcher, gate, batch)
+            consume(source, dispatcher, gate, batch, duplicates)
         }))
     }
 }
@@ -395,9 +407,9 @@ async fn consume(
     dispatcher: Arc<Dispatcher>,
     mut gate: Gate,
     batch: Option<(usize, Duration)>,
+    duplicates: Arc<Mutex<DuplicateFilter>>,
 ) {
     let mut running = JoinSet::new();
-    let duplicates = Arc::new(Mutex::new(DuplicateFilter::default()));
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         while running.try_join_next().is_some() {}
         let mut taken = vec![dispatcher.take(first)];
@@ -439,8 +451,7 @@ async fn consume(
             });
             if duplicate {
                 tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
-                let transport = dispatcher.transport.telemetry().meters.transport();
-                telemetry::count_duplicate(transport, "notification");
+                dispatcher.transport.count_duplicate();
                 taken
                     .split()
                     .1

@@ -9,7 +9,9 @@ pub mod json;
 mod notification;
 mod rpc;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -164,44 +166,71 @@ pub(crate) fn unflatten_context(msg: &mut Map<String, Value>) -> Map<String, Val
         .collect()
 }
 
-/// Drops messages whose `_unique_id` is among the last few seen, as oslo's rabbit driver does
-/// (a redelivery after a reconnect must not run a request twice).
+/// Drops messages whose `_unique_id` was seen recently, as oslo's rabbit driver does (a
+/// redelivery after a reconnect must not run a request twice, nor a notification).
+///
+/// oslo remembers the last 16 ids; with many concurrent senders a redelivery after a broker
+/// failover comes thousands of messages after the original, so the window here is the last
+/// `count` ids seen within `age` (by default [`DuplicateFilter::DEFAULT_COUNT`] ids and
+/// [`DuplicateFilter::DEFAULT_AGE`]).
 #[derive(Debug, Clone)]
 pub struct DuplicateFilter {
-    seen: VecDeque<String>,
-    capacity: usize,
+    /// Remembered ids, oldest first, with when they were remembered.
+    order: VecDeque<(Arc<str>, Instant)>,
+    seen: HashSet<Arc<str>>,
+    count: usize,
+    age: Duration,
 }
 
 impl Default for DuplicateFilter {
     fn default() -> Self {
-        Self::with_capacity(16)
+        Self::new(Self::DEFAULT_COUNT, Self::DEFAULT_AGE)
     }
 }
 
 impl DuplicateFilter {
-    /// Remember the last `capacity` ids (oslo remembers 16).
-    pub fn with_capacity(capacity: usize) -> Self {
+    /// How many ids are remembered by default (about 1 MiB).
+    pub const DEFAULT_COUNT: usize = 10_000;
+    /// How long ids are remembered by default.
+    pub const DEFAULT_AGE: Duration = Duration::from_secs(600);
+
+    /// Remember the last `count` ids (at least 1), each for at most `age`.
+    pub fn new(count: usize, age: Duration) -> Self {
         Self {
-            seen: VecDeque::with_capacity(capacity),
-            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            count: count.max(1),
+            age,
         }
+    }
+
+    /// Remember the last `capacity` ids, however old (oslo remembers 16).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self::new(capacity, Duration::MAX)
     }
 
     /// True if `id` was remembered recently.
     pub fn contains(&self, id: &str) -> bool {
-        self.seen.iter().any(|seen| seen == id)
+        self.seen.contains(id)
     }
 
     /// Remember `id` (once its message has been acknowledged: a requeued message must come
     /// back, as in oslo).
     pub fn remember(&mut self, id: &str) {
+        let now = Instant::now();
+        while let Some((oldest, at)) = self.order.front() {
+            if self.order.len() < self.count && now.duration_since(*at) < self.age {
+                break;
+            }
+            self.seen.remove(oldest);
+            self.order.pop_front();
+        }
         if self.contains(id) {
             return;
         }
-        if self.seen.len() == self.capacity {
-            self.seen.pop_front();
-        }
-        self.seen.push_back(id.to_owned());
+        let id: Arc<str> = id.into();
+        self.seen.insert(id.clone());
+        self.order.push_back((id, now));
     }
 
     /// True if `id` was seen recently; otherwise remembers it and returns false.
@@ -290,5 +319,23 @@ mod tests {
         assert!(!filter.is_duplicate("b"));
         assert!(!filter.is_duplicate("c"));
         assert!(!filter.is_duplicate("a"), "a fell out of the window");
+    }
+
+    #[test]
+    fn duplicate_filter_forgets_ids_older_than_its_age() {
+        let mut filter = DuplicateFilter::new(100, Duration::from_millis(50));
+        filter.remember("a");
+        assert!(filter.contains("a"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!filter.is_duplicate("b"));
+        assert!(!filter.contains("a"), "a is older than the window");
+        assert!(filter.is_duplicate("b"));
+        let mut filter = DuplicateFilter::default();
+        for i in 0..DuplicateFilter::DEFAULT_COUNT {
+            filter.remember(&i.to_string());
+        }
+        assert!(filter.contains("0"), "the default window holds 10,000 ids");
+        filter.remember("one more");
+        assert!(!filter.contains("0") && filter.contains("1"));
     }
 }
