@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
+use rapidhash::fast::RandomState;
 
 use super::names::*;
 
@@ -21,9 +22,13 @@ pub const OTHER_NAME: &str = "_other";
 /// The `method` label of requests for a method no endpoint of the server has.
 pub const UNKNOWN_METHOD: &str = "_unknown";
 
+/// A map with a hasher cheaper than SipHash on short keys (still randomly seeded: names come
+/// from senders).
+type Map<V> = HashMap<String, V, RandomState>;
+
 /// Handles of one kind of metric set, per topic and name.
 struct Family<T> {
-    by_topic: Mutex<HashMap<String, HashMap<String, Arc<T>>>>,
+    by_topic: Mutex<Map<Map<Arc<T>>>>,
 }
 
 impl<T> Default for Family<T> {

@@ -139,8 +139,8 @@ impl TraceContext {
     /// Run `future` inside this trace: the calls, casts and notifications it sends carry it
     /// (for instance the `traceparent` of an incoming HTTP request), whether or not a
     /// `tracing` subscriber records spans.
-    pub async fn scope<F: Future>(self, future: F) -> F::Output {
-        CURRENT.scope(Some(self), future).await
+    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        scope(Some(self), future)
     }
 
     /// A context of the same trace for a new span.
@@ -249,9 +249,13 @@ pub(crate) fn incoming(span: &Span, remote: Option<TraceContext>) -> Option<Trac
     Some(own)
 }
 
-/// Run a handler in the trace context `trace` (or in none).
-pub(crate) async fn scope<F: Future>(trace: Option<TraceContext>, future: F) -> F::Output {
-    CURRENT.scope(trace, future).await
+/// Run a handler in the trace context `trace` (or in none). Not an `async fn`: that would
+/// hold `future` twice, and servers spawn (copy) these futures for every message.
+pub(crate) fn scope<F: Future>(
+    trace: Option<TraceContext>,
+    future: F,
+) -> impl Future<Output = F::Output> {
+    CURRENT.scope(trace, future)
 }
 
 fn is_lower_hex(text: &str) -> bool {
