@@ -101,6 +101,7 @@ pub fn request(
         body.insert("call_monitor_timeout".into(), seconds_json(monitor));
     }
     let text = json::to_string(&body)?;
+    messaging_core::telemetry::record_body_size(text.len());
     let mut properties = Properties::builder().to(to);
     let mut header = None;
     if let Some(call) = call {
@@ -187,9 +188,11 @@ pub fn notification(
     let mut body = Map::with_capacity(2);
     body.insert("request".into(), Json::Object(request));
     body.insert("context".into(), Json::Object(message.context.clone()));
+    let text = json::to_string(&body)?;
+    messaging_core::telemetry::record_body_size(text.len());
     Ok(Message::builder()
         .properties(Properties::builder().to(to).build())
-        .body(string_body(json::to_string(&body)?))
+        .body(string_body(text))
         .build())
 }
 
