@@ -81,10 +81,19 @@ impl Amqp1Driver {
     }
 }
 
+/// The driver's name.
+pub(crate) const NAME: &str = "amqp1";
+/// Its `messaging.system`: the protocol, as the peer may be a router or any broker.
+pub(crate) const SYSTEM: &str = "amqp";
+
 #[async_trait]
 impl Driver for Amqp1Driver {
     fn name(&self) -> &'static str {
-        "amqp1"
+        NAME
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        SYSTEM
     }
 
     fn schemes(&self) -> &'static [&'static str] {

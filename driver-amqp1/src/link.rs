@@ -25,6 +25,7 @@ use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
 use messaging_core::driver::{InFlight, RpcAddress};
+use messaging_core::telemetry;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use serde_amqp::lazy::LazyValue;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -250,12 +251,22 @@ impl LinkManager {
         if guard.as_ref().is_some_and(|live| !live.handle.is_closed()) {
             return Ok(guard);
         }
-        if guard.take().is_some() {
+        let reconnecting = guard.take().is_some();
+        if reconnecting {
             tracing::warn!("AMQP 1.0 connection lost; reconnecting");
         }
         let mut shutdown = self.shutdown.subscribe();
+        let connect = self.connector.connect(retry, deadline);
+        let connect = async {
+            match reconnecting {
+                true => {
+                    telemetry::reconnect(crate::NAME, crate::SYSTEM, "connection", connect).await
+                }
+                false => connect.await,
+            }
+        };
         let opened = tokio::select! {
-            opened = self.connector.connect(retry, deadline) => opened?,
+            opened = connect => opened?,
             _ = shutdown.wait_for(|s| *s) => return Err(MessagingError::Closed("transport")),
         };
         let mode = PeerMode::decide(self.config.addressing_mode, opened.peer.product.as_deref());

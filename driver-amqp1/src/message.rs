@@ -102,6 +102,7 @@ pub fn request(
         request,
         call_monitor_timeout: call.and(call_monitor_timeout),
     })?;
+    messaging_core::telemetry::record_body_size(text.len());
     let mut properties = Properties::builder().to(to);
     let mut header = None;
     if let Some(call) = call {
@@ -172,6 +173,7 @@ pub fn notification(
     body.extend_from_slice(&json::to_vec(&message.context)?);
     body.push(b'}');
     let text = String::from_utf8(body).expect("wire::json writes ASCII");
+    messaging_core::telemetry::record_body_size(text.len());
     Ok(Message::builder()
         .properties(Properties::builder().to(to).build())
         .body(string_body(text))

@@ -112,10 +112,13 @@ impl KafkaDriver {
     }
 }
 
+/// The driver's name, also its `messaging.system`.
+pub(crate) const NAME: &str = "kafka";
+
 #[async_trait]
 impl Driver for KafkaDriver {
     fn name(&self) -> &'static str {
-        "kafka"
+        NAME
     }
 
     fn schemes(&self) -> &'static [&'static str] {

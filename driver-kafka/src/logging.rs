@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use messaging_core::telemetry;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
@@ -58,5 +59,12 @@ pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 pub(crate) fn forward_error(error: &KafkaError, reason: &str) {
     // Broker connection errors repeat while a broker is down; the send or the listener that
     // suffers from them reports them too.
-    tracing::warn!(target: "librdkafka", %error, "{reason}");
+    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::BrokerTransportFailure) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        return;
+    }
+    // A lost broker connection, which librdkafka reconnects by itself: marked and counted.
+    telemetry::count_reconnect(crate::NAME);
+    telemetry::reconnect_span(crate::NAME, "librdkafka")
+        .in_scope(|| tracing::warn!(target: "librdkafka", %error, "{reason}"));
 }

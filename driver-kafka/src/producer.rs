@@ -83,6 +83,7 @@ impl Publisher {
             Duration::from_millis(250),
             Duration::from_secs(5),
         );
+        messaging_core::telemetry::record_body_size(payload.len());
         let what = format!("delivery of a record to `{topic}`");
         with_retry(&what, options, backoff, || self.attempt(topic, payload)).await
     }

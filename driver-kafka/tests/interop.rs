@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use messaging_conformance::Recorder;
+use messaging_core::telemetry::TraceContext;
 use messaging_core::{
     get_notification_transport, Context, Notification, NotificationEndpoint, NotificationListener,
     NotificationResult, Notifier, NotifierDriver, Priority, Target,
@@ -218,16 +219,18 @@ async fn rust_notifier_to_python_listener_every_priority() {
     assert_eq!(assigned, 7, "python got every topic: {}", listener.ready);
     // The Python consumer resolves its starting offsets (`latest`) after the assignment.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The `info` one is sent in a W3C trace: its context carries `traceparent` through.
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     for priority in Priority::ALL {
-        notifier
-            .notify(
-                &rust_ctx(),
-                priority,
-                &format!("rust.{priority}"),
-                &rust_payload(priority),
-            )
-            .await
-            .expect("notify");
+        let ctx = rust_ctx();
+        let payload = rust_payload(priority);
+        let event_type = format!("rust.{priority}");
+        let send = notifier.notify(&ctx, priority, &event_type, &payload);
+        match priority {
+            Priority::Info => TraceContext::parse(parent, None).unwrap().scope(send).await,
+            _ => send.await,
+        }
+        .expect("notify");
     }
     let got = listener.received(7).await;
     for priority in Priority::ALL {
@@ -241,6 +244,8 @@ async fn rust_notifier_to_python_listener_every_priority() {
         assert_eq!(line["ctxt"]["user_id"], "u-rust");
         assert_eq!(line["ctxt"]["request_id"], "req-rust");
         assert_eq!(line["metadata"]["message_id"].as_str().unwrap().len(), 36);
+        let traced = (priority == Priority::Info).then_some(parent);
+        assert_eq!(line["ctxt"]["traceparent"].as_str(), traced, "{line}");
     }
     transport.close().await;
 }

@@ -83,10 +83,19 @@ impl RabbitDriver {
     }
 }
 
+/// The driver's name.
+pub(crate) const NAME: &str = "rabbit";
+/// Its `messaging.system` (OpenTelemetry's name for the broker).
+pub(crate) const SYSTEM: &str = "rabbitmq";
+
 #[async_trait]
 impl Driver for RabbitDriver {
     fn name(&self) -> &'static str {
-        "rabbit"
+        NAME
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        SYSTEM
     }
 
     fn schemes(&self) -> &'static [&'static str] {

@@ -23,6 +23,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use messaging_core::driver::SendOptions;
+use messaging_core::telemetry;
 use messaging_core::wire::{CONTENT_ENCODING, CONTENT_TYPE};
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{mpsc, oneshot, OnceCell};
@@ -97,6 +98,8 @@ pub(crate) struct Publisher {
     role: &'static str,
     current: tokio::sync::Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
+    /// A connection was opened before: the next one is a reconnection.
+    connected: AtomicBool,
 }
 
 /// One live connection and its confirm-mode channels.
@@ -180,6 +183,7 @@ impl Publisher {
             role,
             current: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
         }
     }
 
@@ -214,9 +218,16 @@ impl Publisher {
                 *current = None;
             }
         }
-        let connection = Arc::new(self.connector.connect(self.role).await?);
-        let channel = confirm_channel(&connection).await?;
-        let session = Arc::new(Session::new(connection, channel));
+        let open = async {
+            let connection = Arc::new(self.connector.connect(self.role).await?);
+            let channel = confirm_channel(&connection).await?;
+            Ok(Arc::new(Session::new(connection, channel)))
+        };
+        let session = match self.connected.load(Ordering::Acquire) {
+            true => telemetry::reconnect(crate::NAME, crate::SYSTEM, self.role, open).await?,
+            false => open.await?,
+        };
+        self.connected.store(true, Ordering::Release);
         *current = Some(session.clone());
         Ok(session)
     }
@@ -273,6 +284,7 @@ impl Publisher {
     ) -> Result<()> {
         let mut buffer = Vec::new();
         let message = self.compressed(message, &mut buffer);
+        telemetry::record_body_size(message.body.len());
         with_retry(&self.connector, what, options, |until| {
             self.attempt(what, until, |session| publish_once(session, message))
         })
@@ -310,6 +322,7 @@ impl Publisher {
     ) -> Result<Routed> {
         let mut buffer = Vec::new();
         let mut message = self.compressed(message, &mut buffer);
+        telemetry::record_body_size(message.body.len());
         let deadline = patience.map(|patience| Instant::now() + patience);
         let mut remaining = patience;
         let fail_fast = options.fail_fast.filter(|window| !window.is_zero());

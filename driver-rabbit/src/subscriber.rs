@@ -25,6 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
 use messaging_core::driver::{InFlight, InFlightGuard};
+use messaging_core::telemetry;
 use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -332,7 +333,8 @@ async fn run(
             }
             // Settlements of deliveries from the lost connection cannot be sent any more.
             while settle.try_recv().is_ok() {}
-            match plan.setup().await {
+            let setup = plan.setup();
+            match telemetry::reconnect(crate::NAME, crate::SYSTEM, plan.role, setup).await {
                 Ok(new) => {
                     tracing::info!(role = plan.role, queues = ?plan.queues, "reconnected to RabbitMQ and resumed consuming");
                     backoff.reset();

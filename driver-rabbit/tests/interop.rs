@@ -1245,3 +1245,79 @@ async fn python_and_rust_servers_share_a_fanout_stream() {
     )
     .await;
 }
+
+/// W3C trace context crosses Python peers: it travels as the context keys `traceparent` and
+/// `tracestate`, which a Python server and a Python listener accept and hand to their
+/// endpoints as they are; a Python client's `traceparent` reaches a Rust method as its trace.
+/// Without a trace nothing is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_crosses_python_peers() {
+    use messaging_core::telemetry::TraceContext;
+    let Some((url, python)) = setup("trace_context_crosses_python_peers") else {
+        return;
+    };
+    let (topic, events) = (unique("interop_trace"), unique("interop_trace_events"));
+    let _server = python_server(&python, &url, &topic).await;
+    let listen = ["listen", "--url", &url, "--topic", &events, "--count", "1"];
+    let mut listener = Peer::spawn(&python, "python listener", &listen)
+        .ready()
+        .await;
+    let transport = get_rpc_transport(&url).await.unwrap();
+    let client = RpcClient::new(transport.clone(), Target::topic(&topic)).timeout(WAIT);
+    let who: Value = client.call(&ctx(), "whoami", &json!({})).await.unwrap();
+    assert_eq!(who["ctxt"]["user_id"], "u-1");
+    assert!(who["ctxt"].get("traceparent").is_none(), "{who}");
+
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let trace = TraceContext::parse(parent, Some("congo=t61rcWkgMzE")).unwrap();
+    let traced = trace.clone().scope(async {
+        let who: Value = client.call(&ctx(), "whoami", &json!({})).await.unwrap();
+        let notifications = get_notification_transport(&url).await.unwrap();
+        let notifier = Notifier::new(notifications.clone(), "trace.test").topics([&events]);
+        notifier.info(&ctx(), "trace.event", &1).await.unwrap();
+        notifications.close().await;
+        who
+    });
+    let who = traced.await;
+    assert_eq!(who["ctxt"]["traceparent"], parent, "{who}");
+    assert_eq!(who["ctxt"]["tracestate"], "congo=t61rcWkgMzE");
+    let heard = listener.next().await;
+    assert_eq!(heard["event_type"], "trace.event");
+    assert_eq!(heard["ctxt"]["traceparent"], parent, "{heard}");
+    assert_eq!(heard["ctxt"]["user_id"], "u-1");
+
+    // A Python client's trace context, as a Rust method sees it.
+    let rust_topic = unique("interop_trace_rs");
+    let method = Endpoint::new().method("trace", |_ctx: Context, _: NoArgs| async {
+        Ok::<_, RemoteError>(TraceContext::current().map(|t| t.traceparent()))
+    });
+    let server = RpcServer::new(transport.clone(), Target::topic(&rust_topic).server("s1"))
+        .endpoint(method)
+        .start()
+        .await
+        .unwrap();
+    let ctxt = format!(r#"{{"traceparent": "{parent}", "user_id": "u-py"}}"#);
+    let args = [
+        "call",
+        "--url",
+        &url,
+        "--topic",
+        &rust_topic,
+        "--method",
+        "trace",
+    ];
+    let mut args = strings(&args);
+    args.extend(strings(&["--timeout", "20", "--ctxt", &ctxt]));
+    let answer = py_call(&python, args).await;
+    assert_eq!(answer, json!({"result": parent}));
+
+    server.shutdown().await;
+    transport.close().await;
+    let mut queues: Vec<String> = Priority::ALL
+        .iter()
+        .map(|p| format!("{events}.{}", p.as_str()))
+        .collect();
+    queues.extend([topic.clone(), format!("{topic}.s1")]);
+    queues.extend([rust_topic.clone(), format!("{rust_topic}.s1")]);
+    delete_queues(&url, &queues).await;
+}

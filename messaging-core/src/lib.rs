@@ -56,6 +56,7 @@ mod rpc;
 mod service;
 pub mod signing;
 mod target;
+pub mod telemetry;
 mod transport;
 pub mod typed;
 mod url;

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::options;
 use crate::registry::driver_for_scheme;
 use crate::signing::{Guard, Signing};
+use crate::telemetry::Telemetry;
 use crate::url::TransportUrl;
 
 /// oslo's default `control_exchange`.
@@ -49,6 +50,7 @@ struct Info {
     capabilities: Capabilities,
     options: TransportOptions,
     guard: Option<Guard>,
+    telemetry: Arc<Telemetry>,
     /// Notifications dropped by listeners as duplicates.
     duplicates: AtomicU64,
 }
@@ -135,7 +137,11 @@ impl Info {
             capabilities: driver.capabilities_for(&url),
             url,
             options: options.clone(),
-            guard: options.signing.clone().map(Guard::new),
+            guard: options
+                .signing
+                .clone()
+                .map(|signing| Guard::new(signing, driver.name())),
+            telemetry: Arc::new(Telemetry::new(driver.name(), driver.messaging_system())),
             duplicates: AtomicU64::new(0),
         })
     }
@@ -164,6 +170,10 @@ impl<D: ?Sized> Transport<D> {
 
     pub(crate) fn guard(&self) -> Option<&Guard> {
         self.info.guard.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.info.telemetry
     }
 
     /// The driver side, for the API types.
@@ -209,6 +219,7 @@ impl NotificationTransport {
 
     pub(crate) fn count_duplicate(&self) {
         self.info.duplicates.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::count_duplicate(self.info.driver, "notification");
     }
 
     /// Release the transport's connections.

@@ -397,3 +397,55 @@ async fn a_malformed_endpoint_version_is_a_typed_error_at_start() {
         .expect("a valid version");
     server.shutdown().await;
 }
+
+/// With no `tracing` subscriber and no current trace, messages carry no trace context (a
+/// server sees none); inside [`telemetry::TraceContext::scope`] the trace passes unchanged
+/// through a server that records no spans, to the notification it sends.
+#[tokio::test]
+async fn trace_context_only_when_there_is_a_trace() {
+    use messaging_core::telemetry::TraceContext;
+    let url = vhost("trace-passthrough");
+    let rpc = get_rpc_transport(&url).await.unwrap();
+    let notifications = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(notifications.clone(), "p").topics(["passthrough"]);
+    let endpoint = Endpoint::new().method("trace", move |ctx: Context, _: NoArgs| {
+        let notifier = notifier.clone();
+        async move {
+            notifier.info(&ctx, "traced", &()).await.unwrap();
+            Ok::<_, RemoteError>(TraceContext::current().map(|t| t.traceparent()))
+        }
+    });
+    let server = RpcServer::new(rpc.clone(), Target::topic("traced").server("s"))
+        .endpoint(endpoint)
+        .start()
+        .await
+        .unwrap();
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let listener = NotificationListener::new(notifications)
+        .target(Target::topic("passthrough"))
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |n| {
+            let tx = tx.clone();
+            async move {
+                tx.send((n.context, TraceContext::current())).unwrap();
+                NotificationResult::Handled
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    let client = RpcClient::new(rpc, Target::topic("traced"));
+    let ctx = Context::new().with("user", "u1");
+    let seen: Option<String> = client.call(&ctx, "trace", &NoArgs {}).await.unwrap();
+    assert_eq!(seen, None);
+    assert_eq!(heard.recv().await.unwrap(), (ctx.clone(), None));
+
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let outer = TraceContext::parse(incoming, Some("vendor=1")).unwrap();
+    let call = client.call::<Option<String>>(&ctx, "trace", &NoArgs {});
+    let seen = outer.clone().scope(call).await.unwrap();
+    assert_eq!(seen.as_deref(), Some(incoming));
+    // The trace keys are taken out of the context endpoints see.
+    assert_eq!(heard.recv().await.unwrap(), (ctx, Some(outer)));
+    server.shutdown().await;
+    listener.shutdown().await;
+}

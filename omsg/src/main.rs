@@ -8,6 +8,7 @@
 
 mod api;
 mod bench;
+mod metrics;
 mod notify;
 mod rpc;
 mod stats;
@@ -35,6 +36,12 @@ struct Cli {
     /// Exchange (oslo's control_exchange) for targets [default: the config's, else openstack].
     #[arg(long, global = true)]
     exchange: Option<String>,
+
+    /// Serve the library's metrics in Prometheus text format at http://ADDR/metrics while
+    /// the command runs (e.g. 127.0.0.1:9464; port 0 picks one, printed on stderr). Meant
+    /// for serve, listen and bench.
+    #[arg(long, global = true, env = "OMSG_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
 
     /// An oslo-style INI file ([DEFAULT] transport_url, [oslo_messaging_notifications], driver
     /// sections); --url and --notify-url override its URLs.
@@ -322,6 +329,12 @@ async fn main() -> ExitCode {
     }
     let outcome = match Endpoints::from_cli(&cli) {
         Ok(endpoints) => {
+            if let Some(addr) = &cli.metrics_addr {
+                match metrics::serve(addr).await {
+                    Ok(bound) => eprintln!("omsg: metrics at http://{bound}/metrics"),
+                    Err(failure) => return failure.report(),
+                }
+            }
             let outcome = match cli.command {
                 Command::Call(args) => rpc::call(&endpoints, args).await,
                 Command::Cast(args) => rpc::cast(&endpoints, args).await,

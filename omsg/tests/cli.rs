@@ -1,7 +1,7 @@
 //! `omsg` as scripts use it: the real binary, its JSON output and its exit codes, on
 //! `memory://` (in-process bench) and on every broker whose URL variable is set.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,7 @@ fn spawn(args: &[&str], ready_on_stderr: bool) -> Running {
             read.unwrap_or(0) > 0,
             "omsg {args:?} exited before it was ready"
         );
-        if line.contains("serving") || line.contains("ready") {
+        if line.contains("serving") || line.contains("ready") || line.contains("listening") {
             break;
         }
         assert!(Instant::now() < deadline, "omsg {args:?} never got ready");
@@ -471,4 +471,205 @@ fn long_running_commands_stop_cleanly_on_sigint_and_sigterm() {
             assert!(status.success(), "omsg {command} on SIG{signal}: {status}");
         }
     }
+}
+
+/// A free local port for `--metrics-addr`.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
+}
+
+/// `GET path` on the metrics endpoint at `port`: the status line and the body.
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The value of `series` (its name and labels as Prometheus text prints them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrape until `series` reaches `want` (what was sent may still be on its way), then return
+/// the whole scrape.
+fn scrape_until(port: u16, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = get(port, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        if sample(&text, series) >= Some(want) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The RabbitMQ URL, when it is set and this build has the driver.
+fn rabbit_url() -> Option<String> {
+    let url = brokers()
+        .into_iter()
+        .map(|(url, _)| url)
+        .find(|url| url.starts_with("rabbit"))?;
+    has_driver(&url).then_some(url)
+}
+
+/// `--metrics-addr` on `serve` and `listen` against RabbitMQ: the counters match the calls,
+/// casts and notifications sent by other omsg processes.
+#[test]
+fn metrics_addr_counts_real_traffic() {
+    let bad = omsg(&[
+        "--url",
+        "memory://",
+        "--metrics-addr",
+        "nowhere",
+        "call",
+        "t",
+        "m",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(64),
+        "a bad --metrics-addr is bad usage"
+    );
+    let Some(url) = rabbit_url() else {
+        return;
+    };
+    let topic = format!("test_omsg_metrics_{}", std::process::id());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _server = spawn(
+        &[
+            "--url",
+            &url,
+            "--metrics-addr",
+            &addr,
+            "serve",
+            &topic,
+            "--server",
+            "m1",
+        ],
+        true,
+    );
+    for command in [
+        "call", "call", "call", "call", "call", "cast", "cast", "cast",
+    ] {
+        let sent = omsg(&["--url", &url, command, &topic, "echo", r#"{"value": 1}"#]);
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+    let received = |kind: &str| {
+        format!(
+            r#"messaging_rpc_received_total{{transport="rabbit",topic="{topic}",method="echo",kind="{kind}"}}"#
+        )
+    };
+    let text = scrape_until(port, &received("cast"), 3.0);
+    assert_eq!(sample(&text, &received("cast")), Some(3.0), "{text}");
+    assert_eq!(sample(&text, &received("call")), Some(5.0), "{text}");
+    let dispatched = format!(
+        r#"messaging_rpc_dispatch_duration_seconds_count{{transport="rabbit",topic="{topic}",method="echo"}}"#
+    );
+    assert_eq!(sample(&text, &dispatched), Some(8.0), "{text}");
+    assert!(text.contains("# TYPE messaging_rpc_dispatch_duration_seconds histogram"));
+    assert!(get(port, "/other").0.contains("404"));
+
+    let events = format!("test_omsg_metrics_events_{}", std::process::id());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _listener = spawn(
+        &["--url", &url, "--metrics-addr", &addr, "listen", &events],
+        true,
+    );
+    for n in 0..4 {
+        let sent = omsg(&[
+            "--url",
+            &url,
+            "notify",
+            &events,
+            "test.metrics",
+            &n.to_string(),
+        ]);
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+    let series = |name: &str| {
+        format!(r#"{name}{{transport="rabbit",topic="{events}",event_type="test.metrics"}}"#)
+    };
+    let text = scrape_until(port, &series("messaging_notifications_acked_total"), 4.0);
+    assert_eq!(
+        sample(&text, &series("messaging_notifications_received_total")),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&text, &series("messaging_notifications_acked_total")),
+        Some(4.0)
+    );
+    let unacked =
+        format!(r#"messaging_notifications_unacked{{transport="rabbit",topic="{events}"}}"#);
+    assert_eq!(sample(&text, &unacked), Some(0.0), "{text}");
+}
+
+/// `bench --metrics-addr` serves the client's and the server's counters while it runs.
+#[test]
+fn bench_serves_metrics_while_it_runs() {
+    let Some(url) = rabbit_url() else {
+        return;
+    };
+    let topic = format!("test_omsg_bench_metrics_{}", std::process::id());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "--url",
+        &url,
+        "--metrics-addr",
+        &addr,
+        "bench",
+        "rpc-call",
+        "--count",
+        "20000",
+    ];
+    let mut bench = Running(
+        Command::new(env!("CARGO_BIN_EXE_omsg"))
+            .args(args)
+            .args(["--topic", &topic, "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("omsg starts"),
+    );
+    let series = |name: &str, kind: &str| {
+        format!(r#"{name}{{transport="rabbit",topic="{topic}",method="echo",kind="{kind}"}}"#)
+    };
+    let sent = series("messaging_rpc_sent_total", "call");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "bench never served its metrics");
+        assert!(
+            bench.0.try_wait().unwrap().is_none(),
+            "bench ended before a scrape"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = scrape_until(port, &sent, 100.0);
+    let received = sample(&text, &series("messaging_rpc_received_total", "call")).unwrap();
+    let sent = sample(&text, &sent).unwrap();
+    // A request is received after it was sent; at most the calls in flight are in between.
+    assert!(
+        received <= sent + 1.0 && received >= 100.0,
+        "sent {sent}, received {received}"
+    );
+    let _ = bench.0.kill();
 }

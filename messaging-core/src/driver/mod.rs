@@ -110,6 +110,12 @@ pub trait Driver: Send + Sync + 'static {
     /// Short name, used in errors (`rabbit`, `kafka`, …).
     fn name(&self) -> &'static str;
 
+    /// The `messaging.system` its spans report (OpenTelemetry's name for the broker, e.g.
+    /// `rabbitmq`, `kafka`). Defaults to [`name`](Self::name).
+    fn messaging_system(&self) -> &'static str {
+        self.name()
+    }
+
     /// URL schemes (the part before `+`) this driver serves.
     fn schemes(&self) -> &'static [&'static str];
 
@@ -324,6 +330,7 @@ where
 /// Log a message the driver could not decode. Every driver reports bad input the same way.
 pub fn log_malformed(driver: &str, origin: &str, error: &MessagingError, body: &[u8]) {
     const SHOWN: usize = 200;
+    crate::telemetry::count_malformed(driver);
     let shown = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
     tracing::warn!(
         driver,

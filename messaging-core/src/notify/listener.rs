@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
+use tracing::{Instrument, Span};
 
 use super::filter::NotificationFilter;
 use super::notification::{Notification, NotificationMetadata};
@@ -19,8 +20,12 @@ use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
 use crate::service::{self, Gate, ServiceHandle};
 use crate::target::Target;
+use crate::telemetry::{self, Busy, ListenerMeters};
 use crate::transport::NotificationTransport;
 use crate::wire::{DuplicateFilter, NotificationMessage};
+
+/// The `event_type` label of the dispatch duration of a batch.
+const BATCH_EVENT_TYPE: &str = "_batch";
 
 /// What an endpoint did with a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,8 +321,10 @@ impl NotificationListener {
             ));
         }
         let mut subscriptions = Vec::new();
+        let mut topics = Vec::new();
         for target in &self.targets {
             let topic = target.require_topic("listen to notifications")?;
+            topics.push(topic);
             let exchange = target
                 .exchange
                 .clone()
@@ -333,13 +340,18 @@ impl NotificationListener {
             .driver()
             .listen(&subscriptions, self.pool.as_deref())
             .await?;
+        let topics = topics.join(",");
+        let batch = self.batch.filter(|(size, _)| *size > 1);
         let dispatcher = Arc::new(Dispatcher {
             endpoints: self.endpoints,
             allow_requeue: self.allow_requeue,
             serializer: self.serializer,
+            unacked: self.transport.telemetry().meters.unacked(&topics),
             transport: self.transport,
+            topics,
+            pool: self.pool,
+            batched: batch.is_some(),
         });
-        let batch = self.batch;
         let duplicates = Arc::new(Mutex::new(self.duplicates));
         Ok(service::spawn(self.max_concurrency, move |gate| {
             consume(source, dispatcher, gate, batch, duplicates)
@@ -357,9 +369,9 @@ async fn consume(
     let mut running = JoinSet::new();
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         while running.try_join_next().is_some() {}
-        let mut taken = vec![first];
-        if let Some((size, timeout)) = batch.filter(|(size, _)| *size > 1) {
-            taken[0].acker.batched().await;
+        let mut taken = vec![dispatcher.take(first)];
+        if let Some((size, timeout)) = batch {
+            taken[0].incoming.acker.batched().await;
             let deadline = Instant::now() + timeout;
             while taken.len() < size {
                 let next = async {
@@ -371,18 +383,19 @@ async fn consume(
                 match gate.until_stopped(next).await.flatten() {
                     Some(mut incoming) => {
                         incoming.acker.batched().await;
-                        taken.push(incoming);
+                        taken.push(dispatcher.take(incoming));
                     }
                     None => break,
                 }
             }
         }
         let mut fresh = Vec::with_capacity(taken.len());
-        for incoming in taken {
-            if !dispatcher.admits(&incoming) {
+        for taken in taken {
+            let incoming = &taken.incoming;
+            if !dispatcher.admits(incoming) {
                 // Acknowledged so that it is not redelivered forever, and not remembered as
                 // seen: a forged message must not shadow a genuine one with the same id.
-                if let Err(error) = incoming.acker.ack().await {
+                if let Err(error) = taken.incoming.acker.ack().await {
                     tracing::warn!(%error, "could not acknowledge a rejected notification");
                 }
                 continue;
@@ -396,11 +409,13 @@ async fn consume(
             if duplicate {
                 tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
                 dispatcher.transport.count_duplicate();
-                Settlement::of(incoming)
+                taken
+                    .split()
+                    .1
                     .settle(NotificationResult::Handled, &duplicates)
                     .await;
             } else {
-                fresh.push(incoming);
+                fresh.push(taken);
             }
         }
         let dispatcher = dispatcher.clone();
@@ -415,20 +430,35 @@ async fn consume(
     source.close().await;
 }
 
+/// A notification taken from the source: counted as unacknowledged until it is settled.
+struct Taken {
+    incoming: IncomingNotification,
+    meters: Arc<ListenerMeters>,
+    unacked: Busy,
+}
+
+impl Taken {
+    /// The message, and what settles its delivery.
+    fn split(self) -> (NotificationMessage, Settlement) {
+        let settlement = Settlement {
+            acker: self.incoming.acker,
+            unique_id: self.incoming.unique_id,
+            meters: self.meters,
+            _unacked: self.unacked,
+        };
+        (self.incoming.message, settlement)
+    }
+}
+
 /// What settles one delivered notification once its message has been handed to endpoints.
 struct Settlement {
     acker: Box<dyn Acknowledger>,
     unique_id: Option<String>,
+    meters: Arc<ListenerMeters>,
+    _unacked: Busy,
 }
 
 impl Settlement {
-    fn of(incoming: IncomingNotification) -> Self {
-        Self {
-            acker: incoming.acker,
-            unique_id: incoming.unique_id,
-        }
-    }
-
     /// Acknowledge or requeue; an acknowledged id is remembered, so a redelivery of it is
     /// dropped.
     async fn settle(self, result: NotificationResult, duplicates: &Mutex<DuplicateFilter>) {
@@ -444,8 +474,10 @@ impl Settlement {
             }
             NotificationResult::Requeue => self.acker.requeue().await,
         };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, "could not settle a notification");
+        match (outcome, result) {
+            (Ok(()), NotificationResult::Handled) => self.meters.acked.increment(1),
+            (Ok(()), NotificationResult::Requeue) => self.meters.requeued.increment(1),
+            (Err(error), _) => tracing::warn!(%error, "could not settle a notification"),
         }
     }
 }
@@ -454,11 +486,29 @@ struct Dispatcher {
     endpoints: Vec<NotificationEndpoint>,
     allow_requeue: bool,
     serializer: SharedSerializer,
-    /// For its signing settings.
+    /// For its signing settings and its telemetry.
     transport: NotificationTransport,
+    /// The targets' topics, comma-separated (spans and metric labels).
+    topics: String,
+    pool: Option<String>,
+    /// Whether notifications come in batches.
+    batched: bool,
+    unacked: metrics::Gauge,
 }
 
 impl Dispatcher {
+    /// Count a notification just taken from the source.
+    fn take(&self, incoming: IncomingNotification) -> Taken {
+        let meters = &self.transport.telemetry().meters;
+        let meters = meters.listened(&self.topics, &incoming.message.event_type);
+        meters.received.increment(1);
+        Taken {
+            incoming,
+            meters,
+            unacked: Busy::on(&self.unacked),
+        }
+    }
+
     /// False if the notification fails its signature check and the transport rejects such
     /// notifications.
     fn admits(&self, incoming: &IncomingNotification) -> bool {
@@ -489,16 +539,59 @@ impl Dispatcher {
         })
     }
 
+    /// Handle what was taken in a dispatch span: for one notification the child of its
+    /// sender's span, for a batch a span linked to each sender's.
+    async fn handle(&self, mut taken: Vec<Taken>, duplicates: &Mutex<DuplicateFilter>) {
+        let Some(first) = taken.first() else {
+            return;
+        };
+        let started = Instant::now();
+        let duration = match self.batched {
+            false => first.meters.clone(),
+            true => {
+                let meters = &self.transport.telemetry().meters;
+                meters.listened(&self.topics, BATCH_EVENT_TYPE)
+            }
+        };
+        let (span, trace) = self.span(&mut taken);
+        let dispatch = self.dispatch(taken, duplicates).instrument(span);
+        telemetry::scope(trace, dispatch).await;
+        duration
+            .duration
+            .record(telemetry::seconds(started.elapsed()));
+    }
+
+    /// The dispatch span of what was taken (its trace context keys taken out of the
+    /// messages), and the trace context its handlers run in.
+    fn span(&self, taken: &mut [Taken]) -> (Span, Option<telemetry::TraceContext>) {
+        let system = self.transport.telemetry().system;
+        let pool = self.pool.as_deref();
+        if let [one] = taken {
+            if !self.batched {
+                let message = &mut one.incoming.message;
+                let remote = telemetry::extract(&mut message.context);
+                let span = telemetry::notification_dispatch(system, &self.topics, pool, message);
+                let trace = telemetry::incoming(&span, remote);
+                return (span, trace);
+            }
+        }
+        let span = telemetry::batch_dispatch(system, &self.topics, pool, taken.len());
+        for one in taken.iter_mut() {
+            if let Some(remote) = telemetry::extract(&mut one.incoming.message.context) {
+                telemetry::link(&span, &remote);
+            }
+        }
+        let trace = telemetry::incoming(&span, None);
+        (span, trace)
+    }
+
     /// Handle a batch: per priority, every endpoint gets what it accepts; the group is
     /// requeued if any endpoint asked for it, else acknowledged.
-    async fn handle(&self, batch: Vec<IncomingNotification>, duplicates: &Mutex<DuplicateFilter>) {
+    async fn dispatch(&self, batch: Vec<Taken>, duplicates: &Mutex<DuplicateFilter>) {
         let mut groups: Vec<(Priority, Vec<Settlement>, Vec<Notification>)> = Vec::new();
-        for incoming in batch {
-            let settlement = Settlement {
-                acker: incoming.acker,
-                unique_id: incoming.unique_id,
-            };
-            let notification = match self.convert(incoming.message) {
+        for taken in batch {
+            let (message, settlement) = taken.split();
+            let notification = match self.convert(message) {
                 Ok(notification) => notification,
                 Err(error) => {
                     tracing::warn!(%error, "dropping a notification the serializer rejected");

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::context::{default_serializer, Context, SharedSerializer};
 use crate::driver::{NotifyAddress, Retry, SendOptions};
 use crate::error::{MessagingError, Result};
 use crate::notify::outbox::{Item, Outbox, OutboxConfig, OutboxStats};
 use crate::priority::Priority;
+use crate::telemetry;
 use crate::transport::NotificationTransport;
 use crate::wire::{self, NotificationFormat, NotificationMessage};
 
@@ -144,7 +147,9 @@ impl Notifier {
     pub async fn with_outbox(mut self, config: OutboxConfig) -> Result<Self> {
         // Let the previous outbox (if any) release its spool first.
         self.outbox = None;
-        let outbox = Outbox::open(self.transport.driver().clone(), config).await?;
+        let driver = self.transport.driver().clone();
+        let telemetry = self.transport.telemetry().clone();
+        let outbox = Outbox::open(driver, config, telemetry).await?;
         self.outbox = Some(Arc::new(outbox));
         Ok(self)
     }
@@ -255,9 +260,22 @@ impl Notifier {
             context,
             signature: None,
         };
+        let system = self.transport.telemetry().system;
+        let span = telemetry::notify(system, &self.topics, &message, self.outbox.is_some());
+        if let Some(trace) = telemetry::outgoing(&span) {
+            trace.inject(&mut message.context);
+        }
         if let Some(signing) = self.transport.signing() {
             signing.sign_notification(&mut message);
         }
+        let sent = self.deliver(message).instrument(span.clone()).await;
+        telemetry::finish(&span, &sent);
+        sent
+    }
+
+    /// Send `message` through each driver to each topic (or queue it in the outbox).
+    async fn deliver(&self, message: NotificationMessage) -> Result<()> {
+        let priority = message.priority;
         // Shared by the outbox's deliveries (one per driver and topic), not copied.
         let message = Arc::new(message);
         let options = SendOptions {
@@ -294,10 +312,15 @@ impl Notifier {
                     });
                     continue;
                 }
+                let started = Instant::now();
                 self.transport
                     .driver()
                     .notify(&to, &message, format, &options)
                     .await?;
+                let meters = &self.transport.telemetry().meters;
+                let meters = meters.notify(topic, &message.event_type);
+                meters.sent.increment(1);
+                meters.confirm.record(telemetry::seconds(started.elapsed()));
             }
         }
         match &self.outbox {

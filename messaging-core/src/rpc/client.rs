@@ -6,11 +6,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::{sleep_until, Instant};
+use tracing::{Instrument, Span};
 
 use crate::context::{default_serializer, Context, SharedSerializer};
 use crate::driver::{Feature, Retry, RpcAddress, SendOptions};
 use crate::error::{MessagingError, Result, RpcCall};
 use crate::target::{Target, Version};
+use crate::telemetry::{self, Busy, CallMeters};
 use crate::transport::RpcTransport;
 use crate::wire::{ReplyEvent, RpcRequest};
 
@@ -241,19 +243,24 @@ impl RpcClient {
         Ok((address, request))
     }
 
-    /// Build a request and sign it when the transport signs.
+    /// Build a request, its span and its trace context, and sign it when the transport signs.
     fn build_signed(
         &self,
         ctx: &Context,
         method: &str,
         args: &(impl Serialize + ?Sized),
         call: bool,
-    ) -> Result<(RpcAddress, RpcRequest)> {
+    ) -> Result<(RpcAddress, RpcRequest, Span)> {
         let (address, mut request) = self.build(ctx, method, args)?;
+        let system = self.transport.telemetry().system;
+        let span = telemetry::rpc_send(call, system, &address, &request);
+        if let Some(trace) = telemetry::outgoing(&span) {
+            trace.inject(&mut request.context);
+        }
         if let Some(signing) = self.transport.signing() {
             signing.sign_request(&address.topic, call, &mut request);
         }
-        Ok((address, request))
+        Ok((address, request, span))
     }
 
     /// A call's options carry its timeout, a cast's its send timeout.
@@ -288,11 +295,20 @@ impl RpcClient {
         method: &str,
         args: &(impl Serialize + ?Sized),
     ) -> Result<()> {
-        let (address, request) = self.build_signed(ctx, method, args, false)?;
-        self.transport
+        let (address, request, span) = self.build_signed(ctx, method, args, false)?;
+        let options = self.send_options(false)?;
+        let sent = self
+            .transport
             .driver()
-            .cast(&address, &request, &self.send_options(false)?)
-            .await
+            .cast(&address, &request, &options)
+            .instrument(span.clone())
+            .await;
+        telemetry::finish(&span, &sent);
+        if sent.is_ok() {
+            let meters = &self.transport.telemetry().meters;
+            meters.cast(&address.topic, method).increment(1);
+        }
+        sent
     }
 
     /// Invoke `method` with keyword arguments `args` and wait for its result.
@@ -312,7 +328,36 @@ impl RpcClient {
                 "a call cannot be sent with fanout".into(),
             ));
         }
-        let (address, request) = self.build_signed(ctx, method, args, true)?;
+        let (address, request, span) = self.build_signed(ctx, method, args, true)?;
+        let meters = self
+            .transport
+            .telemetry()
+            .meters
+            .call(&address.topic, method);
+        let _in_flight = Busy::on(&meters.in_flight);
+        let started = Instant::now();
+        let reply = self
+            .send_and_wait(ctx, method, &address, &request, &meters, started)
+            .instrument(span.clone())
+            .await;
+        meters
+            .duration
+            .record(telemetry::seconds(started.elapsed()));
+        telemetry::finish(&span, &reply);
+        reply
+    }
+
+    /// Send a call's request (counted as sent once the transport took it), then wait for its
+    /// result.
+    async fn send_and_wait<R: DeserializeOwned>(
+        &self,
+        ctx: &Context,
+        method: &str,
+        address: &RpcAddress,
+        request: &RpcRequest,
+        meters: &CallMeters,
+        started: Instant,
+    ) -> Result<R> {
         // Errors name the call as it was sent, with the exchange it used.
         let called = RpcCall::new(
             method,
@@ -321,11 +366,10 @@ impl RpcClient {
                 ..self.target.clone()
             },
         );
-        let started = Instant::now();
         let deadline = self.timeout.map(|t| started + t);
         // Sending counts against the timeout too (the broker may be down and retried).
         let options = self.send_options(true)?;
-        let send = self.transport.driver().call(&address, &request, &options);
+        let send = self.transport.driver().call(address, request, &options);
         let sent = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, send)
                 .await
@@ -335,6 +379,8 @@ impl RpcClient {
             None => send.await,
         };
         let mut pending = sent.map_err(|e| e.for_call(&called))?;
+        meters.sent.increment(1);
+        Span::current().record("messaging.message.id", pending.msg_id());
         let timed_out = |msg_id: &str| MessagingError::Timeout {
             msg_id: msg_id.to_owned(),
             after: started.elapsed(),

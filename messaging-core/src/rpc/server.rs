@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use super::endpoint::{select, PingEndpoint, RpcEndpoint};
 use crate::context::{default_serializer, Context, SharedSerializer};
@@ -14,6 +16,7 @@ use crate::driver::{IncomingRequest, RpcListener, ServerAddress};
 use crate::error::{MessagingError, RemoteError, Result};
 use crate::service::{self, Gate, ServiceHandle};
 use crate::target::Target;
+use crate::telemetry::{self, ServedMeters};
 use crate::transport::RpcTransport;
 use crate::wire::{DuplicateFilter, Reply, ReplyEvent, RpcRequest};
 
@@ -130,9 +133,9 @@ impl RpcServer {
             endpoints: self.endpoints,
             serializer: self.serializer,
             transport: self.transport,
-            topic: address.topic.clone(),
+            address,
         });
-        tracing::debug!(?address, "RPC server started");
+        tracing::debug!(address = ?dispatcher.address, "RPC server started");
         Ok(service::spawn(self.max_concurrency, |gate| {
             serve(listener, dispatcher, gate)
         }))
@@ -145,6 +148,8 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
     // A request is taken only when a slot is free, so that the rest stay with the broker.
     while let Some((incoming, slot)) = gate.admit(|| listener.next()).await {
         while running.try_join_next().is_some() {}
+        let meters = dispatcher.meters(&incoming);
+        meters.received.increment(1);
         // Checked before the duplicate filter: a forged message must not mark its id as seen.
         if !dispatcher.admits(&incoming) {
             continue;
@@ -152,12 +157,14 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
         if let Some(id) = &incoming.unique_id {
             if duplicates.is_duplicate(id) {
                 tracing::debug!(unique_id = %id, "dropping a duplicate request");
+                let transport = dispatcher.transport.telemetry().meters.transport();
+                telemetry::count_duplicate(transport, "rpc request");
                 continue;
             }
         }
         let dispatcher = dispatcher.clone();
         running.spawn(async move {
-            dispatcher.handle(incoming).await;
+            dispatcher.handle(incoming, &meters).await;
             drop(slot);
         });
     }
@@ -170,9 +177,9 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
 struct Dispatcher {
     endpoints: Vec<Arc<dyn RpcEndpoint>>,
     serializer: SharedSerializer,
-    /// For its signing settings.
+    /// For its signing settings and its telemetry.
     transport: RpcTransport,
-    topic: String,
+    address: ServerAddress,
 }
 
 impl Dispatcher {
@@ -183,7 +190,7 @@ impl Dispatcher {
             return true;
         };
         let check = guard.signing().verify_request(
-            &self.topic,
+            &self.address.topic,
             incoming.reply.is_some(),
             &incoming.request,
         );
@@ -198,7 +205,35 @@ impl Dispatcher {
         }
     }
 
-    async fn handle(&self, incoming: IncomingRequest) {
+    /// The meters of `incoming`'s method (`_unknown` for a method no endpoint has, so that
+    /// senders cannot add labels at will).
+    fn meters(&self, incoming: &IncomingRequest) -> std::sync::Arc<ServedMeters> {
+        let method = incoming.request.method.as_str();
+        let known = self.endpoints.iter().any(|e| e.has_method(method));
+        let method = if known {
+            method
+        } else {
+            telemetry::UNKNOWN_METHOD
+        };
+        let call = incoming.reply.is_some();
+        let meters = &self.transport.telemetry().meters;
+        meters.served(call, &self.address.topic, method)
+    }
+
+    /// Answer `incoming` in its dispatch span, the child of the caller's span.
+    async fn handle(&self, mut incoming: IncomingRequest, meters: &ServedMeters) {
+        let started = Instant::now();
+        let remote = telemetry::extract(&mut incoming.request.context);
+        let system = self.transport.telemetry().system;
+        let span = telemetry::rpc_dispatch(system, &self.address, &incoming);
+        let trace = telemetry::incoming(&span, remote);
+        telemetry::scope(trace, self.respond(incoming).instrument(span)).await;
+        meters
+            .duration
+            .record(telemetry::seconds(started.elapsed()));
+    }
+
+    async fn respond(&self, incoming: IncomingRequest) {
         let IncomingRequest {
             request,
             reply,
@@ -228,6 +263,9 @@ impl Dispatcher {
             _ => work.await,
         };
         if let Err(failure) = &outcome {
+            let span = Span::current();
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", failure.class.as_str());
             if failure.expected {
                 tracing::debug!(method, %failure, "expected error in RPC method");
             } else {

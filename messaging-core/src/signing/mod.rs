@@ -358,13 +358,16 @@ impl Signing {
 pub(crate) struct Guard {
     signing: Signing,
     failures: AtomicU64,
+    /// The driver's name, the `transport` label of the failure counter.
+    transport: &'static str,
 }
 
 impl Guard {
-    pub(crate) fn new(signing: Signing) -> Self {
+    pub(crate) fn new(signing: Signing, transport: &'static str) -> Self {
         Self {
             signing,
             failures: AtomicU64::new(0),
+            transport,
         }
     }
 
@@ -389,6 +392,7 @@ impl Guard {
             return true;
         };
         self.failures.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::count_signature_failure(self.transport, kind);
         match self.signing.mode {
             SignatureMode::Reject => {
                 tracing::warn!(kind, subject, %reason, "rejecting a message that failed its signature check");

@@ -370,11 +370,14 @@ fn settings_parse_and_validate() {
 
 #[test]
 fn the_guard_applies_the_mode_and_counts() {
-    let reject = Guard::new(Signing::new([k1()]).unwrap());
+    let reject = Guard::new(Signing::new([k1()]).unwrap(), "test");
     assert!(reject.admit(Ok(()), "test", "m"));
     assert!(!reject.admit(Err(SignatureError::Unsigned), "test", "m"));
     assert_eq!(reject.failures(), 1);
-    let warn = Guard::new(Signing::new([k1()]).unwrap().with_mode(SignatureMode::Warn));
+    let warn = Guard::new(
+        Signing::new([k1()]).unwrap().with_mode(SignatureMode::Warn),
+        "test",
+    );
     assert!(warn.admit(Err(SignatureError::Unsigned), "test", "m"));
     assert_eq!(warn.failures(), 1);
 }

@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::driver::retry::Backoff;
 use crate::driver::{NotifyAddress, NotifyDriver, Retry, SendOptions};
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
+use crate::telemetry::{self, OutboxMeters, Telemetry, TraceContext};
 use crate::wire::{NotificationFormat, NotificationMessage};
 
 use spool::Spool;
@@ -280,6 +282,7 @@ struct Shared {
     pending: watch::Sender<usize>,
     /// Set when the notifier (every clone) is gone.
     closed: watch::Sender<bool>,
+    meters: OutboxMeters,
 }
 
 impl Shared {
@@ -289,6 +292,7 @@ impl Shared {
 
     fn publish(&self, state: &State) {
         self.pending.send_replace(state.pending());
+        self.meters.pending.set(state.pending() as f64);
     }
 
     /// Make room for `n` deliveries; returns the sequence numbers of entries dropped for them.
@@ -313,6 +317,7 @@ impl Shared {
                 dropped.push(entry.seq);
             }
             state.dropped += excess as u64;
+            self.meters.dropped.increment(excess as u64);
         }
         state.reserved += n;
         self.publish(&state);
@@ -363,6 +368,7 @@ impl Shared {
         state.in_flight -= sent;
         state.sent += sent_ok;
         state.failed += failed;
+        self.meters.failed.increment(failed);
         for entry in again.into_iter().rev() {
             state.queue.push_front(entry);
         }
@@ -413,8 +419,13 @@ impl Drop for Outbox {
 }
 
 impl Outbox {
-    /// Open the outbox (recovering its spool, if any) and start sending through `driver`.
-    pub(crate) async fn open(driver: Arc<dyn NotifyDriver>, config: OutboxConfig) -> Result<Self> {
+    /// Open the outbox (recovering its spool, if any) and start sending through `driver`,
+    /// reporting with the transport's `telemetry`.
+    pub(crate) async fn open(
+        driver: Arc<dyn NotifyDriver>,
+        config: OutboxConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             capacity: config.capacity,
@@ -422,6 +433,7 @@ impl Outbox {
             wake: Notify::new(),
             pending: watch::channel(0).0,
             closed: watch::channel(false).0,
+            meters: telemetry.meters.outbox(),
         });
         let spool = match &config.spool_dir {
             None => None,
@@ -457,6 +469,7 @@ impl Outbox {
                     );
                 }
                 shared.lock().failed += unreadable.len() as u64;
+                shared.meters.failed.increment(unreadable.len() as u64);
                 // Recovered entries may exceed the capacity: they are kept all the same.
                 shared.push(entries, 0);
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -474,7 +487,8 @@ impl Outbox {
                 Some(tx)
             }
         };
-        tokio::spawn(send_loop(shared.clone(), driver, spool.clone(), config));
+        let sender = Arc::new(Sender { driver, telemetry });
+        tokio::spawn(send_loop(shared.clone(), sender, spool.clone(), config));
         Ok(Self { shared, spool })
     }
 
@@ -564,13 +578,34 @@ fn verdict(error: &MessagingError) -> Verdict {
 /// One finished send: its entry and what the driver said.
 type Finished = (Entry, Result<()>);
 
-/// Send one entry through the driver.
-async fn send(driver: Arc<dyn NotifyDriver>, options: Arc<SendOptions>, entry: Entry) -> Finished {
-    let item = &entry.item;
-    let result = driver
-        .notify(&item.to, &item.message, item.format, &options)
-        .await;
-    (entry, result)
+/// Sends the entries for the sender task, reporting each.
+struct Sender {
+    driver: Arc<dyn NotifyDriver>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Sender {
+    /// Send `entry` in its `outbox.send` span (the child of the notify span that queued it);
+    /// a confirmed send is counted as sent.
+    async fn send(self: Arc<Self>, options: Arc<SendOptions>, entry: Entry) -> Finished {
+        let Item {
+            to,
+            message,
+            format,
+        } = &*entry.item;
+        let span = telemetry::outbox_send(self.telemetry.system, &to.topic, message);
+        telemetry::incoming(&span, TraceContext::from_context(&message.context));
+        let started = Instant::now();
+        let notify = self.driver.notify(to, message, *format, &options);
+        let sent = notify.instrument(span.clone()).await;
+        telemetry::finish(&span, &sent);
+        if sent.is_ok() {
+            let meters = self.telemetry.meters.notify(&to.topic, &message.event_type);
+            meters.sent.increment(1);
+            meters.confirm.record(telemetry::seconds(started.elapsed()));
+        }
+        (entry, sent)
+    }
 }
 
 /// What became of the sends that finished together.
@@ -692,7 +727,7 @@ impl Recovery {
 /// the broker until one is confirmed.
 async fn send_loop(
     shared: Arc<Shared>,
-    driver: Arc<dyn NotifyDriver>,
+    sender: Arc<Sender>,
     spool: Option<mpsc::UnboundedSender<Request>>,
     config: OutboxConfig,
 ) {
@@ -708,7 +743,7 @@ async fn send_loop(
     loop {
         let window = recovery.window;
         for entry in shared.take(window.saturating_sub(sending.len())) {
-            sending.push(send(driver.clone(), options.clone(), entry));
+            sending.push(sender.clone().send(options.clone(), entry));
         }
         let mut outcomes = Outcomes::default();
         tokio::select! {
@@ -919,7 +954,9 @@ mod tests {
     async fn notifier(broker: &Arc<Broker>, config: OutboxConfig) -> Result<Notifier> {
         let transport = get_notification_transport("memory://").await.unwrap();
         let mut notifier = Notifier::new(transport, "test.outbox");
-        let outbox = Outbox::open(Arc::new(FakeDriver(broker.clone())), fast(config)).await?;
+        let telemetry = Arc::new(Telemetry::new("fake", "fake"));
+        let driver = Arc::new(FakeDriver(broker.clone()));
+        let outbox = Outbox::open(driver, fast(config), telemetry).await?;
         notifier.outbox = Some(Arc::new(outbox));
         Ok(notifier)
     }
