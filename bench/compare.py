@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: this library (omsg bench), Python oslo.messaging and the raw
-clients (lapin, rdkafka), the same workloads on the same local brokers, each server and client
+clients (lapin, rdkafka, fe2o3-amqp), the same workloads on the same local brokers, each server and client
 in its own process.
 
     bench/compare.py [--quick] [--json FILE]
@@ -28,6 +28,7 @@ RAW_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"  # lapin's URI for the same b
 KAFKA = "kafka://127.0.0.1:9092/"
 RAW_KAFKA = "127.0.0.1:9092"  # rdkafka's bootstrap servers for the same broker
 AMQP1 = "amqp://guest:guest@127.0.0.1:5672/"
+RAW_AMQP1 = "127.0.0.1:5672"  # fe2o3-amqp's host for the same broker's AMQP 1.0 endpoint
 
 # The notifier's outbox (omsg bench --outbox), in memory or spooled to a fresh directory.
 OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"]}}
@@ -58,18 +59,22 @@ KAFKA_WORKLOADS = [
     ("notifications (1 sender, outbox spooled; raw: all in flight)", "notify", 1,
      {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_SPOOL, **RAW_KAFKA_PIPELINED)),
 ]
-AMQP1_WORKLOADS = [(name, mode, clients, {"rust": counts["rust"]}, *extra)
-                   for name, mode, clients, counts, *extra in WORKLOADS]
+# AMQP 1.0: calls against no raw baseline; casts and notifications against raw fe2o3-amqp.
+AMQP1_CALLS = [(name, mode, clients, {"rust": counts["rust"]}, *extra)
+               for name, mode, clients, counts, *extra in WORKLOADS if mode == "rpc-call"]
+AMQP1_SENDS = [(name, mode, clients, {"rust": counts["rust"], "raw-fe2o3": counts["rust"]})
+               for name, mode, clients, counts, *extra in WORKLOADS if mode != "rpc-call" and not extra]
 
 # title, transport URL, workloads, implementations compared
 SECTIONS = [
     ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin"]),
     ("Kafka (nisshi 0.8.1)", KAFKA, KAFKA_WORKLOADS, ["python", "rust", "raw-rdkafka"]),
-    ("AMQP 1.0 (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
-     AMQP1, AMQP1_WORKLOADS, ["rust"]),
+    ("AMQP 1.0 calls (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
+     AMQP1, AMQP1_CALLS, ["rust"]),
+    ("AMQP 1.0 casts and notifications (RabbitMQ's AMQP 1.0 endpoint)", AMQP1, AMQP1_SENDS, ["rust", "raw-fe2o3"]),
 ]
 NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin",
-         "raw-rdkafka": "raw rdkafka"}
+         "raw-rdkafka": "raw rdkafka", "raw-fe2o3": "raw fe2o3-amqp"}
 
 
 def command(impl, url, role, mode, topic, count, clients, extra=()):
@@ -81,6 +86,9 @@ def command(impl, url, role, mode, topic, count, clients, extra=()):
     if impl == "raw-rdkafka":
         return [os.path.join(ROOT, "target/release/examples/raw_rdkafka_bench"), "--bootstrap", RAW_KAFKA,
                 "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
+    if impl == "raw-fe2o3":
+        return [os.path.join(ROOT, "target/release/examples/raw_fe2o3_bench"), "--host", RAW_AMQP1,
+                "--role", role, "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)]
     if impl == "python":
         python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
         return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", url, "--mode", mode,
@@ -140,6 +148,8 @@ def build():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-rabbit", "--example", "raw_lapin_bench"],
                    cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-kafka", "--example", "raw_rdkafka_bench"],
+                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-amqp1", "--example", "raw_fe2o3_bench"],
                    cwd=ROOT, check=True)
     subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python", "kafka"], cwd=ROOT, check=True)
 

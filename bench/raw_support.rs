@@ -1,6 +1,7 @@
 //! What the raw-client baselines of `bench/compare.py` share: the clock, resource usage,
 //! percentiles and the `--flag value` command line. Included with `#[path]` by
-//! `driver-rabbit/examples/raw_lapin_bench.rs` and `driver-kafka/examples/raw_rdkafka_bench.rs`.
+//! `driver-rabbit/examples/raw_lapin_bench.rs`, `driver-kafka/examples/raw_rdkafka_bench.rs` and
+//! `driver-amqp1/examples/raw_fe2o3_bench.rs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

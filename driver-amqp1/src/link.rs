@@ -21,6 +21,7 @@ use fe2o3_amqp::link::{RecvError, SendError};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
+use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
 use messaging_core::driver::retry::Failure;
 use messaging_core::driver::{InFlight, RpcAddress};
@@ -335,11 +336,16 @@ impl LinkManager {
     /// Send `message` to `address` as `spec` says: pre-settled, or awaiting `accepted`
     /// (`released`/`modified` are retried within the budget, `rejected` fails).
     pub async fn send(&self, address: &str, message: AmqpMessage, spec: &SendSpec) -> Result<()> {
+        // Built once and sent by reference: a retry sends it again without a copy.
+        let sendable = Sendable::builder()
+            .message(message)
+            .settled(spec.settled)
+            .build();
         let mut attempt = 0u32;
         let mut pause = Duration::from_millis(50);
         loop {
             self.check_open()?;
-            match self.try_send(address, &message, spec).await {
+            match self.try_send(address, &sendable, spec).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) => {
@@ -395,7 +401,7 @@ impl LinkManager {
     async fn try_send(
         &self,
         address: &str,
-        message: &AmqpMessage,
+        sendable: &Sendable<Body<Value>>,
         spec: &SendSpec,
     ) -> std::result::Result<(), Failure> {
         let slot = self.slot(address);
@@ -414,12 +420,8 @@ impl LinkManager {
                 *guard = Some(self.attach_sender(address, spec).await?);
             }
             let live = guard.as_mut().expect("attached");
-            let sendable = Sendable::builder()
-                .message(message.clone())
-                .settled(spec.settled)
-                .build();
             let queued =
-                Self::until_credit(address, spec, live.sender.send_batchable(sendable)).await;
+                Self::until_credit(address, spec, live.sender.send_batchable_ref(sendable)).await;
             *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
             match queued? {
                 Err(error) => {

@@ -12,16 +12,20 @@
 //!
 //! The JSON content comes from [`messaging_core::wire`]; this module only frames it.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fe2o3_amqp::types::messaging::{AmqpValue, Body, Header, Message, MessageId, Properties};
 use fe2o3_amqp::types::primitives::{Timestamp, Value};
 use messaging_core::wire::{
-    self, json, ContextStyle, NotificationFormat, NotificationMessage, Reply, ReplyEvent,
-    RpcRequest, SIGNATURE_KEY,
+    self, json, NotificationFormat, NotificationMessage, Reply, ReplyEvent, RpcRequest,
+    SIGNATURE_KEY,
 };
 use messaging_core::{MessagingError, Result};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_amqp::lazy::LazyValue;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 /// The one message type the driver sends and reads.
@@ -94,13 +98,10 @@ pub fn request(
     call: Option<&OutgoingCall>,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
-    let mut body = Map::with_capacity(3);
-    body.insert("request".into(), Json::Object(request.to_request_dict()));
-    body.insert("context".into(), Json::Object(request.context.clone()));
-    if let (Some(_), Some(monitor)) = (call, call_monitor_timeout) {
-        body.insert("call_monitor_timeout".into(), seconds_json(monitor));
-    }
-    let text = json::to_string(&body)?;
+    let text = json::to_string(&RequestBody {
+        request,
+        call_monitor_timeout: call.and(call_monitor_timeout),
+    })?;
     messaging_core::telemetry::record_body_size(text.len());
     let mut properties = Properties::builder().to(to);
     let mut header = None;
@@ -127,68 +128,51 @@ pub fn reply(
     reply: &Reply,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<AmqpMessage> {
-    let signed = |mut body: Map<String, Json>| {
-        if let Some(signature) = &reply.signature {
-            body.insert(SIGNATURE_KEY.into(), Json::String(signature.clone()));
-        }
-        json::to_string(&body).map(string_body)
-    };
     let properties = Properties::builder()
         .to(to)
         .correlation_id(MessageId::String(correlation_id.to_owned()))
         .build();
     let builder = Message::builder().properties(properties);
+    let signature = reply.signature.as_deref();
     let message = match &reply.event {
         ReplyEvent::Heartbeat => builder
             .header(call_monitor_timeout.map(|t| Header::builder().ttl(Some(millis(t))).build()))
             .body(Body::Empty)
             .build(),
-        ReplyEvent::Result { value, .. } => {
-            let mut body = Map::with_capacity(2);
-            body.insert("response".into(), value.clone());
-            builder.body(signed(body)?).build()
-        }
+        ReplyEvent::Result { value, .. } => builder
+            .body(ReplyBody::text("response", value, signature)?)
+            .build(),
         ReplyEvent::Failure(failure) => {
-            let mut body = Map::with_capacity(2);
-            body.insert(
-                "failure".into(),
-                Json::String(wire::encode_failure(failure)?),
-            );
-            builder.body(signed(body)?).build()
+            let failure = wire::encode_failure(failure)?;
+            builder
+                .body(ReplyBody::text("failure", &failure, signature)?)
+                .build()
         }
     };
     Ok(message)
 }
 
-/// A notification to `to`: `{"request": <envelope>, "context": <ctxt>}`.
+/// A notification to `to`: `{"request": <envelope>, "context": <ctxt>}`: the message dict (in
+/// the `2.0` envelope with `messagingv2`) under `request`, the context beside it, not inside
+/// (and no `_unique_id`), as oslo's AMQP 1.0 driver sends it.
 pub fn notification(
     to: &str,
     message: &NotificationMessage,
     format: NotificationFormat,
 ) -> Result<AmqpMessage> {
-    // The context travels beside the message, not inside it (and no `_unique_id`), as oslo's
-    // AMQP 1.0 driver sends it.
-    let mut inner = message.to_map(ContextStyle::Flattened, None);
-    inner.retain(|key, _| !key.starts_with(wire::CONTEXT_PREFIX));
+    let dict = message.dict(None, None);
     let request = match format {
-        NotificationFormat::V2 => {
-            let mut envelope = Map::with_capacity(2);
-            envelope.insert(
-                wire::VERSION_KEY.into(),
-                Json::String(wire::ENVELOPE_VERSION.into()),
-            );
-            envelope.insert(
-                wire::MESSAGE_KEY.into(),
-                Json::String(json::to_string(&inner)?),
-            );
-            envelope
-        }
-        NotificationFormat::V1 => inner,
+        NotificationFormat::V2 => wire::to_envelope(&dict)?,
+        NotificationFormat::V1 => json::to_vec(&dict)?,
     };
-    let mut body = Map::with_capacity(2);
-    body.insert("request".into(), Json::Object(request));
-    body.insert("context".into(), Json::Object(message.context.clone()));
-    let text = json::to_string(&body)?;
+    // The request goes in as it was encoded (one pass), not as a string encoded again.
+    let mut body = Vec::with_capacity(request.len() + 64);
+    body.extend_from_slice(b"{\"request\": ");
+    body.extend_from_slice(&request);
+    body.extend_from_slice(b", \"context\": ");
+    body.extend_from_slice(&json::to_vec(&message.context)?);
+    body.push(b'}');
+    let text = String::from_utf8(body).expect("wire::json writes ASCII");
     messaging_core::telemetry::record_body_size(text.len());
     Ok(Message::builder()
         .properties(Properties::builder().to(to).build())
@@ -196,17 +180,68 @@ pub fn notification(
         .build())
 }
 
+/// A request's body, `{"request": <request dict>, "context": <ctxt>[, "call_monitor_timeout":
+/// N]}`, serialized from the request's own fields.
+struct RequestBody<'a> {
+    request: &'a RpcRequest,
+    call_monitor_timeout: Option<Duration>,
+}
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("request", &self.request.request_dict())?;
+        map.serialize_entry("context", &self.request.context)?;
+        if let Some(monitor) = self.call_monitor_timeout {
+            map.serialize_entry("call_monitor_timeout", &seconds_json(monitor))?;
+        }
+        map.end()
+    }
+}
+
+/// A reply's body: `{"response": r}` or `{"failure": "<failure JSON>"}`, and its signature.
+struct ReplyBody<'a, T> {
+    key: &'static str,
+    value: &'a T,
+    signature: Option<&'a str>,
+}
+
+impl<'a, T: Serialize> ReplyBody<'a, T> {
+    /// The body as an amqp-value string.
+    fn text(key: &'static str, value: &'a T, signature: Option<&'a str>) -> Result<Body<Value>> {
+        let body = Self {
+            key,
+            value,
+            signature,
+        };
+        Ok(string_body(json::to_string(&body)?))
+    }
+}
+
+impl<T: Serialize> Serialize for ReplyBody<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(self.key, self.value)?;
+        if let Some(signature) = self.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        map.end()
+    }
+}
+
 /// The body as bytes, for decoding and for logging: an amqp-value string or binary, or the
-/// data sections; `None` when there is no body (or a null value).
-pub fn body_bytes(body: &Body<Value>) -> Result<Option<Vec<u8>>> {
+/// data sections (copied only when there are several); `None` when there is no body (or a null
+/// value).
+pub fn body_bytes(body: &Body<Value>) -> Result<Option<Cow<'_, [u8]>>> {
     match body {
         Body::Empty => Ok(None),
         Body::Value(AmqpValue(Value::Null)) => Ok(None),
-        Body::Value(AmqpValue(Value::String(s))) => Ok(Some(s.clone().into_bytes())),
-        Body::Value(AmqpValue(Value::Binary(b))) => Ok(Some(b.to_vec())),
-        Body::Data(sections) => Ok(Some(
-            sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
-        )),
+        Body::Value(AmqpValue(Value::String(s))) => Ok(Some(Cow::Borrowed(s.as_bytes()))),
+        Body::Value(AmqpValue(Value::Binary(b))) => Ok(Some(Cow::Borrowed(b))),
+        Body::Data(sections) => Ok(Some(match sections.as_slice() {
+            [one] => Cow::Borrowed(&one.0),
+            several => Cow::Owned(several.iter().flat_map(|d| d.0.iter().copied()).collect()),
+        })),
         Body::Value(AmqpValue(other)) => Err(MessagingError::MalformedMessage(format!(
             "amqp-value body is not a string: {other:?}"
         ))),
@@ -272,13 +307,44 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Json>> {
     }
 }
 
-fn take_object(map: &mut Map<String, Json>, key: &str) -> Result<Map<String, Json>> {
-    match map.shift_remove(key) {
-        Some(Json::Object(object)) => Ok(object),
-        None | Some(Json::Null) => Ok(Map::new()),
-        Some(other) => Err(MessagingError::MalformedMessage(format!(
-            "`{key}` should be an object, got {other}"
-        ))),
+/// A request's or notification's body as it is read: the `request` object left as JSON text
+/// for the shared decoder, the rest beside it.
+#[derive(Deserialize)]
+struct Framed<'a> {
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+    #[serde(default)]
+    context: Json,
+    #[serde(default)]
+    call_monitor_timeout: Json,
+}
+
+impl<'a> Framed<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            MessagingError::MalformedMessage(format!("body is not a JSON object: {e}"))
+        })
+    }
+
+    /// The `request` object's JSON text.
+    fn request(&self) -> Result<&'a [u8]> {
+        match self.request.map(RawValue::get) {
+            Some(text) if text.starts_with('{') => Ok(text.as_bytes()),
+            _ => Err(MessagingError::MalformedMessage(
+                "body has no `request` object".into(),
+            )),
+        }
+    }
+
+    /// The context (none when absent or null).
+    fn context(&mut self) -> Result<Map<String, Json>> {
+        match self.context.take() {
+            Json::Object(context) => Ok(context),
+            Json::Null => Ok(Map::new()),
+            other => Err(MessagingError::MalformedMessage(format!(
+                "`context` should be an object, got {other}"
+            ))),
+        }
     }
 }
 
@@ -286,20 +352,11 @@ fn take_object(map: &mut Map<String, Json>, key: &str) -> Result<Map<String, Jso
 pub fn decode_request(message: &AmqpMessage) -> Result<DecodedRequest> {
     let bytes = body_bytes(&message.body)?
         .ok_or_else(|| MessagingError::MalformedMessage("request without a body".into()))?;
-    let mut body = json_object(&bytes)?;
-    let context = take_object(&mut body, "context")?;
-    let mut request_dict = match body.shift_remove("request") {
-        Some(Json::Object(request)) => request,
-        _ => {
-            return Err(MessagingError::MalformedMessage(
-                "body has no `request` object".into(),
-            ))
-        }
-    };
-    let request = RpcRequest::from_request_dict(&mut request_dict, context)?;
+    let mut body = Framed::read(&bytes)?;
+    let request = RpcRequest::decode_request_dict(body.request()?, body.context()?)?;
     let call_monitor_timeout = body
-        .get("call_monitor_timeout")
-        .and_then(Json::as_f64)
+        .call_monitor_timeout
+        .as_f64()
         .filter(|s| *s > 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok());
     let properties = message.properties.as_ref();
@@ -358,19 +415,10 @@ pub fn decode_reply(message: &AmqpMessage) -> Result<(String, Reply)> {
 pub fn decode_notification(message: &AmqpMessage) -> Result<NotificationMessage> {
     let bytes = body_bytes(&message.body)?
         .ok_or_else(|| MessagingError::MalformedMessage("notification without a body".into()))?;
-    let mut body = json_object(&bytes)?;
-    let context = take_object(&mut body, "context")?;
-    let request = match body.shift_remove("request") {
-        Some(request @ Json::Object(_)) => request,
-        _ => {
-            return Err(MessagingError::MalformedMessage(
-                "body has no `request` object".into(),
-            ))
-        }
-    };
-    // The shared decoder reads both the `2.0` envelope and a bare (v1) dict.
-    let inner = wire::decode_body(&serde_json::to_vec(&request)?)?;
-    let (mut notification, _) = NotificationMessage::from_map(inner)?;
+    let mut body = Framed::read(&bytes)?;
+    // Either the `2.0` envelope or a bare (v1) dict: the shared decoder reads both.
+    let (mut notification, _) = NotificationMessage::decode(body.request()?)?;
+    let context = body.context()?;
     if notification.context.is_empty() {
         notification.context = context;
     }
@@ -385,7 +433,7 @@ mod tests {
     use super::*;
 
     fn text(message: &AmqpMessage) -> String {
-        String::from_utf8(body_bytes(&message.body).unwrap().unwrap()).unwrap()
+        String::from_utf8(body_bytes(&message.body).unwrap().unwrap().into_owned()).unwrap()
     }
 
     fn sample_request() -> RpcRequest {
@@ -656,9 +704,12 @@ mod tests {
     #[test]
     fn received_bodies_are_decoded_only_when_they_can_be_oslo_messages() {
         let text = received(lazy(&[0xa1, 2, b'{', b'}'])).unwrap();
-        assert_eq!(body_bytes(&text.body).unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(body_bytes(&text.body).unwrap().as_deref(), Some(&b"{}"[..]));
         let binary = received(lazy(&[0xa0, 1, b'x'])).unwrap();
-        assert_eq!(body_bytes(&binary.body).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(
+            body_bytes(&binary.body).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
         assert_eq!(
             body_bytes(&received(lazy(&[0x40])).unwrap().body).unwrap(),
             None

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use messaging_core::driver::{
     decode_or_drop, Acknowledger, InFlight, InFlightGuard, IncomingNotification,
-    NotificationSource, NotifyAddress, NotifyDriver, SendOptions,
+    NotificationSource, NotifyAddress, NotifyDriver, PerAddress, SendOptions,
 };
 use messaging_core::wire::{NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result, Retry};
@@ -27,11 +27,16 @@ const DRIVER: &str = "amqp1";
 /// The notification side of one transport.
 pub(crate) struct Amqp1Notify {
     links: Arc<LinkManager>,
+    /// Each address's sender target.
+    targets: PerAddress<NotifyAddress, Arc<str>>,
 }
 
 impl Amqp1Notify {
     pub fn new(links: Arc<LinkManager>) -> Self {
-        Self { links }
+        Self {
+            links,
+            targets: PerAddress::default(),
+        }
     }
 }
 
@@ -58,7 +63,9 @@ impl NotifyDriver for Amqp1Notify {
             .links
             .endpoints(options.retry, Some(spec.deadline))
             .await?;
-        let target = endpoints.notify_target(to);
+        let target = self
+            .targets
+            .get(to, |to| endpoints.notify_target(to).into());
         let amqp = message::notification(&target, message, format)?;
         self.links.send(&target, amqp, &spec).await
     }

@@ -1,13 +1,14 @@
 //! The RPC side: calls, casts, replies (one reply link per transport, calls correlated by
 //! message id) and servers (a receiver link per address, requests accepted before dispatch).
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use messaging_core::driver::{
-    decode_or_drop, IncomingRequest, PendingReply, Replier, ReplyRouter, RpcAddress, RpcDriver,
-    RpcListener, SendOptions, ServerAddress,
+    decode_or_drop, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, RpcAddress,
+    RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
 use messaging_core::wire::{self, Reply, RpcRequest};
 use messaging_core::{MessagingError, Result, Retry};
@@ -26,6 +27,7 @@ pub(crate) fn shown_body(received: &Received) -> Vec<u8> {
     message::body_bytes(&received.message.body)
         .ok()
         .flatten()
+        .map(Cow::into_owned)
         .unwrap_or_default()
 }
 
@@ -37,6 +39,8 @@ struct ReplyLink {
 /// The RPC side of one transport.
 pub(crate) struct Amqp1Rpc {
     links: Arc<LinkManager>,
+    /// Each address's sender target.
+    targets: PerAddress<RpcAddress, Arc<str>>,
     replies: ReplyRouter,
     reply_link: OnceCell<ReplyLink>,
     stop: watch::Sender<bool>,
@@ -46,6 +50,7 @@ impl Amqp1Rpc {
     pub fn new(links: Arc<LinkManager>) -> Self {
         Self {
             links,
+            targets: PerAddress::default(),
             replies: ReplyRouter::new(),
             reply_link: OnceCell::new(),
             stop: watch::channel(false).0,
@@ -163,7 +168,9 @@ impl RpcDriver for Amqp1Rpc {
         let started = Instant::now();
         let deadline = self.send_deadline(started, options);
         let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
-        let target = endpoints.request_target(to);
+        let target = self
+            .targets
+            .get(to, |to| endpoints.request_target(to).into());
         let message = message::request(&target, request, None, None)?;
         let spec = SendSpec {
             settled: self.config().pre_settled.rpc_cast,
@@ -186,7 +193,9 @@ impl RpcDriver for Amqp1Rpc {
         let started = Instant::now();
         let deadline = self.send_deadline(started, options);
         let endpoints = self.links.endpoints(options.retry, Some(deadline)).await?;
-        let target = endpoints.request_target(to);
+        let target = self
+            .targets
+            .get(to, |to| endpoints.request_target(to).into());
         let fail_fast = self.fail_fast(&endpoints, to, options)?;
         let reply_to = self.reply_to(options.retry, deadline).await?;
         let msg_id = wire::new_id();

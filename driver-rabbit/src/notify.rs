@@ -8,7 +8,7 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
 use messaging_core::driver::{
     decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
-    NotifyDriver, SendOptions,
+    NotifyDriver, PerAddress, SendOptions,
 };
 use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result};
@@ -23,6 +23,7 @@ use crate::topology;
 pub(crate) struct RabbitNotify {
     connector: Arc<Connector>,
     publisher: Publisher,
+    destinations: PerAddress<NotifyAddress, Arc<topology::Destination>>,
 }
 
 impl RabbitNotify {
@@ -30,6 +31,7 @@ impl RabbitNotify {
         Self {
             publisher: Publisher::new(connector.clone(), "notify-send"),
             connector,
+            destinations: PerAddress::default(),
         }
     }
 }
@@ -44,14 +46,17 @@ impl NotifyDriver for RabbitNotify {
         options: &SendOptions,
     ) -> Result<()> {
         let body = message.encode(format, ContextStyle::Flattened, Some(&wire::new_id()))?;
-        let (exchange, routing_key, declarations) =
-            topology::notify_destination(self.connector.config(), to);
+        let config = self.connector.config();
+        let destination = self
+            .destinations
+            .get(to, |to| Arc::new(topology::notify_destination(config, to)));
+        let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
         let outgoing = Outgoing {
-            exchange: &exchange,
-            routing_key: &routing_key,
+            exchange,
+            routing_key,
             body: &body,
             expiration: None,
-            declarations: &declarations,
+            declarations: &destination.declarations,
             compression: None,
         };
         let what = format!("notifying {exchange}/{routing_key}");

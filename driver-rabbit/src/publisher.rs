@@ -107,7 +107,7 @@ struct Session {
     connection: Arc<Connection>,
     channel: Channel,
     /// What was declared on `channel`.
-    declared: Mutex<HashSet<String>>,
+    declared: Mutex<HashSet<Declaration>>,
     mandatory: OnceCell<Mandatory>,
     /// A publish on these channels was nacked. RabbitMQ 3.10 can go on nacking every publish
     /// of a channel that began publishing to a quorum queue while the queue elected a leader,
@@ -134,17 +134,19 @@ impl Session {
 
     async fn declare(&self, declarations: &[Declaration]) -> std::result::Result<(), Failure> {
         for declaration in declarations {
-            let key = declaration.key();
             if self
                 .declared
                 .lock()
                 .expect("declared poisoned")
-                .contains(&key)
+                .contains(declaration)
             {
                 continue;
             }
             topology::declare(&self.channel, declaration).await?;
-            self.declared.lock().expect("declared poisoned").insert(key);
+            self.declared
+                .lock()
+                .expect("declared poisoned")
+                .insert(declaration.clone());
         }
         Ok(())
     }

@@ -9,10 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::message::Delivery;
 use messaging_core::driver::{
-    decode_or_drop, IncomingRequest, PendingReply, Replier, ReplyRouter, Retry, RpcAddress,
-    RpcDriver, RpcListener, SendOptions, ServerAddress,
+    decode_or_drop, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, Retry,
+    RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
 };
-use messaging_core::wire::{self, Reply, ReplyMessage, RequestMessage, RpcRequest, CONTENT_TYPE};
+use messaging_core::wire::{
+    self, CallInfo, OutgoingReply, OutgoingRequest, Reply, ReplyMessage, RequestMessage,
+    RpcRequest, CONTENT_TYPE,
+};
 use messaging_core::{MessagingError, Result};
 use tokio::sync::{oneshot, OnceCell};
 use tokio::task::JoinHandle;
@@ -68,6 +71,8 @@ pub(crate) struct RabbitRpc {
     reply_queue_name: OnceCell<String>,
     /// Stable queue names (`use_queue_manager`).
     queue_manager: Option<QueueManager>,
+    /// Each target's exchange, routing key and declarations, worked out on its first call.
+    destinations: PerAddress<RpcAddress, Arc<topology::Destination>>,
     closed: AtomicBool,
 }
 
@@ -85,6 +90,7 @@ impl RabbitRpc {
             }),
             replies: ReplyRouter::new(),
             reply_queue: OnceCell::new(),
+            destinations: PerAddress::default(),
             closed: AtomicBool::new(false),
         }
     }
@@ -107,22 +113,25 @@ impl RabbitRpc {
     async fn publish_request(
         &self,
         to: &RpcAddress,
-        message: &RequestMessage,
+        message: OutgoingRequest<'_>,
         options: &SendOptions,
     ) -> Result<()> {
         let body = message.encode()?;
-        let (exchange, routing_key, declarations) =
-            topology::rpc_destination(self.shared.config(), to);
+        let config = self.shared.config();
+        let destination = self
+            .destinations
+            .get(to, |to| Arc::new(topology::rpc_destination(config, to)));
+        let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
         let what = format!(
             "sending `{}` to {exchange}/{routing_key}",
             message.request.method
         );
         let outgoing = Outgoing {
-            exchange: &exchange,
-            routing_key: &routing_key,
+            exchange,
+            routing_key,
             body: &body,
             expiration: None,
-            declarations: &declarations,
+            declarations: &destination.declarations,
             compression: None,
         };
         let fail_fast = options.fail_fast_window(self.shared.config().fail_fast());
@@ -202,8 +211,13 @@ impl RpcDriver for RabbitRpc {
         options: &SendOptions,
     ) -> Result<()> {
         self.check_open()?;
-        let message = RequestMessage::cast(request.clone());
-        self.publish_request(to, &message, options).await
+        let unique_id = wire::new_id();
+        let message = OutgoingRequest {
+            request,
+            call: None,
+            unique_id: Some(&unique_id),
+        };
+        self.publish_request(to, message, options).await
     }
 
     async fn call(
@@ -214,11 +228,15 @@ impl RpcDriver for RabbitRpc {
     ) -> Result<PendingReply> {
         self.check_open()?;
         let reply_q = self.reply_queue(options).await?;
-        let message = RequestMessage::call(request.clone(), reply_q, options.call_monitor_timeout);
-        let pending = self
-            .replies
-            .register(message.msg_id().expect("a call").to_owned());
-        self.publish_request(to, &message, options).await?;
+        let call = CallInfo::new(reply_q, options.call_monitor_timeout);
+        let pending = self.replies.register(call.msg_id.clone());
+        let unique_id = wire::new_id();
+        let message = OutgoingRequest {
+            request,
+            call: Some(&call),
+            unique_id: Some(&unique_id),
+        };
+        self.publish_request(to, message, options).await?;
         Ok(pending)
     }
 
@@ -419,7 +437,14 @@ impl Replier for RabbitReplier {
         if self.shared.is_gone(&self.reply_q) {
             return Err(gone());
         }
-        let body = ReplyMessage::new(self.msg_id.clone(), reply).encode()?;
+        let unique_id = wire::new_id();
+        let body = OutgoingReply {
+            msg_id: &self.msg_id,
+            event: &reply.event,
+            unique_id: Some(&unique_id),
+            signature: reply.signature.as_deref(),
+        }
+        .encode()?;
         let outgoing = Outgoing {
             exchange: "",
             routing_key: &self.reply_q,

@@ -12,7 +12,7 @@ use crate::config::RabbitConfig;
 use crate::connection::{lapin_failure, Failure};
 
 /// An exchange to declare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ExchangeSpec {
     pub(crate) name: String,
     pub(crate) fanout: bool,
@@ -21,7 +21,7 @@ pub(crate) struct ExchangeSpec {
 }
 
 /// A queue to declare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct QueueSpec {
     pub(crate) name: String,
     pub(crate) durable: bool,
@@ -43,7 +43,7 @@ pub(crate) struct QueueSpec {
 }
 
 /// One step of a topology.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Declaration {
     Exchange(ExchangeSpec),
     Queue(QueueSpec),
@@ -54,19 +54,12 @@ pub(crate) enum Declaration {
     },
 }
 
-impl Declaration {
-    /// A key identifying what is declared, to declare it once per channel.
-    pub(crate) fn key(&self) -> String {
-        match self {
-            Declaration::Exchange(e) => format!("x:{}", e.name),
-            Declaration::Queue(q) => format!("q:{}", q.name),
-            Declaration::Bind {
-                queue,
-                exchange,
-                key,
-            } => format!("b:{queue}\u{0}{exchange}\u{0}{key}"),
-        }
-    }
+/// Where messages to one address are published, and what to declare before.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Destination {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) declarations: Vec<Declaration>,
 }
 
 /// The control (or target) exchange: a topic exchange.
@@ -147,26 +140,18 @@ pub(crate) fn fanout_queue(config: &RabbitConfig, name: &str) -> QueueSpec {
     }
 }
 
-/// Where an RPC request is published: `(exchange, routing key)` and what to declare first
-/// (the exchange, as oslo's publisher does).
-pub(crate) fn rpc_destination(
-    config: &RabbitConfig,
-    to: &RpcAddress,
-) -> (String, String, Vec<Declaration>) {
-    if to.fanout {
-        let exchange = fanout_exchange(config, to);
-        (
-            exchange.name.clone(),
-            String::new(),
-            vec![Declaration::Exchange(exchange)],
-        )
+/// Where an RPC request is published, and what to declare first (the exchange, as oslo's
+/// publisher does).
+pub(crate) fn rpc_destination(config: &RabbitConfig, to: &RpcAddress) -> Destination {
+    let (exchange, routing_key) = if to.fanout {
+        (fanout_exchange(config, to), String::new())
     } else {
-        let exchange = topic_exchange(config, &to.exchange);
-        (
-            exchange.name.clone(),
-            to.routing_key(),
-            vec![Declaration::Exchange(exchange)],
-        )
+        (topic_exchange(config, &to.exchange), to.routing_key())
+    };
+    Destination {
+        exchange: exchange.name.clone(),
+        routing_key,
+        declarations: vec![Declaration::Exchange(exchange)],
     }
 }
 
@@ -204,10 +189,7 @@ pub(crate) fn rpc_server(
 
 /// What a notifier declares before publishing to `to` (once per channel): the exchange and
 /// the `<topic>.<priority>` queue bound to it, so that nothing is lost before a listener exists.
-pub(crate) fn notify_destination(
-    config: &RabbitConfig,
-    to: &NotifyAddress,
-) -> (String, String, Vec<Declaration>) {
+pub(crate) fn notify_destination(config: &RabbitConfig, to: &NotifyAddress) -> Destination {
     let key = to.routing_key();
     let exchange = topic_exchange(config, &to.exchange);
     let declarations = vec![
@@ -219,7 +201,11 @@ pub(crate) fn notify_destination(
             key: key.clone(),
         },
     ];
-    (exchange.name, key, declarations)
+    Destination {
+        exchange: exchange.name,
+        routing_key: key,
+        declarations,
+    }
 }
 
 /// What a notification listener declares and consumes: one `<topic>.<priority>` queue per
@@ -396,7 +382,7 @@ mod tests {
         })));
         let Some(Declaration::Queue(fanout)) = declarations
             .iter()
-            .find(|d| d.key() == "q:testtopic_fanout_abc")
+            .find(|d| matches!(d, Declaration::Queue(q) if q.name == "testtopic_fanout_abc"))
         else {
             panic!("no fanout queue")
         };
@@ -412,11 +398,14 @@ mod tests {
     #[test]
     fn fanout_casts_go_to_the_fanout_exchange_with_an_empty_key() {
         let config = RabbitConfig::default();
-        let (exchange, key, _) = rpc_destination(&config, &server().fanout_address());
-        assert_eq!((exchange.as_str(), key.as_str()), ("testtopic_fanout", ""));
-        let (exchange, key, _) = rpc_destination(&config, &server().server_address());
+        let fanout = rpc_destination(&config, &server().fanout_address());
         assert_eq!(
-            (exchange.as_str(), key.as_str()),
+            (fanout.exchange.as_str(), fanout.routing_key.as_str()),
+            ("testtopic_fanout", "")
+        );
+        let direct = rpc_destination(&config, &server().server_address());
+        assert_eq!(
+            (direct.exchange.as_str(), direct.routing_key.as_str()),
             ("openstack", "testtopic.srv1")
         );
     }

@@ -31,11 +31,66 @@ fn json_map() -> impl Strategy<Value = Map<String, Value>> {
         .prop_map(|kv| kv.into_iter().collect())
 }
 
+/// Entries serialized as one JSON object, repeated keys and all.
+struct Dict<'a>(&'a [(String, Value)]);
+
+impl serde::Serialize for Dict<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
+    }
+}
+
+/// Inner message dicts built from the keys the decoders read (some repeated), context keys and
+/// unknown keys, each with a well-typed or an arbitrary value.
+fn wire_entries() -> impl Strategy<Value = Vec<(String, Value)>> {
+    let key = prop::sample::select(vec![
+        "method",
+        "args",
+        "namespace",
+        "version",
+        "_signature",
+        "_msg_id",
+        "_reply_q",
+        "_timeout",
+        "_unique_id",
+        "result",
+        "failure",
+        "ending",
+        "message_id",
+        "publisher_id",
+        "event_type",
+        "priority",
+        "payload",
+        "timestamp",
+        "_context",
+        "_context_user",
+        "_context_x",
+        "other",
+    ]);
+    let value = prop_oneof![
+        "[a-z0-9.]{0,6}".prop_map(Value::String),
+        Just(Value::String("INFO".into())),
+        Just(Value::String(
+            "{\"class\": \"E\", \"message\": \"m\"}".into()
+        )),
+        any::<bool>().prop_map(Value::Bool),
+        json_value(),
+    ];
+    prop::collection::vec((key.prop_map(String::from), value), 0..12)
+}
+
 fn priority() -> impl Strategy<Value = Priority> {
     prop::sample::select(Priority::ALL.to_vec())
 }
 
 proptest! {
+    /// Encoding straight into the envelope gives the bytes of the two-pass encoding.
+    #[test]
+    fn one_pass_envelopes_equal_two_pass_envelopes(value in json_value()) {
+        let two_passes = messaging_core::wire::envelope(&messaging_core::wire::json::to_vec(&value).unwrap()).unwrap();
+        prop_assert_eq!(messaging_core::wire::to_envelope(&value).unwrap(), two_passes);
+    }
+
     #[test]
     fn requests_round_trip(
         method in "[a-z_]{1,12}",
@@ -91,6 +146,35 @@ proptest! {
         let format = if v1 { NotificationFormat::V1 } else { NotificationFormat::V2 };
         let (decoded, _) = NotificationMessage::decode(&message.encode(format, style, None).unwrap()).unwrap();
         prop_assert_eq!(decoded, message);
+    }
+
+    /// Decoding an envelope straight into a message reads what decoding it to a map first
+    /// reads, and fails where that fails, with the same error.
+    #[test]
+    fn decoding_in_one_pass_equals_decoding_a_map(inner in wire_entries(), layout in 0..3) {
+        let text = messaging_core::wire::json::to_vec(&Dict(&inner)).unwrap();
+        let body = match layout {
+            0 => messaging_core::wire::envelope(&text).unwrap(),
+            // Another envelope layout: compact, keys the other way round.
+            1 => serde_json::to_vec(&serde_json::json!({
+                "oslo.message": String::from_utf8(text).unwrap(), "oslo.version": "2.0",
+            })).unwrap(),
+            _ => text,
+        };
+        let map = || messaging_core::wire::decode_body(&body).unwrap();
+        let shown = |r: Result<String, messaging_core::MessagingError>| r.map_err(|e| e.to_string());
+        prop_assert_eq!(
+            shown(RequestMessage::decode(&body).map(|m| format!("{m:?}"))),
+            shown(RequestMessage::from_map(map()).map(|m| format!("{m:?}")))
+        );
+        prop_assert_eq!(
+            shown(ReplyMessage::decode(&body).map(|m| format!("{m:?}"))),
+            shown(ReplyMessage::from_map(map()).map(|m| format!("{m:?}")))
+        );
+        prop_assert_eq!(
+            shown(NotificationMessage::decode(&body).map(|m| format!("{m:?}"))),
+            shown(NotificationMessage::from_map(map()).map(|m| format!("{m:?}")))
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::options::OptionSpec;
 use crate::url::TransportUrl;
 use crate::wire::{NotificationFormat, NotificationMessage, Reply, RpcRequest};
 
-pub use address::{NotifyAddress, RpcAddress, ServerAddress};
+pub use address::{NotifyAddress, PerAddress, RpcAddress, ServerAddress};
 pub use capabilities::{Capabilities, Delivery, Feature};
 pub use in_flight::{InFlight, InFlightGuard};
 pub use reply::{PendingReply, ReplyRouter};

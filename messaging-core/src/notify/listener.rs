@@ -152,14 +152,14 @@ impl NotificationEndpoint {
     async fn handle(
         &self,
         priority: Priority,
-        batch: &[Notification],
+        batch: Vec<Notification>,
     ) -> Option<NotificationResult> {
         let accepted = batch
-            .iter()
+            .into_iter()
             .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)));
         let mut rest = Vec::new();
         let mut results = Vec::new();
-        for notification in accepted.cloned() {
+        for notification in accepted {
             match self.event_handler(priority, &notification.event_type) {
                 Some(handler) => results.push(handler(notification).await),
                 None => rest.push(notification),
@@ -610,11 +610,17 @@ impl Dispatcher {
                 None => groups.push((priority, vec![settlement], vec![notification])),
             }
         }
-        for (priority, settlements, notifications) in groups {
+        for (priority, settlements, mut notifications) in groups {
             let mut result = NotificationResult::Handled;
-            for endpoint in &self.endpoints {
+            for (index, endpoint) in self.endpoints.iter().enumerate() {
+                // The last endpoint takes the notifications, the others get copies.
+                let batch = if index + 1 == self.endpoints.len() {
+                    std::mem::take(&mut notifications)
+                } else {
+                    notifications.clone()
+                };
                 let handled = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                    endpoint.handle(priority, &notifications),
+                    endpoint.handle(priority, batch),
                 ))
                 .await;
                 match handled {

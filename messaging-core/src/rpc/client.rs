@@ -209,7 +209,7 @@ impl RpcClient {
     ) -> Result<(RpcAddress, RpcRequest)> {
         let topic = self.target.require_topic("send an RPC request")?;
         self.check_version_cap(self.target.version.as_deref())?;
-        let args = match serde_json::to_value(args)? {
+        let mut args = match serde_json::to_value(args)? {
             Value::Object(args) => args,
             Value::Null => Map::new(),
             other => {
@@ -218,10 +218,10 @@ impl RpcClient {
             )))
             }
         };
-        let args = args
-            .into_iter()
-            .map(|(k, v)| Ok((k, self.serializer.serialize_entity(ctx, v)?)))
-            .collect::<Result<Map<_, _>>>()?;
+        // Each value converted in place: the map is not rebuilt (nor its keys hashed again).
+        for value in args.values_mut() {
+            *value = self.serializer.serialize_entity(ctx, value.take())?;
+        }
         let address = RpcAddress {
             exchange: self
                 .target

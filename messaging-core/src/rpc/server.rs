@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
@@ -290,7 +290,7 @@ impl Dispatcher {
     async fn dispatch(&self, request: RpcRequest) -> Result<Value, RemoteError> {
         let RpcRequest {
             method,
-            args,
+            mut args,
             namespace,
             version,
             context,
@@ -304,10 +304,10 @@ impl Dispatcher {
         )
         .map_err(|failure| with_alternatives(failure, &self.endpoints, &method))?;
         let ctx = self.serializer.deserialize_context(Context(context))?;
-        let args = args
-            .into_iter()
-            .map(|(k, v)| Ok((k, self.serializer.deserialize_entity(&ctx, v)?)))
-            .collect::<Result<Map<_, _>>>()?;
+        // Each value converted in place: the map is not rebuilt (nor its keys hashed again).
+        for value in args.values_mut() {
+            *value = self.serializer.deserialize_entity(&ctx, value.take())?;
+        }
         let call = endpoint.dispatch(ctx.clone(), &method, args);
         let value = AssertUnwindSafe(call)
             .catch_unwind()

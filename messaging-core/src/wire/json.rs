@@ -105,6 +105,99 @@ impl Formatter for PythonFormatter {
     }
 }
 
+/// [`PythonFormatter`]'s output as the contents of a JSON string, written in one pass: the
+/// text of the `2.0` envelope's `oslo.message`, with each `"` and `\` that Python's formatter
+/// writes escaped once more.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InsideString;
+
+impl Formatter for InsideString {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        PythonFormatter.begin_array_value(w, first)
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        PythonFormatter.begin_object_key(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        PythonFormatter.begin_object_value(w)
+    }
+
+    fn begin_string<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b"\\\"")
+    }
+
+    fn end_string<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b"\\\"")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        // Printable ASCII passes both levels unchanged (serde_json hands `"` and `\` to
+        // `write_char_escape`, never in a fragment): the common case is one scan and a copy.
+        if fragment.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return w.write_all(fragment.as_bytes());
+        }
+        PythonFormatter.write_string_fragment(&mut Escaped(w), fragment)
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        PythonFormatter.write_char_escape(&mut Escaped(w), escape)
+    }
+
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        io::Write::write_all(&mut Escaped(w), fragment.as_bytes())
+    }
+}
+
+/// Writes text as the contents of a JSON string, for text that is printable ASCII, in which
+/// `"` and `\` are the only characters to escape.
+struct Escaped<'a, W: ?Sized>(&'a mut W);
+
+impl<W: ?Sized + io::Write> io::Write for Escaped<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        for part in buf.split_inclusive(|&b| b == b'"' || b == b'\\') {
+            match part.split_last() {
+                Some((&last, head)) if last == b'"' || last == b'\\' => {
+                    self.0.write_all(head)?;
+                    self.0.write_all(&[b'\\', last])?;
+                }
+                _ => self.0.write_all(part)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

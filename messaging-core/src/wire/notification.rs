@@ -1,13 +1,50 @@
 //! Notification messages (oslo-wire.md §6, §8).
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    envelope, flatten_context, json, take_string, unflatten_context, CONTEXT_PREFIX, SIGNATURE_KEY,
+    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Entries,
+    CONTEXT_PREFIX, SIGNATURE_KEY,
 };
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
+
+/// The message dict of a [`NotificationMessage`] (see [`NotificationMessage::dict`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationDict<'a> {
+    message: &'a NotificationMessage,
+    context: Option<ContextStyle>,
+    unique_id: Option<&'a str>,
+}
+
+impl Serialize for NotificationDict<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let message = self.message;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("message_id", &message.message_id)?;
+        map.serialize_entry("publisher_id", &message.publisher_id)?;
+        map.serialize_entry("event_type", &message.event_type)?;
+        map.serialize_entry("priority", message.priority.as_upper_str())?;
+        map.serialize_entry("payload", &message.payload)?;
+        map.serialize_entry("timestamp", &message.timestamp)?;
+        if let Some(unique_id) = self.unique_id {
+            map.serialize_entry("_unique_id", unique_id)?;
+        }
+        if let Some(signature) = &message.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        match self.context {
+            Some(ContextStyle::Flattened) => {
+                serialize_flattened_context(&mut map, &message.context)?
+            }
+            Some(ContextStyle::Nested) => map.serialize_entry("_context", &message.context)?,
+            None => {}
+        }
+        map.end()
+    }
+}
 
 /// Body format, chosen by the notifier's driver name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,37 +87,22 @@ pub struct NotificationMessage {
 }
 
 impl NotificationMessage {
-    /// The message dict, keys in oslo's order (`_signature`, when signed, before the context).
-    pub fn to_map(&self, style: ContextStyle, unique_id: Option<&str>) -> Map<String, Value> {
-        let mut msg = Map::with_capacity(8);
-        msg.insert("message_id".into(), Value::String(self.message_id.clone()));
-        msg.insert(
-            "publisher_id".into(),
-            Value::String(self.publisher_id.clone()),
-        );
-        msg.insert("event_type".into(), Value::String(self.event_type.clone()));
-        msg.insert(
-            "priority".into(),
-            Value::String(self.priority.as_upper_str().into()),
-        );
-        msg.insert("payload".into(), self.payload.clone());
-        msg.insert("timestamp".into(), Value::String(self.timestamp.clone()));
-        if let Some(unique_id) = unique_id {
-            msg.insert("_unique_id".into(), Value::String(unique_id.into()));
+    /// The message dict to serialize (borrowing, not copying), keys in oslo's order
+    /// (`_signature`, when signed, before the context); the context in `context` style, or
+    /// left out with `None` (the AMQP 1.0 driver sends it beside the message).
+    pub fn dict<'a>(
+        &'a self,
+        context: Option<ContextStyle>,
+        unique_id: Option<&'a str>,
+    ) -> NotificationDict<'a> {
+        NotificationDict {
+            message: self,
+            context,
+            unique_id,
         }
-        if let Some(signature) = &self.signature {
-            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
-        }
-        match style {
-            ContextStyle::Flattened => flatten_context(&mut msg, &self.context),
-            ContextStyle::Nested => {
-                msg.insert("_context".into(), Value::Object(self.context.clone()));
-            }
-        }
-        msg
     }
 
-    /// Encode as a message body in `format`: the message dict of [`to_map`](Self::to_map),
+    /// Encode as a message body in `format`: the message dict of [`dict`](Self::dict),
     /// serialized from the borrowed fields (no copy of payload and context).
     pub fn encode(
         &self,
@@ -88,92 +110,132 @@ impl NotificationMessage {
         style: ContextStyle,
         unique_id: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let inner = json::to_vec(&Dict {
-            message: self,
-            style,
-            unique_id,
-        })?;
+        let dict = self.dict(Some(style), unique_id);
         Ok(match format {
-            NotificationFormat::V2 => envelope(&inner)?,
-            NotificationFormat::V1 => inner,
+            NotificationFormat::V2 => to_envelope(&dict)?,
+            NotificationFormat::V1 => json::to_vec(&dict)?,
         })
     }
 
     /// Decode a body in either format and either context style; also returns the
     /// `_unique_id`, if any.
     pub fn decode(body: &[u8]) -> Result<(Self, Option<String>)> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<NotificationEntries>(body)?.into_message()
     }
 
     /// Read a decoded message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<(Self, Option<String>)> {
-        let priority = take_string(&mut msg, "priority")?
+    pub fn from_map(msg: Map<String, Value>) -> Result<(Self, Option<String>)> {
+        NotificationEntries::of(msg).into_message()
+    }
+}
+
+/// The entries of a notification's message dict, before they are checked.
+#[derive(Debug, Default)]
+struct NotificationEntries {
+    message_id: Option<Value>,
+    publisher_id: Option<Value>,
+    event_type: Option<Value>,
+    priority: Option<Value>,
+    payload: Option<Value>,
+    timestamp: Option<Value>,
+    signature: Option<Value>,
+    unique_id: Option<Value>,
+    /// `_context` (kafka).
+    nested_context: Option<Value>,
+    /// From the `_context_<key>` entries (rabbit).
+    context: Map<String, Value>,
+}
+
+impl Entries for NotificationEntries {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
+            "message_id" => &mut self.message_id,
+            "publisher_id" => &mut self.publisher_id,
+            "event_type" => &mut self.event_type,
+            "priority" => &mut self.priority,
+            "payload" => &mut self.payload,
+            "timestamp" => &mut self.timestamp,
+            SIGNATURE_KEY => &mut self.signature,
+            "_unique_id" => &mut self.unique_id,
+            "_context" => &mut self.nested_context,
+            _ => {
+                if let Some(name) = key.strip_prefix(CONTEXT_PREFIX) {
+                    self.context.insert(name.to_owned(), value);
+                }
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+}
+
+impl NotificationEntries {
+    fn into_message(self) -> Result<(NotificationMessage, Option<String>)> {
+        let priority = string_entry("priority", self.priority)?
             .ok_or_else(|| {
                 MessagingError::MalformedMessage("notification has no `priority`".into())
             })?
             .parse()?;
-        let context = match msg.shift_remove("_context") {
+        let context = match self.nested_context {
             Some(Value::Object(context)) => context,
-            Some(Value::Null) | None => unflatten_context(&mut msg),
+            Some(Value::Null) | None => self.context,
             Some(other) => {
                 return Err(MessagingError::MalformedMessage(format!(
                     "`_context` should be an object, got {other}"
                 )))
             }
         };
-        let message = Self {
-            message_id: take_string(&mut msg, "message_id")?.unwrap_or_default(),
-            publisher_id: take_string(&mut msg, "publisher_id")?.unwrap_or_default(),
-            event_type: take_string(&mut msg, "event_type")?.unwrap_or_default(),
+        let text = |key, value| string_entry(key, value).map(Option::unwrap_or_default);
+        let message = NotificationMessage {
+            message_id: text("message_id", self.message_id)?,
+            publisher_id: text("publisher_id", self.publisher_id)?,
+            event_type: text("event_type", self.event_type)?,
             priority,
-            payload: msg.shift_remove("payload").unwrap_or(Value::Null),
-            timestamp: take_string(&mut msg, "timestamp")?.unwrap_or_default(),
+            payload: self.payload.unwrap_or(Value::Null),
+            timestamp: text("timestamp", self.timestamp)?,
             context,
-            signature: take_string(&mut msg, SIGNATURE_KEY)?,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         };
-        Ok((message, take_string(&mut msg, "_unique_id")?))
-    }
-}
-
-/// The message dict of [`NotificationMessage::to_map`], keys in the same order, serialized
-/// straight from the message.
-struct Dict<'a> {
-    message: &'a NotificationMessage,
-    style: ContextStyle,
-    unique_id: Option<&'a str>,
-}
-
-impl Serialize for Dict<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let m = self.message;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("message_id", &m.message_id)?;
-        map.serialize_entry("publisher_id", &m.publisher_id)?;
-        map.serialize_entry("event_type", &m.event_type)?;
-        map.serialize_entry("priority", m.priority.as_upper_str())?;
-        map.serialize_entry("payload", &m.payload)?;
-        map.serialize_entry("timestamp", &m.timestamp)?;
-        if let Some(unique_id) = self.unique_id {
-            map.serialize_entry("_unique_id", unique_id)?;
-        }
-        if let Some(signature) = &m.signature {
-            map.serialize_entry(SIGNATURE_KEY, signature)?;
-        }
-        match self.style {
-            ContextStyle::Flattened => {
-                for (key, value) in &m.context {
-                    map.serialize_entry(&format!("{CONTEXT_PREFIX}{key}"), value)?;
-                }
-            }
-            ContextStyle::Nested => map.serialize_entry("_context", &m.context)?,
-        }
-        map.end()
+        Ok((message, string_entry("_unique_id", self.unique_id)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message dict as a map, built independently of [`NotificationMessage::dict`]: keys
+    /// in oslo's order.
+    fn reference_map(
+        m: &NotificationMessage,
+        style: ContextStyle,
+        unique_id: Option<&str>,
+    ) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("message_id".into(), m.message_id.clone().into());
+        map.insert("publisher_id".into(), m.publisher_id.clone().into());
+        map.insert("event_type".into(), m.event_type.clone().into());
+        map.insert("priority".into(), m.priority.as_upper_str().into());
+        map.insert("payload".into(), m.payload.clone());
+        map.insert("timestamp".into(), m.timestamp.clone().into());
+        if let Some(unique_id) = unique_id {
+            map.insert("_unique_id".into(), unique_id.into());
+        }
+        if let Some(signature) = &m.signature {
+            map.insert(SIGNATURE_KEY.into(), signature.clone().into());
+        }
+        match style {
+            ContextStyle::Flattened => {
+                for (key, value) in &m.context {
+                    map.insert(format!("{CONTEXT_PREFIX}{key}"), value.clone());
+                }
+            }
+            ContextStyle::Nested => {
+                map.insert("_context".into(), Value::Object(m.context.clone()));
+            }
+        }
+        map
+    }
 
     #[test]
     fn encode_writes_the_message_dict() {
@@ -194,11 +256,11 @@ mod tests {
             message.signature = signature;
             for style in [ContextStyle::Flattened, ContextStyle::Nested] {
                 for unique_id in [None, Some("u-1")] {
-                    let dict = json::to_vec(&message.to_map(style, unique_id)).unwrap();
+                    let dict = json::to_vec(&reference_map(&message, style, unique_id)).unwrap();
                     for format in [NotificationFormat::V1, NotificationFormat::V2] {
                         let expected = match format {
                             NotificationFormat::V1 => dict.clone(),
-                            NotificationFormat::V2 => envelope(&dict).unwrap(),
+                            NotificationFormat::V2 => super::super::envelope(&dict).unwrap(),
                         };
                         let body = message.encode(format, style, unique_id).unwrap();
                         assert_eq!(

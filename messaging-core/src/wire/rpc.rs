@@ -1,8 +1,13 @@
 //! RPC requests and replies (oslo-wire.md §3, §4).
 
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{envelope, flatten_context, json, take_string, unflatten_context, SIGNATURE_KEY};
+use super::{
+    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Collected,
+    Entries, CONTEXT_PREFIX, SIGNATURE_KEY,
+};
 use crate::error::{MessagingError, RemoteError, Result};
 
 /// What the caller asked for: the part of a request that every transport carries.
@@ -23,34 +28,95 @@ pub struct RpcRequest {
 }
 
 impl RpcRequest {
-    /// The request dict without ids or context:
+    /// The request dict without ids or context, to serialize (borrowing, not copying):
     /// `{"method", "args", ["namespace"], ["version"], ["_signature"]}` (the AMQP 1.0 driver's
     /// `request` field).
-    pub fn to_request_dict(&self) -> Map<String, Value> {
-        let mut msg = Map::with_capacity(4);
-        msg.insert("method".into(), Value::String(self.method.clone()));
-        msg.insert("args".into(), Value::Object(self.args.clone()));
-        if let Some(namespace) = &self.namespace {
-            msg.insert("namespace".into(), Value::String(namespace.clone()));
-        }
-        if let Some(version) = &self.version {
-            msg.insert("version".into(), Value::String(version.clone()));
-        }
-        if let Some(signature) = &self.signature {
-            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
-        }
-        msg
+    pub fn request_dict(&self) -> RequestDict<'_> {
+        RequestDict(self)
     }
 
-    /// Read `method`, `args`, `namespace` and `version` out of a request dict; the remaining
-    /// keys stay in `msg`.
-    pub fn from_request_dict(
-        msg: &mut Map<String, Value>,
-        context: Map<String, Value>,
-    ) -> Result<Self> {
-        let method = take_string(msg, "method")?
+    /// The request dict's entries, into the map being serialized.
+    fn serialize_fields<M: SerializeMap>(&self, map: &mut M) -> std::result::Result<(), M::Error> {
+        map.serialize_entry("method", &self.method)?;
+        map.serialize_entry("args", &self.args)?;
+        if let Some(namespace) = &self.namespace {
+            map.serialize_entry("namespace", namespace)?;
+        }
+        if let Some(version) = &self.version {
+            map.serialize_entry("version", version)?;
+        }
+        if let Some(signature) = &self.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        Ok(())
+    }
+
+    /// Decode the JSON text of a request dict (the AMQP 1.0 driver's `request` field, the
+    /// context beside it): `method`, `args`, `namespace`, `version` and `_signature`; other
+    /// keys are ignored.
+    pub fn decode_request_dict(text: &[u8], context: Map<String, Value>) -> Result<Self> {
+        let Collected(entries) = serde_json::from_slice::<Collected<RequestEntries>>(text)
+            .map_err(|e| {
+                MessagingError::MalformedMessage(format!("`request` is not a JSON object: {e}"))
+            })?;
+        RequestEntries { context, ..entries }.into_request()
+    }
+}
+
+/// The entries of a request's inner dict that decoders read, before they are checked.
+#[derive(Debug, Default)]
+struct RequestEntries {
+    method: Option<Value>,
+    args: Option<Value>,
+    namespace: Option<Value>,
+    version: Option<Value>,
+    signature: Option<Value>,
+    msg_id: Option<Value>,
+    reply_q: Option<Value>,
+    timeout: Option<Value>,
+    unique_id: Option<Value>,
+    /// From the `_context_<key>` entries.
+    context: Map<String, Value>,
+}
+
+impl Entries for RequestEntries {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
+            "method" => &mut self.method,
+            "args" => &mut self.args,
+            "namespace" => &mut self.namespace,
+            "version" => &mut self.version,
+            SIGNATURE_KEY => &mut self.signature,
+            "_msg_id" => &mut self.msg_id,
+            "_reply_q" => &mut self.reply_q,
+            "_timeout" => &mut self.timeout,
+            "_unique_id" => &mut self.unique_id,
+            _ => {
+                if let Some(name) = key.strip_prefix(CONTEXT_PREFIX) {
+                    self.context.insert(name.to_owned(), value);
+                }
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+}
+
+impl RequestEntries {
+    fn into_message(mut self) -> Result<RequestMessage> {
+        let call = self.call()?;
+        let unique_id = string_entry("_unique_id", self.unique_id.take())?;
+        Ok(RequestMessage {
+            request: self.into_request()?,
+            call,
+            unique_id,
+        })
+    }
+
+    fn into_request(self) -> Result<RpcRequest> {
+        let method = string_entry("method", self.method)?
             .ok_or_else(|| MessagingError::MalformedMessage("request has no `method`".into()))?;
-        let args = match msg.shift_remove("args") {
+        let args = match self.args {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(args)) => args,
             Some(other) => {
@@ -59,14 +125,52 @@ impl RpcRequest {
                 )))
             }
         };
-        Ok(Self {
+        Ok(RpcRequest {
             method,
             args,
-            namespace: take_string(msg, "namespace")?,
-            version: take_string(msg, "version")?,
-            context,
-            signature: take_string(msg, SIGNATURE_KEY)?,
+            namespace: string_entry("namespace", self.namespace)?,
+            version: string_entry("version", self.version)?,
+            context: self.context,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         })
+    }
+
+    /// The call's reply information, taken out; `None` for a cast.
+    fn call(&mut self) -> Result<Option<CallInfo>> {
+        let msg_id = string_entry("_msg_id", self.msg_id.take())?;
+        let reply_q = string_entry("_reply_q", self.reply_q.take())?;
+        let monitor_timeout = match self.timeout.take() {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(other) => {
+                return Err(MessagingError::MalformedMessage(format!(
+                    "`_timeout` should be a number, got {other}"
+                )))
+            }
+        };
+        match (msg_id, reply_q) {
+            (Some(msg_id), Some(reply_q)) => Ok(Some(CallInfo {
+                msg_id,
+                reply_q,
+                monitor_timeout,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(MessagingError::MalformedMessage(
+                "a call needs both `_msg_id` and `_reply_q`".into(),
+            )),
+        }
+    }
+}
+
+/// The request dict of an [`RpcRequest`], serialized from the request's own fields.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDict<'a>(&'a RpcRequest);
+
+impl Serialize for RequestDict<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.0.serialize_fields(&mut map)?;
+        map.end()
     }
 }
 
@@ -79,6 +183,62 @@ pub struct CallInfo {
     pub reply_q: String,
     /// `_timeout`: the caller's call-monitor timeout in seconds, if it wants heartbeats.
     pub monitor_timeout: Option<f64>,
+}
+
+impl CallInfo {
+    /// A call with a fresh `_msg_id`, answered on `reply_q`; the server heartbeats every half
+    /// of `call_monitor_timeout`, if any.
+    pub fn new(reply_q: String, call_monitor_timeout: Option<std::time::Duration>) -> Self {
+        Self {
+            msg_id: super::new_id(),
+            reply_q,
+            monitor_timeout: call_monitor_timeout.map(|t| t.as_secs_f64()),
+        }
+    }
+}
+
+/// A request message to send, borrowing its parts, so that encoding copies nothing: the
+/// rabbit driver sends a caller's [`RpcRequest`] with its own ids as one.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingRequest<'a> {
+    /// The request.
+    pub request: &'a RpcRequest,
+    /// Reply information, for calls.
+    pub call: Option<&'a CallInfo>,
+    /// `_unique_id`, for duplicate suppression.
+    pub unique_id: Option<&'a str>,
+}
+
+impl OutgoingRequest<'_> {
+    /// The call's `_msg_id` (`None` for a cast).
+    pub fn msg_id(&self) -> Option<&str> {
+        self.call.map(|call| call.msg_id.as_str())
+    }
+
+    /// The message in the `2.0` envelope, as bytes.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Ok(to_envelope(self)?)
+    }
+}
+
+impl Serialize for OutgoingRequest<'_> {
+    /// The inner message dict, keys in oslo's order:
+    /// `method, args, [namespace], [version], [_signature], [_msg_id, _reply_q, _timeout],
+    /// _unique_id, _context_*`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.request.serialize_fields(&mut map)?;
+        if let Some(call) = self.call {
+            map.serialize_entry("_msg_id", &call.msg_id)?;
+            map.serialize_entry("_reply_q", &call.reply_q)?;
+            map.serialize_entry("_timeout", &call.monitor_timeout.map(seconds_value))?;
+        }
+        if let Some(unique_id) = self.unique_id {
+            map.serialize_entry("_unique_id", unique_id)?;
+        }
+        serialize_flattened_context(&mut map, &self.request.context)?;
+        map.end()
+    }
 }
 
 /// A whole RPC request message as the rabbit and memory drivers carry it.
@@ -111,11 +271,7 @@ impl RequestMessage {
     ) -> Self {
         Self {
             request,
-            call: Some(CallInfo {
-                msg_id: super::new_id(),
-                reply_q,
-                monitor_timeout: call_monitor_timeout.map(|t| t.as_secs_f64()),
-            }),
+            call: Some(CallInfo::new(reply_q, call_monitor_timeout)),
             unique_id: Some(super::new_id()),
         }
     }
@@ -133,69 +289,28 @@ impl RequestMessage {
         self.call.as_ref().map(|call| call.msg_id.as_str())
     }
 
-    /// The inner message dict, keys in oslo's order:
-    /// `method, args, [namespace], [version], [_signature], [_msg_id, _reply_q, _timeout],
-    /// _unique_id, _context_*`.
-    pub fn to_map(&self) -> Map<String, Value> {
-        let mut msg = self.request.to_request_dict();
-        if let Some(call) = &self.call {
-            msg.insert("_msg_id".into(), Value::String(call.msg_id.clone()));
-            msg.insert("_reply_q".into(), Value::String(call.reply_q.clone()));
-            msg.insert(
-                "_timeout".into(),
-                call.monitor_timeout.map_or(Value::Null, seconds_value),
-            );
+    /// The message to send, borrowing this one's parts.
+    pub fn outgoing(&self) -> OutgoingRequest<'_> {
+        OutgoingRequest {
+            request: &self.request,
+            call: self.call.as_ref(),
+            unique_id: self.unique_id.as_deref(),
         }
-        if let Some(unique_id) = &self.unique_id {
-            msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
-        }
-        flatten_context(&mut msg, &self.request.context);
-        msg
     }
 
     /// The message in the `2.0` envelope, as bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        envelope(&json::to_vec(&self.to_map())?)
+        self.outgoing().encode()
     }
 
     /// Decode an envelope (or un-enveloped `1.0`) body.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<RequestEntries>(body)?.into_message()
     }
 
     /// Read a decoded inner message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
-        let context = unflatten_context(&mut msg);
-        let request = RpcRequest::from_request_dict(&mut msg, context)?;
-        let msg_id = take_string(&mut msg, "_msg_id")?;
-        let reply_q = take_string(&mut msg, "_reply_q")?;
-        let monitor_timeout = match msg.shift_remove("_timeout") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(other) => {
-                return Err(MessagingError::MalformedMessage(format!(
-                    "`_timeout` should be a number, got {other}"
-                )))
-            }
-        };
-        let call = match (msg_id, reply_q) {
-            (Some(msg_id), Some(reply_q)) => Some(CallInfo {
-                msg_id,
-                reply_q,
-                monitor_timeout,
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(MessagingError::MalformedMessage(
-                    "a call needs both `_msg_id` and `_reply_q`".into(),
-                ))
-            }
-        };
-        Ok(Self {
-            request,
-            call,
-            unique_id: take_string(&mut msg, "_unique_id")?,
-        })
+    pub fn from_map(msg: Map<String, Value>) -> Result<Self> {
+        RequestEntries::of(msg).into_message()
     }
 }
 
@@ -278,47 +393,69 @@ impl ReplyMessage {
         }
     }
 
-    /// The inner message dict, keys in oslo's order.
-    pub fn to_map(&self) -> Result<Map<String, Value>> {
-        let (result, failure, ending) = match &self.event {
-            ReplyEvent::Heartbeat => (Value::Null, Value::Null, false),
-            ReplyEvent::Result { value, ending } => (value.clone(), Value::Null, *ending),
-            ReplyEvent::Failure(failure) => {
-                (Value::Null, Value::String(encode_failure(failure)?), true)
-            }
-        };
-        let mut msg = Map::with_capacity(5);
-        msg.insert("result".into(), result);
-        msg.insert("failure".into(), failure);
-        msg.insert("ending".into(), Value::Bool(ending));
-        msg.insert("_msg_id".into(), Value::String(self.msg_id.clone()));
-        if let Some(unique_id) = &self.unique_id {
-            msg.insert("_unique_id".into(), Value::String(unique_id.clone()));
+    /// The reply to send, borrowing this one's parts.
+    pub fn outgoing(&self) -> OutgoingReply<'_> {
+        OutgoingReply {
+            msg_id: &self.msg_id,
+            event: &self.event,
+            unique_id: self.unique_id.as_deref(),
+            signature: self.signature.as_deref(),
         }
-        if let Some(signature) = &self.signature {
-            msg.insert(SIGNATURE_KEY.into(), Value::String(signature.clone()));
-        }
-        Ok(msg)
     }
 
     /// The reply in the `2.0` envelope, as bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        envelope(&json::to_vec(&self.to_map()?)?)
+        self.outgoing().encode()
     }
 
     /// Decode an envelope body.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        Self::from_map(super::decode_body(body)?)
+        decode_entries::<ReplyEntries>(body)?.into_message()
     }
 
     /// Read a decoded inner message dict.
-    pub fn from_map(mut msg: Map<String, Value>) -> Result<Self> {
-        let msg_id = take_string(&mut msg, "_msg_id")?
+    pub fn from_map(msg: Map<String, Value>) -> Result<Self> {
+        ReplyEntries::of(msg).into_message()
+    }
+}
+
+/// The entries of a reply's inner dict, before they are checked.
+#[derive(Debug, Default)]
+struct ReplyEntries {
+    result: Option<Value>,
+    failure: Option<Value>,
+    ending: Option<Value>,
+    msg_id: Option<Value>,
+    unique_id: Option<Value>,
+    signature: Option<Value>,
+}
+
+impl Entries for ReplyEntries {
+    fn set(&mut self, key: &str, value: Value) {
+        let slot = match key {
+            "result" => &mut self.result,
+            "failure" => &mut self.failure,
+            "ending" => &mut self.ending,
+            "_msg_id" => &mut self.msg_id,
+            "_unique_id" => &mut self.unique_id,
+            SIGNATURE_KEY => &mut self.signature,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+}
+
+impl ReplyEntries {
+    fn into_message(self) -> Result<ReplyMessage> {
+        let msg_id = string_entry("_msg_id", self.msg_id)?
             .ok_or_else(|| MessagingError::MalformedMessage("reply has no `_msg_id`".into()))?;
-        let ending = msg.get("ending").and_then(Value::as_bool).unwrap_or(false);
-        let failure = take_string(&mut msg, "failure")?;
-        let result = msg.shift_remove("result").unwrap_or(Value::Null);
-        let event = match failure {
+        let ending = self
+            .ending
+            .as_ref()
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let result = self.result.unwrap_or(Value::Null);
+        let event = match string_entry("failure", self.failure)? {
             Some(failure) => ReplyEvent::Failure(decode_failure(&failure)?),
             None if !ending && result.is_null() => ReplyEvent::Heartbeat,
             None => ReplyEvent::Result {
@@ -326,12 +463,60 @@ impl ReplyMessage {
                 ending,
             },
         };
-        Ok(Self {
+        Ok(ReplyMessage {
             msg_id,
             event,
-            unique_id: take_string(&mut msg, "_unique_id")?,
-            signature: take_string(&mut msg, SIGNATURE_KEY)?,
+            unique_id: string_entry("_unique_id", self.unique_id)?,
+            signature: string_entry(SIGNATURE_KEY, self.signature)?,
         })
+    }
+}
+
+/// A reply message to send, borrowing its parts, so that encoding copies nothing (not the
+/// result): the rabbit driver sends a server's [`Reply`] with its own ids as one.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingReply<'a> {
+    /// The `_msg_id` of the call this answers.
+    pub msg_id: &'a str,
+    /// What it says.
+    pub event: &'a ReplyEvent,
+    /// `_unique_id`.
+    pub unique_id: Option<&'a str>,
+    /// `_signature`, when the server signs.
+    pub signature: Option<&'a str>,
+}
+
+impl OutgoingReply<'_> {
+    /// The reply in the `2.0` envelope, as bytes.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Ok(to_envelope(self)?)
+    }
+}
+
+impl Serialize for OutgoingReply<'_> {
+    /// The inner message dict, keys in oslo's order:
+    /// `result, failure, ending, _msg_id, [_unique_id], [_signature]`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let (result, failure, ending) = match self.event {
+            ReplyEvent::Heartbeat => (&Value::Null, None, false),
+            ReplyEvent::Result { value, ending } => (value, None, *ending),
+            ReplyEvent::Failure(failure) => {
+                let failure = encode_failure(failure).map_err(S::Error::custom)?;
+                (&Value::Null, Some(failure), true)
+            }
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("result", result)?;
+        map.serialize_entry("failure", &failure)?;
+        map.serialize_entry("ending", &ending)?;
+        map.serialize_entry("_msg_id", self.msg_id)?;
+        if let Some(unique_id) = self.unique_id {
+            map.serialize_entry("_unique_id", unique_id)?;
+        }
+        if let Some(signature) = self.signature {
+            map.serialize_entry(SIGNATURE_KEY, signature)?;
+        }
+        map.end()
     }
 }
 
