@@ -30,6 +30,8 @@ RAW_KAFKA = "127.0.0.1:9092"  # rdkafka's bootstrap servers for the same broker
 AMQP1 = "amqp://guest:guest@127.0.0.1:5672/"
 RAW_AMQP1 = "127.0.0.1:5672"  # fe2o3-amqp's host for the same broker's AMQP 1.0 endpoint
 
+# 64 KiB payloads, for every implementation.
+LARGE = {impl: {"args": ["--size", "65536"]} for impl in ("python", "rust", "raw-lapin", "raw-fe2o3")}
 # The notifier's outbox (omsg bench --outbox), in memory or spooled to a fresh directory.
 OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"]}}
 OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"]}}
@@ -42,6 +44,7 @@ WORKLOADS = [
     ("casts (16 senders)", "rpc-cast", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
     ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
     ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
+    ("notifications (16 senders, 64 KiB)", "notify", 16, {"python": 1000, "rust": 4000, "raw-lapin": 4000}, LARGE),
     # raw lapin: 16 senders, the broker's wall on this machine.
     ("notifications (1 sender, outbox in memory; raw: 16 senders)", "notify", 1,
      {"python": 3000, "rust": 40000, "raw-lapin": 40000}, dict(OUTBOX_MEMORY, **{"raw-lapin": {"clients": 16}})),
@@ -62,8 +65,8 @@ KAFKA_WORKLOADS = [
 # AMQP 1.0: calls against no raw baseline; casts and notifications against raw fe2o3-amqp.
 AMQP1_CALLS = [(name, mode, clients, {"rust": counts["rust"]}, *extra)
                for name, mode, clients, counts, *extra in WORKLOADS if mode == "rpc-call"]
-AMQP1_SENDS = [(name, mode, clients, {"rust": counts["rust"], "raw-fe2o3": counts["rust"]})
-               for name, mode, clients, counts, *extra in WORKLOADS if mode != "rpc-call" and not extra]
+AMQP1_SENDS = [(name, mode, clients, {"rust": counts["rust"], "raw-fe2o3": counts["rust"]}, *extra)
+               for name, mode, clients, counts, *extra in WORKLOADS if mode != "rpc-call" and extra in ([], [LARGE])]
 
 # title, transport URL, workloads, implementations compared
 SECTIONS = [
@@ -88,14 +91,14 @@ def command(impl, url, role, mode, topic, count, clients, extra=()):
                 "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
     if impl == "raw-fe2o3":
         return [os.path.join(ROOT, "target/release/examples/raw_fe2o3_bench"), "--host", RAW_AMQP1,
-                "--role", role, "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)]
+                "--role", role, "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
     if impl == "python":
         python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
         return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", url, "--mode", mode,
-                "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)]
+                "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
     mode = "rpc-cast" if mode == "notify" else mode  # raw lapin: a notification is a confirmed publish
     return [os.path.join(ROOT, "target/release/examples/raw_lapin_bench"), "--url", RAW_AMQP, "--role", role,
-            "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)]
+            "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
 
 
 def json_line(stream, want, timeout):
