@@ -242,7 +242,7 @@ impl Publisher {
         let connection = session.connection.clone();
         tokio::spawn(async move {
             let close = connection.close(200, "OK".into());
-            let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+            let _ = tokio::time::timeout(CLOSE_WITHIN, close).await;
         });
     }
 
@@ -374,7 +374,13 @@ impl Publisher {
         self.closed.store(true, Ordering::Release);
         if let Some(session) = self.current.lock().await.take() {
             if session.connection.status().connected() {
-                let _ = session.connection.close(200, "OK".into()).await;
+                let close = session.connection.close(200, "OK".into());
+                if tokio::time::timeout(CLOSE_WITHIN, close).await.is_err() {
+                    tracing::warn!(
+                        role = self.role,
+                        "RabbitMQ did not answer the close within {CLOSE_WITHIN:?}; dropped"
+                    );
+                }
             }
         }
     }
@@ -404,6 +410,10 @@ impl Session {
         });
     }
 }
+
+/// How long closing waits for the broker's answer: a connection stuck on a node that went
+/// away may never get one, and `close()` must not hang the caller's shutdown.
+pub(crate) const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// How long the channels of a replaced session stay open for the confirms still due on them.
 const RETIRE_AFTER: Duration = Duration::from_secs(30);

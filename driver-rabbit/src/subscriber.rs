@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
+use crate::publisher::CLOSE_WITHIN;
 use crate::topology::{declare_all, Declaration};
 
 /// How long declaring and consuming may take on a new connection.
@@ -455,6 +456,9 @@ async fn run(
 
 async fn close_connection(connection: &Connection) {
     if connection.status().connected() {
-        let _ = connection.close(200, "OK".into()).await;
+        let close = connection.close(200, "OK".into());
+        if tokio::time::timeout(CLOSE_WITHIN, close).await.is_err() {
+            tracing::warn!("RabbitMQ did not answer the close within {CLOSE_WITHIN:?}; dropped");
+        }
     }
 }

@@ -59,6 +59,39 @@ async fn restart_broker() -> Duration {
     began.elapsed()
 }
 
+/// `step`, failing the test with its name if it takes longer than `limit`: a hang here is a
+/// bug to see in CI's log, not a run killed at CI's time limit without a word.
+async fn bounded<T>(
+    step: &str,
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("{step} did not finish within {limit:?}"))
+}
+
+/// Prints `progress()` every 20 s until dropped, so that a stalled run shows where it stopped.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn every_20s(progress: impl Fn() -> String + Send + 'static) -> Self {
+        let began = Instant::now();
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                println!("[{:>5.0?}] {}", began.elapsed(), progress());
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -84,7 +117,9 @@ async fn durable_notifications_survive_two_broker_restarts() {
         &vhost,
         &format!("amqp_durable_queues=true&rabbit_quorum_queue=true&{FAST_RECONNECT}"),
     );
-    let transport = get_notification_transport(&url).await.unwrap();
+    let transport = bounded("connecting", STEP, get_notification_transport(&url))
+        .await
+        .unwrap();
 
     // (publisher, seq) → how many times the endpoint saw it.
     let received: Arc<Mutex<HashMap<(u64, u64), u32>>> = Arc::default();
@@ -101,11 +136,22 @@ async fn durable_notifications_survive_two_broker_restarts() {
                 NotificationResult::Handled
             }
         }))
-        .start()
+        .start();
+    let listener = bounded("starting the listener", STEP, listener)
         .await
         .unwrap();
 
     let sent = Arc::new(AtomicUsize::new(0));
+    let _progress = {
+        let (sent, received) = (sent.clone(), received.clone());
+        Progress::every_20s(move || {
+            format!(
+                "{} confirmed sends, {} distinct received",
+                sent.load(Ordering::Relaxed),
+                received.lock().unwrap().len()
+            )
+        })
+    };
     let mut publishers = tokio::task::JoinSet::new();
     for p in 0..PUBLISHERS {
         let notifier = Notifier::new(transport.clone(), format!("billing.{p}")).topics(["billing"]);
@@ -136,7 +182,8 @@ async fn durable_notifications_survive_two_broker_restarts() {
         })
         .await;
         let at = sent.load(Ordering::Relaxed);
-        outages.push((at, restart_broker().await));
+        let away = bounded("restarting the broker", STEP * 3, restart_broker()).await;
+        outages.push((at, away));
     }
     let publishing = tokio::time::timeout(Duration::from_secs(300), async {
         while let Some(done) = publishers.join_next().await {
@@ -171,9 +218,12 @@ async fn durable_notifications_survive_two_broker_restarts() {
         .keys()
         .all(|(p, s)| (*p as usize) < PUBLISHERS && (*s as usize) < PER_PUBLISHER));
 
-    listener.shutdown().await;
-    transport.close().await;
+    bounded("listener.shutdown()", STEP, listener.shutdown()).await;
+    bounded("transport.close()", STEP, transport.close()).await;
 }
+
+/// How long one step that is not the point of a test may take before it counts as a hang.
+const STEP: Duration = Duration::from_secs(60);
 
 fn echo_endpoint() -> Endpoint {
     Endpoint::new().method("echo", |_ctx: Context, args: Value| async move {
@@ -306,8 +356,8 @@ async fn rpc_during_an_outage_ends_within_its_timeout_and_services_resume() {
         .unwrap();
     assert_eq!(got, "after the outage");
 
-    server.shutdown().await;
-    listener.shutdown().await;
-    rpc.close().await;
-    notifications.close().await;
+    bounded("server.shutdown()", STEP, server.shutdown()).await;
+    bounded("listener.shutdown()", STEP, listener.shutdown()).await;
+    bounded("rpc.close()", STEP, rpc.close()).await;
+    bounded("notifications.close()", STEP, notifications.close()).await;
 }
