@@ -1,41 +1,40 @@
-//! The driver's settings: oslo's `[oslo_messaging_rabbit]` options, read from URL query
-//! options (validated by the core against [`OPTIONS`]) or built in code.
+//! The driver's settings: oslo's `[oslo_messaging_rabbit]` options, each declared once below
+//! (name, type, default, doc, help), read from URL query options or a config file's section
+//! (validated by the core against [`OPTIONS`]) or built in code.
 
 use std::time::Duration;
 
-use messaging_core::options::{OptionKind, OptionSpec, Options};
+use messaging_core::options::{DriverConfig, OptionKind, OptionSpec, OptionValue};
 use messaging_core::{MessagingError, Result, TransportUrl};
 use serde::{Deserialize, Serialize};
 
-/// How the next broker host is chosen after a connection failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum FailoverStrategy {
-    /// Hosts in the order given, starting after the last one used (oslo's default).
-    #[default]
-    #[serde(rename = "round-robin")]
-    RoundRobin,
-    /// A random order on every pass over the hosts.
-    #[serde(rename = "shuffle")]
-    Shuffle,
+messaging_core::option_enum! {
+    /// How the next broker host is chosen after a connection failure.
+    #[derive(Default)]
+    pub enum FailoverStrategy {
+        /// Hosts in the order given, starting after the last one used (oslo's default).
+        #[default]
+        RoundRobin = "round-robin",
+        /// A random order on every pass over the hosts.
+        Shuffle = "shuffle",
+    }
 }
 
-/// The SASL mechanism used to log in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum LoginMethod {
-    /// User name and password.
-    #[serde(rename = "PLAIN")]
-    Plain,
-    /// User name and password in an AMQP table: RabbitMQ's own mechanism, oslo's default.
-    #[default]
-    #[serde(rename = "AMQPLAIN")]
-    AmqPlain,
-    /// The TLS client certificate identifies the user.
-    #[serde(rename = "EXTERNAL")]
-    External,
-    /// RabbitMQ's challenge-response demonstration mechanism (the broker offers it only with
-    /// `rabbit_auth_mechanism_cr_demo` enabled).
-    #[serde(rename = "RABBIT-CR-DEMO")]
-    RabbitCrDemo,
+messaging_core::option_enum! {
+    /// The SASL mechanism used to log in.
+    #[derive(Default)]
+    pub enum LoginMethod {
+        /// User name and password.
+        Plain = "PLAIN",
+        /// User name and password in an AMQP table: RabbitMQ's own mechanism, oslo's default.
+        #[default]
+        AmqPlain = "AMQPLAIN",
+        /// The TLS client certificate identifies the user.
+        External = "EXTERNAL",
+        /// RabbitMQ's challenge-response demonstration mechanism (the broker offers it only with
+        /// `rabbit_auth_mechanism_cr_demo` enabled).
+        RabbitCrDemo = "RABBIT-CR-DEMO",
+    }
 }
 
 /// How message bodies are compressed (oslo's `kombu_compression`), as kombu does it: the
@@ -50,349 +49,186 @@ pub enum Compression {
     Bzip2,
 }
 
-/// Settings of the rabbit driver, with oslo's names and defaults. Durations are in seconds,
-/// as in oslo's configuration files.
-///
-/// ```
-/// let config: driver_rabbit::RabbitConfig =
-///     serde_json::from_str(r#"{"rabbit_qos_prefetch_count": 10, "kombu_failover_strategy": "shuffle"}"#).unwrap();
-/// assert_eq!(config.rabbit_qos_prefetch_count, 10);
-/// assert_eq!(config.rabbit_transient_queues_ttl, 1800);
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RabbitConfig {
-    /// Declare the control exchange and the topic queues durable.
-    pub amqp_durable_queues: bool,
-    /// Declare the control exchange and the topic queues auto-delete.
-    pub amqp_auto_delete: bool,
-    /// `x-expires` of reply and fanout queues, in seconds (0: none).
-    pub rabbit_transient_queues_ttl: u64,
-    /// `basic.qos` prefetch count of consumers (0: no `basic.qos`, unlimited).
-    pub rabbit_qos_prefetch_count: u16,
-    /// Declare topic and notification queues as quorum queues (durable).
-    pub rabbit_quorum_queue: bool,
-    /// `x-delivery-limit` of quorum queues (0: none).
-    pub rabbit_quorum_delivery_limit: u64,
-    /// Declare reply and fanout queues as quorum queues (durable).
-    pub rabbit_transient_quorum_queue: bool,
-    /// AMQP heartbeat timeout in seconds, negotiated with the broker (the broker's value is
-    /// used when it is lower, or when this is 0).
-    pub heartbeat_timeout_threshold: u64,
-    /// Largest AMQP frame in bytes, negotiated with the broker (larger messages travel in
-    /// several frames). lapin keeps two buffers of 32 frames per connection, so RabbitMQ's
-    /// default of 128 KiB would cost 8 MiB per connection; 32 KiB costs 2 MiB.
-    pub frame_max: u32,
-    /// How many times per `heartbeat_timeout_threshold` the connection is checked: every
-    /// `threshold / rate / 2` seconds, a connection from which nothing (not even a heartbeat)
-    /// came for `2 × threshold` is given up, and its users reconnect.
-    pub heartbeat_rate: u64,
-    /// Connect with TLS (`amqps`, default port 5671).
-    pub ssl: bool,
-    /// PEM file of the certificate authorities to trust (default: the system's).
-    pub ssl_ca_file: Option<String>,
-    /// PEM file of the client certificate.
-    pub ssl_cert_file: Option<String>,
-    /// PEM file (PKCS#8) of the client certificate's key.
-    pub ssl_key_file: Option<String>,
-    /// Check that the broker's certificate names the host connected to. With `false`, the
-    /// certificate chain is still verified (against `ssl_ca_file` or the system's CAs), not
-    /// the name.
-    pub ssl_enforce_hostname_verification: bool,
-    /// The TLS version: empty or `SSLv23` (the highest both sides speak: TLS 1.3 or 1.2) or
-    /// `TLSv1_2` (TLS 1.2 only). Older versions are refused (the TLS library has none).
-    pub ssl_version: String,
-    /// The SASL login mechanism.
-    pub rabbit_login_method: LoginMethod,
-    /// First reconnection delay, in seconds.
-    pub rabbit_retry_interval: f64,
-    /// Reconnection back-off step, in seconds: the n-th delay is
-    /// `interval + backoff * (2^n - 1)`, with jitter, up to `rabbit_interval_max`.
-    pub rabbit_retry_backoff: f64,
-    /// Longest reconnection delay, in seconds.
-    pub rabbit_interval_max: f64,
-    /// How the next host is chosen when one fails.
-    pub kombu_failover_strategy: FailoverStrategy,
-    /// How long a reply to a missing reply queue is retried (every 0.25 s), in seconds.
-    pub kombu_missing_consumer_retry_timeout: f64,
-    /// Fail fast: seconds of the broker returning a call or cast as unroutable after which it
-    /// ends with `NoServer`; 0 (the default) waits for the timeout.
-    pub fail_fast: f64,
-    /// Up to this many seconds, at random, added to every reconnection delay, so that many
-    /// clients do not reconnect at the same moment (oslo's `kombu_reconnect_splay`).
-    pub kombu_reconnect_splay: f64,
-    /// Consume with `x-cancel-on-ha-failover`: the broker cancels consumers of a mirrored queue
-    /// when its leader fails over, and the listener re-declares and consumes again.
-    pub enable_cancel_on_failover: bool,
-    /// Seconds waited, on top of the back-off, before consuming again after the broker
-    /// cancelled a consumer (a queue deleted or failed over).
-    pub kombu_reconnect_delay: f64,
-    /// `x-max-in-memory-length` of quorum queues (0: none).
-    pub rabbit_quorum_max_memory_length: u64,
-    /// `x-max-in-memory-bytes` of quorum queues (0: none).
-    pub rabbit_quorum_max_memory_bytes: u64,
-    /// Declare queues with `x-ha-policy: all` (mirrored queues of RabbitMQ before 3.0; later
-    /// versions ignore the argument and mirror by policy).
-    pub rabbit_ha_queues: bool,
-    /// Fanout through one stream per topic, `<topic>_fanout` (`x-queue-type: stream`), that
-    /// every server of the topic reads from its own offset, instead of one queue per server.
-    /// `rabbit_transient_queues_ttl` is then the stream's retention (`x-max-age`). Needs
-    /// `rabbit_transient_quorum_queue` and `rabbit_qos_prefetch_count`, as oslo's does.
-    pub rabbit_stream_fanout: bool,
-    /// Stable reply and fanout queue names (oslo's queue manager):
-    /// `reply_<hostname>:<processname>:<n>` and `<topic>_fanout_<hostname>:<processname>:<n>`,
-    /// `n` counting the queues of this service since it started, so that a restarted service
-    /// uses the same queues again. Fanout queues are then left to expire, not deleted.
-    pub use_queue_manager: bool,
-    /// The host name in queue manager names (default: the machine's).
-    pub hostname: Option<String>,
-    /// The process name in queue manager names (default: the program's file name).
-    pub processname: Option<String>,
-    /// Compress the bodies of sent messages as kombu does (`gzip` or `bzip2`; received
-    /// messages are decompressed whatever this says).
-    pub kombu_compression: Option<Compression>,
+/// kombu's names of the codecs it has without extra Python packages (and oslo's documented
+/// `bz2`); an empty value (through `Option`) is none.
+impl OptionValue for Compression {
+    const KIND: OptionKind = OptionKind::String;
+
+    fn parse_option(option: &str, raw: &str) -> Result<Self> {
+        match raw {
+            "gzip" | "zlib" | "application/x-gzip" => Ok(Self::Gzip),
+            "bzip2" | "bzip" | "bz2" | "application/x-bz2" => Ok(Self::Bzip2),
+            "lzma" | "xz" | "brotli" | "zstd" => Err(MessagingError::unsupported(
+                "rabbit",
+                format!("{option}={raw}: only gzip and bzip2 are implemented"),
+            )),
+            _ => Err(messaging_core::options::invalid_value(
+                option,
+                raw,
+                "expected gzip or bzip2",
+            )),
+        }
+    }
+
+    fn format_option(&self) -> Option<String> {
+        Some(match self {
+            Self::Gzip => "gzip".into(),
+            Self::Bzip2 => "bzip2".into(),
+        })
+    }
 }
 
-impl Default for RabbitConfig {
-    fn default() -> Self {
-        Self {
-            amqp_durable_queues: false,
-            amqp_auto_delete: false,
-            rabbit_transient_queues_ttl: 1800,
-            rabbit_qos_prefetch_count: 0,
-            rabbit_quorum_queue: false,
-            rabbit_quorum_delivery_limit: 0,
-            rabbit_transient_quorum_queue: false,
-            heartbeat_timeout_threshold: 60,
-            frame_max: DEFAULT_FRAME_MAX,
-            heartbeat_rate: 3,
-            ssl: false,
-            ssl_ca_file: None,
-            ssl_cert_file: None,
-            ssl_key_file: None,
-            ssl_enforce_hostname_verification: true,
-            ssl_version: String::new(),
-            rabbit_login_method: LoginMethod::AmqPlain,
-            rabbit_retry_interval: 1.0,
-            rabbit_retry_backoff: 2.0,
-            rabbit_interval_max: 30.0,
-            kombu_failover_strategy: FailoverStrategy::RoundRobin,
-            kombu_missing_consumer_retry_timeout: 60.0,
-            fail_fast: 0.0,
-            kombu_reconnect_splay: 0.0,
-            enable_cancel_on_failover: false,
-            kombu_reconnect_delay: 1.0,
-            rabbit_quorum_max_memory_length: 0,
-            rabbit_quorum_max_memory_bytes: 0,
-            rabbit_ha_queues: false,
-            rabbit_stream_fanout: false,
-            use_queue_manager: false,
-            hostname: None,
-            processname: None,
-            kombu_compression: None,
-        }
+/// "Accepted, no effect": the help of oslo's connection pool options.
+const ONE_CONNECTION: &str = "accepted, no effect: one connection per transport carries every send";
+
+messaging_core::driver_options! {
+    section = "oslo_messaging_rabbit";
+    /// Settings of the rabbit driver, with oslo's names and defaults. Durations are in seconds,
+    /// as in oslo's configuration files.
+    ///
+    /// ```
+    /// let config: driver_rabbit::RabbitConfig =
+    ///     serde_json::from_str(r#"{"rabbit_qos_prefetch_count": 10, "kombu_failover_strategy": "shuffle"}"#).unwrap();
+    /// assert_eq!(config.rabbit_qos_prefetch_count, 10);
+    /// assert_eq!(config.rabbit_transient_queues_ttl, 1800);
+    /// ```
+    pub struct RabbitConfig {
+        /// Declare the control exchange and the topic queues durable.
+        amqp_durable_queues: bool = false,
+            "declare the control exchange and topic queues durable";
+        /// Declare the control exchange and the topic queues auto-delete.
+        amqp_auto_delete: bool = false,
+            "declare the control exchange and topic queues auto-delete";
+        /// `x-expires` of reply and fanout queues, in seconds (0: none).
+        rabbit_transient_queues_ttl: u64 = 1800,
+            "x-expires of reply and fanout queues, in seconds (0: none)";
+        /// `basic.qos` prefetch count of consumers (0: no `basic.qos`, unlimited).
+        rabbit_qos_prefetch_count: u16 = 0,
+            "consumer prefetch count (0: unlimited, no basic.qos)";
+        /// Declare topic and notification queues as quorum queues (durable).
+        rabbit_quorum_queue: bool = false,
+            "declare topic and notification queues as quorum queues";
+        /// `x-delivery-limit` of quorum queues (0: none).
+        rabbit_quorum_delivery_limit: u64 = 0, "x-delivery-limit of quorum queues (0: none)";
+        /// Declare reply and fanout queues as quorum queues (durable).
+        rabbit_transient_quorum_queue: bool = false,
+            "declare reply and fanout queues as quorum queues";
+        /// AMQP heartbeat timeout in seconds, negotiated with the broker (the broker's value is
+        /// used when it is lower, or when this is 0).
+        heartbeat_timeout_threshold: u64 = 60, "AMQP heartbeat timeout in seconds";
+        /// Largest AMQP frame in bytes, negotiated with the broker (larger messages travel in
+        /// several frames). lapin keeps two buffers of 32 frames per connection, so RabbitMQ's
+        /// default of 128 KiB would cost 8 MiB per connection; 32 KiB costs 2 MiB.
+        frame_max: u32 = DEFAULT_FRAME_MAX, "largest AMQP frame in bytes (4096 to 131072)";
+        /// How many times per `heartbeat_timeout_threshold` the connection is checked: every
+        /// `threshold / rate / 2` seconds, a connection from which nothing (not even a heartbeat)
+        /// came for `2 × threshold` is given up, and its users reconnect.
+        heartbeat_rate: u64 = 3,
+            "heartbeat checks per timeout (the client always checks twice)";
+        /// Connect with TLS (`amqps`, default port 5671).
+        ssl: bool = false, "connect with TLS (amqps, default port 5671)";
+        /// PEM file of the certificate authorities to trust (default: the system's).
+        ssl_ca_file: Option<String> = None, "PEM file of the certificate authorities to trust";
+        /// PEM file of the client certificate.
+        ssl_cert_file: Option<String> = None, "PEM file of the client certificate";
+        /// PEM file (PKCS#8) of the client certificate's key.
+        ssl_key_file: Option<String> = None, "PEM (PKCS#8) file of the client certificate's key";
+        /// Check that the broker's certificate names the host connected to. With `false`, the
+        /// certificate chain is still verified (against `ssl_ca_file` or the system's CAs), not
+        /// the name.
+        ssl_enforce_hostname_verification: bool = true,
+            "check that the broker's certificate names its host (false: the chain only)";
+        /// The TLS version: empty or `SSLv23` (the highest both sides speak: TLS 1.3 or 1.2) or
+        /// `TLSv1_2` (TLS 1.2 only). Older versions are refused (the TLS library has none).
+        ssl_version: String = String::new(),
+            "TLS version: empty or SSLv23 (TLS 1.3 or 1.2), or TLSv1_2";
+        /// Accepted, no effect (as in oslo 18: OpenSSL 3 removed the switch).
+        ssl_enforce_fips_mode: bool = false,
+            "accepted, no effect (as in oslo 18: OpenSSL 3 removed the switch)";
+        /// The SASL login mechanism.
+        rabbit_login_method: LoginMethod = LoginMethod::AmqPlain, "SASL login mechanism";
+        /// First reconnection delay, in seconds.
+        rabbit_retry_interval: f64 = 1.0, "first reconnection delay, in seconds";
+        /// Reconnection back-off step, in seconds: the n-th delay is
+        /// `interval + backoff * (2^n - 1)`, with jitter, up to `rabbit_interval_max`.
+        rabbit_retry_backoff: f64 = 2.0, "reconnection back-off step, in seconds";
+        /// Longest reconnection delay, in seconds.
+        rabbit_interval_max: f64 = 30.0, "longest reconnection delay, in seconds";
+        /// How the next host is chosen when one fails.
+        kombu_failover_strategy: FailoverStrategy = FailoverStrategy::RoundRobin,
+            "how the next broker host is chosen";
+        /// How long a reply to a missing reply queue is retried (every 0.25 s), in seconds.
+        kombu_missing_consumer_retry_timeout: f64 = 60.0,
+            "how long a reply to a missing reply queue is retried, in seconds";
+        /// Fail fast: seconds of the broker returning a call or cast as unroutable after which it
+        /// ends with `NoServer`; 0 (the default) waits for the timeout.
+        fail_fast: f64 = 0.0, messaging_core::driver::FAIL_FAST_OPTION.help;
+        /// Up to this many seconds, at random, added to every reconnection delay, so that many
+        /// clients do not reconnect at the same moment (oslo's `kombu_reconnect_splay`).
+        kombu_reconnect_splay: f64 = 0.0,
+            "up to this many seconds added at random to every reconnection delay";
+        /// Consume with `x-cancel-on-ha-failover`: the broker cancels consumers of a mirrored queue
+        /// when its leader fails over, and the listener re-declares and consumes again.
+        enable_cancel_on_failover: bool = false,
+            "consume with x-cancel-on-ha-failover (consumers re-subscribe on failover)";
+        /// Seconds waited, on top of the back-off, before consuming again after the broker
+        /// cancelled a consumer (a queue deleted or failed over).
+        kombu_reconnect_delay: f64 = 1.0,
+            "seconds waited before consuming again after a consumer cancel notification";
+        /// `x-max-in-memory-length` of quorum queues (0: none).
+        rabbit_quorum_max_memory_length: u64 = 0,
+            "x-max-in-memory-length of quorum queues (0: none)";
+        /// `x-max-in-memory-bytes` of quorum queues (0: none).
+        rabbit_quorum_max_memory_bytes: u64 = 0, "x-max-in-memory-bytes of quorum queues (0: none)";
+        /// Declare queues with `x-ha-policy: all` (mirrored queues of RabbitMQ before 3.0; later
+        /// versions ignore the argument and mirror by policy).
+        rabbit_ha_queues: bool = false,
+            "declare queues with x-ha-policy: all (not with quorum queues)";
+        /// Fanout through one stream per topic, `<topic>_fanout` (`x-queue-type: stream`), that
+        /// every server of the topic reads from its own offset, instead of one queue per server.
+        /// `rabbit_transient_queues_ttl` is then the stream's retention (`x-max-age`). Needs
+        /// `rabbit_transient_quorum_queue` and `rabbit_qos_prefetch_count`, as oslo's does.
+        rabbit_stream_fanout: bool = false,
+            "fanout through one stream per topic (needs rabbit_transient_quorum_queue and a prefetch count)";
+        /// Stable reply and fanout queue names (oslo's queue manager):
+        /// `reply_<hostname>:<processname>:<n>` and `<topic>_fanout_<hostname>:<processname>:<n>`,
+        /// `n` counting the queues of this service since it started, so that a restarted service
+        /// uses the same queues again. Fanout queues are then left to expire, not deleted.
+        use_queue_manager: bool = false,
+            "stable reply and fanout queue names from hostname and processname";
+        /// The host name in queue manager names (default: the machine's).
+        hostname: Option<String> = None,
+            "host name in queue manager names (default: the machine's)";
+        /// The process name in queue manager names (default: the program's file name).
+        processname: Option<String> = None,
+            "process name in queue manager names (default: the program's)";
+        /// Compress the bodies of sent messages as kombu does (`gzip` or `bzip2`; received
+        /// messages are decompressed whatever this says).
+        kombu_compression: Option<Compression> = None,
+            "compress sent bodies as kombu does: gzip (or zlib), bzip2 (or bzip, bz2)";
+        /// Accepted, as oslo's: replies are always published mandatory, so that a reply to a
+        /// vanished queue is retried and then reported (`false` is logged and ignored).
+        direct_mandatory_flag: bool = true,
+            "accepted: replies are always published mandatory (oslo deprecated false)";
+        /// Accepted (and checked as oslo does), no effect: one connection per transport carries
+        /// every send.
+        rpc_conn_pool_size: u64 = 30, ONE_CONNECTION;
+        /// Accepted (and checked as oslo does), no effect.
+        conn_pool_min_size: u64 = 2, ONE_CONNECTION;
+        /// Accepted, no effect.
+        conn_pool_ttl: u64 = 1200, ONE_CONNECTION;
+    }
+    aliases {
+        ssl_verify_hostname: bool => ssl_enforce_hostname_verification,
+            "the same as ssl_enforce_hostname_verification (this driver's former name)";
     }
 }
 
 /// The default `frame_max`: 32 KiB.
 pub const DEFAULT_FRAME_MAX: u32 = 32_768;
 
-const B: OptionKind = OptionKind::Bool;
-const I: OptionKind = OptionKind::Integer;
-const F: OptionKind = OptionKind::Float;
-const S: OptionKind = OptionKind::String;
-
 /// The URL query options of the rabbit driver (oslo's names).
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new(
-        "amqp_durable_queues",
-        B,
-        "declare the control exchange and topic queues durable",
-    ),
-    OptionSpec::new(
-        "amqp_auto_delete",
-        B,
-        "declare the control exchange and topic queues auto-delete",
-    ),
-    OptionSpec::new(
-        "rabbit_transient_queues_ttl",
-        I,
-        "x-expires of reply and fanout queues, in seconds (0: none)",
-    ),
-    OptionSpec::new(
-        "rabbit_qos_prefetch_count",
-        I,
-        "consumer prefetch count (0: unlimited, no basic.qos)",
-    ),
-    OptionSpec::new(
-        "rabbit_quorum_queue",
-        B,
-        "declare topic and notification queues as quorum queues",
-    ),
-    OptionSpec::new(
-        "rabbit_quorum_delivery_limit",
-        I,
-        "x-delivery-limit of quorum queues (0: none)",
-    ),
-    OptionSpec::new(
-        "rabbit_transient_quorum_queue",
-        B,
-        "declare reply and fanout queues as quorum queues",
-    ),
-    OptionSpec::new(
-        "heartbeat_timeout_threshold",
-        I,
-        "AMQP heartbeat timeout in seconds",
-    ),
-    OptionSpec::new(
-        "frame_max",
-        I,
-        "largest AMQP frame in bytes (4096 to 131072; default 32768)",
-    ),
-    OptionSpec::new(
-        "heartbeat_rate",
-        I,
-        "heartbeat checks per timeout (the client always checks twice)",
-    ),
-    OptionSpec::new("ssl", B, "connect with TLS (amqps, default port 5671)"),
-    OptionSpec::new(
-        "ssl_ca_file",
-        S,
-        "PEM file of the certificate authorities to trust",
-    ),
-    OptionSpec::new("ssl_cert_file", S, "PEM file of the client certificate"),
-    OptionSpec::new(
-        "ssl_key_file",
-        S,
-        "PEM (PKCS#8) file of the client certificate's key",
-    ),
-    OptionSpec::new(
-        "ssl_enforce_hostname_verification",
-        B,
-        "check that the broker's certificate names its host (false: the chain only)",
-    ),
-    OptionSpec::new(
-        "ssl_verify_hostname",
-        B,
-        "the same as ssl_enforce_hostname_verification (this driver's former name)",
-    ),
-    OptionSpec::new(
-        "ssl_version",
-        S,
-        "TLS version: empty or SSLv23 (TLS 1.3 or 1.2), or TLSv1_2",
-    ),
-    OptionSpec::new(
-        "ssl_enforce_fips_mode",
-        B,
-        "accepted, no effect (as in oslo 18: OpenSSL 3 removed the switch)",
-    ),
-    OptionSpec::new(
-        "rabbit_login_method",
-        OptionKind::Choice(&["PLAIN", "AMQPLAIN", "EXTERNAL", "RABBIT-CR-DEMO"]),
-        "SASL login mechanism (default AMQPLAIN)",
-    ),
-    OptionSpec::new(
-        "rabbit_retry_interval",
-        F,
-        "first reconnection delay, in seconds",
-    ),
-    OptionSpec::new(
-        "rabbit_retry_backoff",
-        F,
-        "reconnection back-off step, in seconds",
-    ),
-    OptionSpec::new(
-        "rabbit_interval_max",
-        F,
-        "longest reconnection delay, in seconds",
-    ),
-    OptionSpec::new(
-        "kombu_failover_strategy",
-        OptionKind::Choice(&["round-robin", "shuffle"]),
-        "how the next broker host is chosen",
-    ),
-    OptionSpec::new(
-        "kombu_missing_consumer_retry_timeout",
-        F,
-        "how long a reply to a missing reply queue is retried, in seconds",
-    ),
-    messaging_core::driver::FAIL_FAST_OPTION,
-    OptionSpec::new(
-        "kombu_reconnect_splay",
-        F,
-        "up to this many seconds added at random to every reconnection delay",
-    ),
-    OptionSpec::new(
-        "enable_cancel_on_failover",
-        B,
-        "consume with x-cancel-on-ha-failover (consumers re-subscribe on failover)",
-    ),
-    OptionSpec::new(
-        "kombu_reconnect_delay",
-        F,
-        "seconds waited before consuming again after a consumer cancel notification",
-    ),
-    OptionSpec::new(
-        "rabbit_quorum_max_memory_length",
-        I,
-        "x-max-in-memory-length of quorum queues (0: none)",
-    ),
-    OptionSpec::new(
-        "rabbit_quorum_max_memory_bytes",
-        I,
-        "x-max-in-memory-bytes of quorum queues (0: none)",
-    ),
-    OptionSpec::new(
-        "rabbit_ha_queues",
-        B,
-        "declare queues with x-ha-policy: all (not with quorum queues)",
-    ),
-    OptionSpec::new(
-        "rabbit_stream_fanout",
-        B,
-        "fanout through one stream per topic (needs rabbit_transient_quorum_queue and a prefetch count)",
-    ),
-    OptionSpec::new(
-        "use_queue_manager",
-        B,
-        "stable reply and fanout queue names from hostname and processname",
-    ),
-    OptionSpec::new(
-        "hostname",
-        S,
-        "host name in queue manager names (default: the machine's)",
-    ),
-    OptionSpec::new(
-        "processname",
-        S,
-        "process name in queue manager names (default: the program's)",
-    ),
-    OptionSpec::new(
-        "kombu_compression",
-        S,
-        "compress sent bodies as kombu does: gzip (or zlib), bzip2 (or bzip, bz2)",
-    ),
-    OptionSpec::new(
-        "direct_mandatory_flag",
-        B,
-        "accepted: replies are always published mandatory (oslo deprecated false)",
-    ),
-    OptionSpec::new(
-        "rpc_conn_pool_size",
-        I,
-        "accepted, no effect: one connection per transport carries every send",
-    ),
-    OptionSpec::new(
-        "conn_pool_min_size",
-        I,
-        "accepted, no effect: one connection per transport carries every send",
-    ),
-    OptionSpec::new(
-        "conn_pool_ttl",
-        I,
-        "accepted, no effect: one connection per transport carries every send",
-    ),
-];
+pub const OPTIONS: &[OptionSpec] = RabbitConfig::OPTIONS;
 
 impl RabbitConfig {
     /// The defaults, overridden by the URL's query options.
@@ -402,129 +238,15 @@ impl RabbitConfig {
 
     /// This configuration, overridden by the URL's query options.
     pub fn with_url_options(mut self, url: &TransportUrl) -> Result<Self> {
-        let o = url.options();
-        self.read_queue_options(&o)?;
-        self.read_connection_options(&o)?;
-        self.read_tls_options(&o)?;
-        check_accepted_options(&o)?;
+        self.apply_options(&url.options())?;
         self.validate()?;
+        if !self.direct_mandatory_flag {
+            tracing::warn!(
+                "direct_mandatory_flag=false is ignored: replies are always published mandatory, \
+                 so that a reply to a vanished queue is retried and then reported, not dropped"
+            );
+        }
         Ok(self)
-    }
-
-    /// What queues are declared and how they are consumed.
-    fn read_queue_options(&mut self, o: &Options<'_>) -> Result<()> {
-        let c = self;
-        c.amqp_durable_queues = o.bool("amqp_durable_queues", c.amqp_durable_queues)?;
-        c.amqp_auto_delete = o.bool("amqp_auto_delete", c.amqp_auto_delete)?;
-        c.rabbit_transient_queues_ttl =
-            o.u64("rabbit_transient_queues_ttl", c.rabbit_transient_queues_ttl)?;
-        let prefetch = o.u64(
-            "rabbit_qos_prefetch_count",
-            u64::from(c.rabbit_qos_prefetch_count),
-        )?;
-        c.rabbit_qos_prefetch_count =
-            u16::try_from(prefetch).map_err(|_| MessagingError::InvalidOption {
-                option: "rabbit_qos_prefetch_count".into(),
-                value: prefetch.to_string(),
-                reason: "at most 65535".into(),
-            })?;
-        c.rabbit_quorum_queue = o.bool("rabbit_quorum_queue", c.rabbit_quorum_queue)?;
-        c.rabbit_quorum_delivery_limit = o.u64(
-            "rabbit_quorum_delivery_limit",
-            c.rabbit_quorum_delivery_limit,
-        )?;
-        c.rabbit_quorum_max_memory_length = o.u64(
-            "rabbit_quorum_max_memory_length",
-            c.rabbit_quorum_max_memory_length,
-        )?;
-        c.rabbit_quorum_max_memory_bytes = o.u64(
-            "rabbit_quorum_max_memory_bytes",
-            c.rabbit_quorum_max_memory_bytes,
-        )?;
-        c.rabbit_transient_quorum_queue = o.bool(
-            "rabbit_transient_quorum_queue",
-            c.rabbit_transient_quorum_queue,
-        )?;
-        c.rabbit_ha_queues = o.bool("rabbit_ha_queues", c.rabbit_ha_queues)?;
-        c.rabbit_stream_fanout = o.bool("rabbit_stream_fanout", c.rabbit_stream_fanout)?;
-        c.use_queue_manager = o.bool("use_queue_manager", c.use_queue_manager)?;
-        for (name, field) in [
-            ("hostname", &mut c.hostname),
-            ("processname", &mut c.processname),
-        ] {
-            if let Some(value) = o.get(name) {
-                *field = Some(value.to_owned()).filter(|v| !v.is_empty());
-            }
-        }
-        c.enable_cancel_on_failover =
-            o.bool("enable_cancel_on_failover", c.enable_cancel_on_failover)?;
-        c.kombu_reconnect_delay = o.f64("kombu_reconnect_delay", c.kombu_reconnect_delay)?;
-        if let Some(name) = o.get("kombu_compression") {
-            c.kombu_compression = compression(name)?;
-        }
-        Ok(())
-    }
-
-    /// Connecting, reconnecting and sending.
-    fn read_connection_options(&mut self, o: &Options<'_>) -> Result<()> {
-        let c = self;
-        c.heartbeat_timeout_threshold =
-            o.u64("heartbeat_timeout_threshold", c.heartbeat_timeout_threshold)?;
-        let frame_max = o.u64("frame_max", u64::from(c.frame_max))?;
-        c.frame_max = u32::try_from(frame_max)
-            .ok()
-            .filter(|f| (4096..=131_072).contains(f))
-            .ok_or_else(|| MessagingError::InvalidOption {
-                option: "frame_max".into(),
-                value: frame_max.to_string(),
-                reason: "must be between 4096 and 131072 bytes".into(),
-            })?;
-        c.heartbeat_rate = o.u64("heartbeat_rate", c.heartbeat_rate)?;
-        if let Some(method) = o.get("rabbit_login_method") {
-            c.rabbit_login_method = match method {
-                "PLAIN" => LoginMethod::Plain,
-                "EXTERNAL" => LoginMethod::External,
-                "RABBIT-CR-DEMO" => LoginMethod::RabbitCrDemo,
-                _ => LoginMethod::AmqPlain,
-            };
-        }
-        c.rabbit_retry_interval = o.f64("rabbit_retry_interval", c.rabbit_retry_interval)?;
-        c.rabbit_retry_backoff = o.f64("rabbit_retry_backoff", c.rabbit_retry_backoff)?;
-        c.rabbit_interval_max = o.f64("rabbit_interval_max", c.rabbit_interval_max)?;
-        if let Some(strategy) = o.get("kombu_failover_strategy") {
-            c.kombu_failover_strategy = match strategy {
-                "shuffle" => FailoverStrategy::Shuffle,
-                _ => FailoverStrategy::RoundRobin,
-            };
-        }
-        c.kombu_missing_consumer_retry_timeout = o.f64(
-            "kombu_missing_consumer_retry_timeout",
-            c.kombu_missing_consumer_retry_timeout,
-        )?;
-        c.fail_fast = o.f64("fail_fast", c.fail_fast)?;
-        c.kombu_reconnect_splay = o.f64("kombu_reconnect_splay", c.kombu_reconnect_splay)?;
-        Ok(())
-    }
-
-    fn read_tls_options(&mut self, o: &Options<'_>) -> Result<()> {
-        let c = self;
-        c.ssl = o.bool("ssl", c.ssl)?;
-        for (name, field) in [
-            ("ssl_ca_file", &mut c.ssl_ca_file),
-            ("ssl_cert_file", &mut c.ssl_cert_file),
-            ("ssl_key_file", &mut c.ssl_key_file),
-        ] {
-            if let Some(value) = o.get(name) {
-                *field = Some(value.to_owned()).filter(|v| !v.is_empty());
-            }
-        }
-        // oslo's name wins over this driver's former one.
-        for name in ["ssl_verify_hostname", "ssl_enforce_hostname_verification"] {
-            c.ssl_enforce_hostname_verification =
-                o.bool(name, c.ssl_enforce_hostname_verification)?;
-        }
-        c.ssl_version = o.string("ssl_version", &c.ssl_version);
-        Ok(())
     }
 
     /// Check settings that cannot work together.
@@ -553,6 +275,23 @@ impl RabbitConfig {
                     "expected a non-negative number of seconds",
                 ));
             }
+        }
+        if !(4096..=131_072).contains(&self.frame_max) {
+            return Err(invalid(
+                "frame_max",
+                self.frame_max.to_string(),
+                "must be between 4096 and 131072 bytes",
+            ));
+        }
+        if self.rpc_conn_pool_size == 0 || self.rpc_conn_pool_size < self.conn_pool_min_size {
+            return Err(invalid(
+                "rpc_conn_pool_size",
+                self.rpc_conn_pool_size.to_string(),
+                &format!(
+                    "must be at least 1 and at least conn_pool_min_size ({})",
+                    self.conn_pool_min_size
+                ),
+            ));
         }
         if self.heartbeat_timeout_threshold > u64::from(u16::MAX) {
             return Err(invalid(
@@ -679,48 +418,6 @@ pub(crate) enum TlsVersions {
     Tls12,
 }
 
-/// `kombu_compression`: kombu's names of the codecs it has without extra Python packages
-/// (and oslo's documented `bz2`), or none.
-fn compression(name: &str) -> Result<Option<Compression>> {
-    match name {
-        "" => Ok(None),
-        "gzip" | "zlib" | "application/x-gzip" => Ok(Some(Compression::Gzip)),
-        "bzip2" | "bzip" | "bz2" | "application/x-bz2" => Ok(Some(Compression::Bzip2)),
-        "lzma" | "xz" | "brotli" | "zstd" => Err(MessagingError::unsupported(
-            "rabbit",
-            format!("kombu_compression={name}: only gzip and bzip2 are implemented"),
-        )),
-        _ => Err(MessagingError::InvalidOption {
-            option: "kombu_compression".into(),
-            value: name.into(),
-            reason: "expected gzip or bzip2".into(),
-        }),
-    }
-}
-
-/// The oslo options accepted without a field here: their values are checked as oslo does,
-/// and a setting that would mean something else here is logged.
-fn check_accepted_options(o: &Options<'_>) -> Result<()> {
-    let pool_size = o.u64("rpc_conn_pool_size", 30)?;
-    let pool_min = o.u64("conn_pool_min_size", 2)?;
-    o.u64("conn_pool_ttl", 1200)?;
-    o.bool("ssl_enforce_fips_mode", false)?;
-    if pool_size == 0 || pool_size < pool_min {
-        return Err(MessagingError::InvalidOption {
-            option: "rpc_conn_pool_size".into(),
-            value: pool_size.to_string(),
-            reason: format!("must be at least 1 and at least conn_pool_min_size ({pool_min})"),
-        });
-    }
-    if !o.bool("direct_mandatory_flag", true)? {
-        tracing::warn!(
-            "direct_mandatory_flag=false is ignored: replies are always published mandatory, \
-             so that a reply to a vanished queue is retried and then reported, not dropped"
-        );
-    }
-    Ok(())
-}
-
 /// Seconds as a duration (invalid values were refused by [`RabbitConfig::validate`]).
 pub(crate) fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
@@ -825,6 +522,36 @@ mod tests {
             RabbitConfig::default().rabbit_login_method,
             LoginMethod::AmqPlain
         );
+    }
+
+    #[test]
+    fn display_reads_back_through_an_ini_section() {
+        let config = RabbitConfig {
+            amqp_durable_queues: true,
+            rabbit_qos_prefetch_count: 10,
+            frame_max: 4096,
+            ssl_ca_file: Some("/etc/ca.pem".into()),
+            rabbit_login_method: LoginMethod::Plain,
+            rabbit_retry_interval: 0.25,
+            kombu_failover_strategy: FailoverStrategy::Shuffle,
+            hostname: Some("h1".into()),
+            kombu_compression: Some(Compression::Bzip2),
+            ..RabbitConfig::default()
+        };
+        for config in [RabbitConfig::default(), config] {
+            let text = config.to_string();
+            assert!(text.starts_with("[oslo_messaging_rabbit]\n"), "{text}");
+            let ini = messaging_core::config::parse_ini(&text).unwrap();
+            let mut url = url("");
+            url.query = ini.transport_options().driver_options["rabbit"].clone();
+            messaging_core::options::validate(
+                "rabbit",
+                OPTIONS,
+                url.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap();
+            assert_eq!(RabbitConfig::from_url(&url).unwrap(), config, "{text}");
+        }
     }
 
     #[test]

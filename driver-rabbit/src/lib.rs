@@ -106,6 +106,10 @@ impl Driver for RabbitDriver {
         OPTIONS
     }
 
+    fn option_defaults(&self) -> Vec<(&'static str, Option<String>)> {
+        messaging_core::options::DriverConfig::option_values(&RabbitConfig::default())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::full()
     }

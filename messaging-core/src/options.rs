@@ -1,10 +1,44 @@
 //! Driver options: what a driver declares, and typed reads of the values a URL gives.
 //!
 //! Every driver declares its options as a static list of [`OptionSpec`]s. Options given in a
-//! URL's query (or, later, a config file) are checked against that list before the driver sees
-//! them, so a typo is an error that names the known options instead of being silently ignored.
+//! URL's query or a config file's driver section are checked against that list before the
+//! driver sees them, so a typo is an error that names the known options instead of being
+//! silently ignored.
+//!
+//! A driver declares each option once, with [`driver_options!`](crate::driver_options): name,
+//! type, default, doc and help in one line, from which come the settings struct, the
+//! [`OptionSpec`] list, the reading of given values and the INI text of the settings
+//! (`Display`):
+//!
+//! ```
+//! use messaging_core::options::DriverConfig;
+//!
+//! messaging_core::driver_options! {
+//!     section = "oslo_messaging_example";
+//!     /// Settings of the example driver.
+//!     pub struct ExampleConfig {
+//!         /// Declare queues durable.
+//!         durable_queues: bool = false, "declare queues durable";
+//!         /// Consumer prefetch count (0: unlimited).
+//!         prefetch_count: u16 = 0, "consumer prefetch count (0: unlimited)";
+//!     }
+//! }
+//!
+//! let url = messaging_core::TransportUrl::parse("example://h/?prefetch_count=10")?;
+//! messaging_core::options::validate("example", ExampleConfig::OPTIONS, url.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+//! let mut config = ExampleConfig::default();
+//! config.apply_options(&url.options())?;
+//! assert_eq!(config.prefetch_count, 10);
+//! assert_eq!(config.to_string(), "[oslo_messaging_example]\ndurable_queues = false\nprefetch_count = 10\n");
+//! # Ok::<(), messaging_core::MessagingError>(())
+//! ```
 
+mod declare;
+
+use std::fmt;
 use std::time::Duration;
+
+pub use declare::{invalid_value, write_section, DriverConfig, OptionValue};
 
 use crate::error::{MessagingError, Result};
 
@@ -21,6 +55,18 @@ pub enum OptionKind {
     String,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
+}
+
+impl fmt::Display for OptionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool => f.write_str("bool"),
+            Self::Integer => f.write_str("integer"),
+            Self::Float => f.write_str("number"),
+            Self::String => f.write_str("string"),
+            Self::Choice(choices) => write!(f, "one of {}", choices.join(", ")),
+        }
+    }
 }
 
 /// One option a driver understands.

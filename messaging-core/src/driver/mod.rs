@@ -124,6 +124,13 @@ pub trait Driver: Send + Sync + 'static {
         &[]
     }
 
+    /// The default value of each option, as text (`None`: unset), for tools that list the
+    /// options (`omsg options`): [`DriverConfig::option_values`](crate::options::DriverConfig::option_values)
+    /// of the default settings. Options missing here have no default of their own.
+    fn option_defaults(&self) -> Vec<(&'static str, Option<String>)> {
+        Vec::new()
+    }
+
     /// What this driver can and cannot do.
     fn capabilities(&self) -> Capabilities;
 
