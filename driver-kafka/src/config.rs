@@ -1,12 +1,13 @@
-//! Settings of the Kafka driver: oslo's `[oslo_messaging_kafka]` names where they exist, read
-//! once from the URL query into a [`KafkaConfig`], and turned into librdkafka client configs.
+//! Settings of the Kafka driver: oslo's `[oslo_messaging_kafka]` names where they exist, each
+//! declared once below (name, type, default, doc, help), read from the URL query (or a config
+//! file's section) into a [`KafkaConfig`], and turned into librdkafka client configs.
 
 use std::time::Duration;
 
-use messaging_core::options::{OptionKind, OptionSpec};
+use messaging_core::driver::retry::Backoff;
+use messaging_core::options::{DriverConfig, OptionSpec};
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::ClientConfig;
-use serde::{Deserialize, Serialize};
 
 /// The default Kafka port.
 pub const DEFAULT_PORT: u16 = 9092;
@@ -15,212 +16,69 @@ pub const DEFAULT_PORT: u16 = 9092;
 pub const DEFAULT_CONSUMER_GROUP: &str = "oslo_messaging_consumer";
 
 /// The URL query options of the `kafka://` driver.
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new(
-        "compression_codec",
-        OptionKind::Choice(&["none", "gzip", "snappy", "lz4", "zstd"]),
-        "producer compression (oslo's compression_codec); zstd needs rdkafka's `zstd` feature",
-    ),
-    OptionSpec::new(
-        "producer_batch_size",
-        OptionKind::Integer,
-        "most records per produce batch (librdkafka batch.num.messages); default 16384",
-    ),
-    OptionSpec::new(
-        "producer_batch_timeout",
-        OptionKind::Float,
-        "how long a send made while others are in flight waits for more to share its request, in s (linger); a send alone never waits; default 0.001",
-    ),
-    OptionSpec::new(
-        "producer_max_in_flight",
-        OptionKind::Integer,
-        "most produce requests awaiting the broker's answer per connection (librdkafka max.in.flight); default 1: what queues meanwhile goes in the next request",
-    ),
-    OptionSpec::new(
-        "producer_delivery_timeout",
-        OptionKind::Float,
-        "longest one produce attempt waits for its delivery report, in s; default 30",
-    ),
-    OptionSpec::new(
-        "acks",
-        OptionKind::Choice(&["all", "1", "0"]),
-        "broker acknowledgement a delivery waits for; default all (every in-sync replica)",
-    ),
-    OptionSpec::new(
-        "kafka_consumer_timeout",
-        OptionKind::Float,
-        "longest one consumer poll waits, in s (capped at 0.1: handled offsets are committed every 0.1 s); default 1.0",
-    ),
-    OptionSpec::new(
-        "kafka_max_fetch_bytes",
-        OptionKind::Integer,
-        "most bytes fetched per partition (max.partition.fetch.bytes); default 1048576",
-    ),
-    OptionSpec::new(
-        "fetch_wait_max_ms",
-        OptionKind::Integer,
-        "longest the broker holds a listener's fetch while it has no new record, in ms (librdkafka fetch.wait.max.ms); default 20",
-    ),
-    OptionSpec::new(
-        "enable_auto_commit",
-        OptionKind::Bool,
-        "commit records once delivered to the listener, before they are handled (oslo's option: at most once); default false: once handled (at least once)",
-    ),
-    OptionSpec::new(
-        "max_poll_records",
-        OptionKind::Integer,
-        "most notifications a listener holds unhandled before it pauses fetching; default 5000",
-    ),
-    OptionSpec::new(
-        "consumer_group",
-        OptionKind::String,
-        "consumer group of listeners without a pool; default oslo_messaging_consumer",
-    ),
-    OptionSpec::new(
-        "auto_offset_reset",
-        OptionKind::Choice(&["latest", "earliest"]),
-        "where a consumer group without a committed offset starts; default latest (as oslo)",
-    ),
-    OptionSpec::new(
-        "session_timeout_ms",
-        OptionKind::Integer,
-        "consumer group session timeout, in ms (librdkafka default 45000)",
-    ),
-    OptionSpec::new(
-        "heartbeat_interval_ms",
-        OptionKind::Integer,
-        "consumer group heartbeat interval, in ms (librdkafka default 3000)",
-    ),
-    OptionSpec::new(
-        "security_protocol",
-        OptionKind::Choice(&["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]),
-        "protocol to talk to brokers; SSL needs rdkafka's `ssl` feature",
-    ),
-    OptionSpec::new(
-        "sasl_mechanism",
-        OptionKind::String,
-        "SASL mechanism (PLAIN, SCRAM-SHA-256, …); user and password come from the URL",
-    ),
-    OptionSpec::new(
-        "ssl_cafile",
-        OptionKind::String,
-        "CA certificate file to verify brokers",
-    ),
-    OptionSpec::new(
-        "ssl_client_cert_file",
-        OptionKind::String,
-        "client certificate file",
-    ),
-    OptionSpec::new("ssl_client_key_file", OptionKind::String, "client key file"),
-    OptionSpec::new(
-        "ssl_client_key_password",
-        OptionKind::String,
-        "password of the client key file",
-    ),
-];
+pub const OPTIONS: &[OptionSpec] = KafkaConfig::OPTIONS;
 
-/// Producer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CompressionCodec {
-    /// No compression (oslo's default).
-    #[default]
-    None,
-    /// gzip.
-    Gzip,
-    /// snappy.
-    Snappy,
-    /// lz4.
-    Lz4,
-    /// zstd (needs librdkafka built with zstd).
-    Zstd,
-}
-
-impl CompressionCodec {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Snappy => "snappy",
-            Self::Lz4 => "lz4",
-            Self::Zstd => "zstd",
-        }
+messaging_core::option_enum! {
+    /// Producer compression.
+    #[derive(Default)]
+    pub enum CompressionCodec {
+        /// No compression (oslo's default).
+        #[default]
+        None = "none",
+        /// gzip.
+        Gzip = "gzip",
+        /// snappy.
+        Snappy = "snappy",
+        /// lz4.
+        Lz4 = "lz4",
+        /// zstd (needs librdkafka built with zstd).
+        Zstd = "zstd",
     }
 }
 
-/// What a delivery report waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Acks {
-    /// Every in-sync replica has the record (the default).
-    #[default]
-    #[serde(rename = "all")]
-    All,
-    /// The partition leader has it.
-    #[serde(rename = "1")]
-    Leader,
-    /// Nothing: a delivery report only says the record was sent.
-    #[serde(rename = "0")]
-    None,
-}
-
-impl Acks {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Leader => "1",
-            Self::None => "0",
-        }
+messaging_core::option_enum! {
+    /// What a delivery report waits for.
+    #[derive(Default)]
+    pub enum Acks {
+        /// Every in-sync replica has the record (the default).
+        #[default]
+        All = "all",
+        /// The partition leader has it.
+        Leader = "1",
+        /// Nothing: a delivery report only says the record was sent.
+        None = "0",
     }
 }
 
-/// Where a consumer group without a committed offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OffsetReset {
-    /// At the end of the log: only records produced later (oslo's behaviour).
-    #[default]
-    Latest,
-    /// At the start of the log: everything the broker still retains.
-    Earliest,
-}
-
-impl OffsetReset {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Latest => "latest",
-            Self::Earliest => "earliest",
-        }
+messaging_core::option_enum! {
+    /// Where a consumer group without a committed offset starts.
+    #[derive(Default)]
+    pub enum OffsetReset {
+        /// At the end of the log: only records produced later (oslo's behaviour).
+        #[default]
+        Latest = "latest",
+        /// At the start of the log: everything the broker still retains.
+        Earliest = "earliest",
     }
 }
 
-/// How clients talk to brokers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum SecurityProtocol {
-    /// Plain TCP (oslo's default).
-    #[default]
-    #[serde(rename = "PLAINTEXT")]
-    Plaintext,
-    /// SASL over plain TCP.
-    #[serde(rename = "SASL_PLAINTEXT")]
-    SaslPlaintext,
-    /// TLS.
-    #[serde(rename = "SSL")]
-    Ssl,
-    /// SASL over TLS.
-    #[serde(rename = "SASL_SSL")]
-    SaslSsl,
+messaging_core::option_enum! {
+    /// How clients talk to brokers.
+    #[derive(Default)]
+    pub enum SecurityProtocol {
+        /// Plain TCP (oslo's default).
+        #[default]
+        Plaintext = "PLAINTEXT",
+        /// SASL over plain TCP.
+        SaslPlaintext = "SASL_PLAINTEXT",
+        /// TLS.
+        Ssl = "SSL",
+        /// SASL over TLS.
+        SaslSsl = "SASL_SSL",
+    }
 }
 
 impl SecurityProtocol {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Plaintext => "PLAINTEXT",
-            Self::SaslPlaintext => "SASL_PLAINTEXT",
-            Self::Ssl => "SSL",
-            Self::SaslSsl => "SASL_SSL",
-        }
-    }
-
     fn uses_sasl(self) -> bool {
         matches!(self, Self::SaslPlaintext | Self::SaslSsl)
     }
@@ -230,124 +88,107 @@ impl SecurityProtocol {
     }
 }
 
-/// Every setting of the Kafka driver. Build one in code (serde, `Default`) or from a URL's
-/// query options with [`KafkaConfig::with_url_options`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Producer compression.
-    pub compression_codec: CompressionCodec,
-    /// Most records per produce batch (`batch.num.messages`).
-    pub producer_batch_size: u64,
-    /// How long a send made while other sends of the transport are in flight waits for more
-    /// records to share its produce request, in seconds (`linger.ms`). A send with nothing
-    /// else in flight never waits: it goes through a second producer without linger. 1 ms by
-    /// default (oslo: 0, without waiting for delivery reports): 16 senders each awaiting their
-    /// report share one request per round, which brokers that pay per request (nisshi) need;
-    /// longer only delays them. 0 sends everything at once through one producer.
-    pub producer_batch_timeout: f64,
-    /// Most produce requests awaiting the broker's answer on one connection
-    /// (`max.in.flight.requests.per.connection`). 1 by default: while one request is in
-    /// flight, whatever is sent meanwhile waits and leaves in the next request, so batches
-    /// grow with the load without any linger (16 senders each awaiting their delivery report
-    /// share one request per round trip instead of sending 16 requests), and a retried
-    /// request cannot overtake the one after it. More helps when the broker is far away.
-    pub producer_max_in_flight: u64,
-    /// Longest one produce attempt waits for its delivery report, in seconds
-    /// (`message.timeout.ms`). A send's own timeout and retry policy bound the whole send.
-    pub producer_delivery_timeout: f64,
-    /// What a delivery report waits for.
-    pub acks: Acks,
-    /// Longest one consumer poll waits, in seconds. The listener polls at least every 0.1 s
-    /// anyway, to commit handled offsets promptly; accepted for oslo compatibility.
-    pub kafka_consumer_timeout: f64,
-    /// Most bytes fetched per partition (`max.partition.fetch.bytes`).
-    pub kafka_max_fetch_bytes: u64,
-    /// Longest the broker may hold a listener's fetch request while there is no new record,
-    /// in ms (`fetch.wait.max.ms`; librdkafka's default is 500). A broker that answers a fetch
-    /// as soon as a record arrives (Apache Kafka) only uses it to bound how often an idle
-    /// listener asks; a broker that looks for new records now and then while it holds a fetch
-    /// (nisshi checks again after half the time left, a quarter, …) delivers up to about
-    /// half of it late. 20 ms keeps light traffic under 10 ms end to end for ≈ 50 requests/s
-    /// per idle listener.
-    pub fetch_wait_max_ms: u64,
-    /// oslo's `enable_auto_commit`. `false` (the default): a record's offset is committed once
-    /// the endpoints handled it and every record before it (at least once: a crash or
-    /// rebalance delivers again what was not handled). `true`: once the record was delivered
-    /// to the listener, before the endpoints ran, as oslo's kafka driver commits: a crash or
-    /// rebalance does not deliver again what was being handled (at most once for it). Either
-    /// way commits are asynchronous, every 0.1 s while offsets move, and synchronous when
-    /// partitions are revoked and when the listener stops.
-    pub enable_auto_commit: bool,
-    /// Most notifications a listener holds unhandled before it pauses fetching; it resumes
-    /// at half. 5,000 by default (oslo's 500 is its batch size per poll): pausing drops what
-    /// librdkafka fetched ahead (it is fetched again on resume), so a threshold below what one
-    /// fetch brings (`kafka_max_fetch_bytes` per partition) makes a backlog cost a fetch per
-    /// few hundred notifications (4,100/s instead of 22,500/s from one outbox on nisshi).
-    pub max_poll_records: u64,
-    /// Consumer group of listeners without a pool.
-    pub consumer_group: String,
-    /// Where a consumer group without a committed offset starts.
-    pub auto_offset_reset: OffsetReset,
-    /// Consumer group session timeout in ms (librdkafka's default when `None`).
-    pub session_timeout_ms: Option<u64>,
-    /// Consumer group heartbeat interval in ms (librdkafka's default when `None`).
-    pub heartbeat_interval_ms: Option<u64>,
-    /// How clients talk to brokers.
-    pub security_protocol: SecurityProtocol,
-    /// SASL mechanism; user name and password come from the URL's first host.
-    pub sasl_mechanism: String,
-    /// CA certificate file.
-    pub ssl_cafile: Option<String>,
-    /// Client certificate file.
-    pub ssl_client_cert_file: Option<String>,
-    /// Client key file.
-    pub ssl_client_key_file: Option<String>,
-    /// Password of the client key file.
-    pub ssl_client_key_password: Option<String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            compression_codec: CompressionCodec::None,
-            producer_batch_size: 16384,
-            producer_batch_timeout: 0.001,
-            producer_max_in_flight: 1,
-            producer_delivery_timeout: 30.0,
-            acks: Acks::All,
-            kafka_consumer_timeout: 1.0,
-            kafka_max_fetch_bytes: 1_048_576,
-            fetch_wait_max_ms: 20,
-            enable_auto_commit: false,
-            max_poll_records: 5000,
-            consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
-            auto_offset_reset: OffsetReset::Latest,
-            session_timeout_ms: None,
-            heartbeat_interval_ms: None,
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: "PLAIN".to_owned(),
-            ssl_cafile: None,
-            ssl_client_cert_file: None,
-            ssl_client_key_file: None,
-            ssl_client_key_password: None,
-        }
+messaging_core::driver_options! {
+    section = "oslo_messaging_kafka";
+    /// Every setting of the Kafka driver. Build one in code (serde, `Default`) or from a URL's
+    /// query options with [`KafkaConfig::with_url_options`].
+    pub struct KafkaConfig {
+        /// Producer compression.
+        compression_codec: CompressionCodec = CompressionCodec::None,
+            "producer compression (oslo's compression_codec); zstd needs rdkafka's `zstd` feature";
+        /// Most records per produce batch (`batch.num.messages`).
+        producer_batch_size: u64 = 16384,
+            "most records per produce batch (librdkafka batch.num.messages)";
+        /// How long a send made while other sends of the transport are in flight waits for more
+        /// records to share its produce request, in seconds (`linger.ms`). A send with nothing
+        /// else in flight never waits: it goes through a second producer without linger. 1 ms by
+        /// default (oslo: 0, without waiting for delivery reports): 16 senders each awaiting their
+        /// report share one request per round, which brokers that pay per request (nisshi) need;
+        /// longer only delays them. 0 sends everything at once through one producer.
+        producer_batch_timeout: f64 = 0.001,
+            "how long a send made while others are in flight waits for more to share its request, in s (linger); a send alone never waits";
+        /// Most produce requests awaiting the broker's answer on one connection
+        /// (`max.in.flight.requests.per.connection`). 1 by default: while one request is in
+        /// flight, whatever is sent meanwhile waits and leaves in the next request, so batches
+        /// grow with the load without any linger (16 senders each awaiting their delivery report
+        /// share one request per round trip instead of sending 16 requests), and a retried
+        /// request cannot overtake the one after it. More helps when the broker is far away.
+        producer_max_in_flight: u64 = 1,
+            "most produce requests awaiting the broker's answer per connection (librdkafka max.in.flight); 1: what queues meanwhile goes in the next request";
+        /// Longest one produce attempt waits for its delivery report, in seconds
+        /// (`message.timeout.ms`). A send's own timeout and retry policy bound the whole send.
+        producer_delivery_timeout: f64 = 30.0,
+            "longest one produce attempt waits for its delivery report, in s";
+        /// Delay before a failed produce attempt is retried, in seconds (no oslo equivalent; as
+        /// rabbit's `rabbit_retry_interval`).
+        kafka_retry_interval: f64 = 0.25, "first delay before a failed send is retried, in s";
+        /// Back-off step of send retries, in seconds: the n-th delay is
+        /// `interval + backoff × (2ⁿ − 1)`, with jitter, up to `kafka_retry_interval_max`.
+        kafka_retry_backoff: f64 = 0.25, "send retry back-off step, in s";
+        /// Longest delay between send retries, in seconds.
+        kafka_retry_interval_max: f64 = 5.0, "longest delay between send retries, in s";
+        /// What a delivery report waits for.
+        acks: Acks = Acks::All,
+            "broker acknowledgement a delivery waits for (all: every in-sync replica)";
+        /// Longest one consumer poll waits, in seconds. The listener polls at least every 0.1 s
+        /// anyway, to commit handled offsets promptly; accepted for oslo compatibility.
+        kafka_consumer_timeout: f64 = 1.0,
+            "longest one consumer poll waits, in s (capped at 0.1: handled offsets are committed every 0.1 s)";
+        /// Most bytes fetched per partition (`max.partition.fetch.bytes`).
+        kafka_max_fetch_bytes: u64 = 1_048_576,
+            "most bytes fetched per partition (max.partition.fetch.bytes)";
+        /// Longest the broker may hold a listener's fetch request while there is no new record,
+        /// in ms (`fetch.wait.max.ms`; librdkafka's default is 500). A broker that answers a fetch
+        /// as soon as a record arrives (Apache Kafka) only uses it to bound how often an idle
+        /// listener asks; a broker that looks for new records now and then while it holds a fetch
+        /// (nisshi checks again after half the time left, a quarter, …) delivers up to about
+        /// half of it late. 20 ms keeps light traffic under 10 ms end to end for ≈ 50 requests/s
+        /// per idle listener.
+        fetch_wait_max_ms: u64 = 20,
+            "longest the broker holds a listener's fetch while it has no new record, in ms (librdkafka fetch.wait.max.ms)";
+        /// oslo's `enable_auto_commit`. `false` (the default): a record's offset is committed once
+        /// the endpoints handled it and every record before it (at least once: a crash or
+        /// rebalance delivers again what was not handled). `true`: once the record was delivered
+        /// to the listener, before the endpoints ran, as oslo's kafka driver commits: a crash or
+        /// rebalance does not deliver again what was being handled (at most once for it). Either
+        /// way commits are asynchronous, every 0.1 s while offsets move, and synchronous when
+        /// partitions are revoked and when the listener stops.
+        enable_auto_commit: bool = false,
+            "commit records once delivered to the listener, before they are handled (oslo's option: at most once); false: once handled (at least once)";
+        /// Most notifications a listener holds unhandled before it pauses fetching; it resumes
+        /// at half. 5,000 by default (oslo's 500 is its batch size per poll): pausing drops what
+        /// librdkafka fetched ahead (it is fetched again on resume), so a threshold below what one
+        /// fetch brings (`kafka_max_fetch_bytes` per partition) makes a backlog cost a fetch per
+        /// few hundred notifications (4,100/s instead of 22,500/s from one outbox on nisshi).
+        max_poll_records: u64 = 5000,
+            "most notifications a listener holds unhandled before it pauses fetching";
+        /// Consumer group of listeners without a pool.
+        consumer_group: String = DEFAULT_CONSUMER_GROUP.to_owned(),
+            "consumer group of listeners without a pool";
+        /// Where a consumer group without a committed offset starts.
+        auto_offset_reset: OffsetReset = OffsetReset::Latest,
+            "where a consumer group without a committed offset starts (latest: as oslo)";
+        /// Consumer group session timeout in ms (librdkafka's default when `None`).
+        session_timeout_ms: Option<u64> = None,
+            "consumer group session timeout, in ms (librdkafka default 45000)";
+        /// Consumer group heartbeat interval in ms (librdkafka's default when `None`).
+        heartbeat_interval_ms: Option<u64> = None,
+            "consumer group heartbeat interval, in ms (librdkafka default 3000)";
+        /// How clients talk to brokers.
+        security_protocol: SecurityProtocol = SecurityProtocol::Plaintext,
+            "protocol to talk to brokers; SSL needs rdkafka's `ssl` feature";
+        /// SASL mechanism; user name and password come from the URL's first host.
+        sasl_mechanism: String = "PLAIN".to_owned(),
+            "SASL mechanism (PLAIN, SCRAM-SHA-256, …); user and password come from the URL";
+        /// CA certificate file.
+        ssl_cafile: Option<String> = None, "CA certificate file to verify brokers";
+        /// Client certificate file.
+        ssl_client_cert_file: Option<String> = None, "client certificate file";
+        /// Client key file.
+        ssl_client_key_file: Option<String> = None, "client key file";
+        /// Password of the client key file.
+        ssl_client_key_password: Option<String> = None, "password of the client key file";
     }
-}
-
-/// Parse a choice-valued option through serde, so names stay in one place.
-fn choice<T: for<'de> Deserialize<'de>>(option: &str, value: &str) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|e| {
-        MessagingError::InvalidOption {
-            option: option.to_owned(),
-            value: value.to_owned(),
-            reason: e.to_string(),
-        }
-    })
-}
-
-fn non_empty(value: Option<&str>) -> Option<String> {
-    value.filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 fn millis(seconds: f64) -> String {
@@ -357,60 +198,28 @@ fn millis(seconds: f64) -> String {
         .to_string()
 }
 
+/// Seconds as a duration (invalid values were refused by [`KafkaConfig::validate`]).
+fn secs(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or_default()
+}
+
 impl KafkaConfig {
     /// This config with the URL's query options applied on top (options were validated
     /// against [`OPTIONS`] already).
     pub fn with_url_options(mut self, url: &TransportUrl) -> Result<Self> {
-        let o = url.options();
-        if let Some(v) = o.get("compression_codec") {
-            self.compression_codec = choice("compression_codec", v)?;
-        }
-        self.producer_batch_size = o.u64("producer_batch_size", self.producer_batch_size)?;
-        self.producer_batch_timeout =
-            o.f64("producer_batch_timeout", self.producer_batch_timeout)?;
-        self.producer_max_in_flight =
-            o.u64("producer_max_in_flight", self.producer_max_in_flight)?;
-        self.producer_delivery_timeout =
-            o.f64("producer_delivery_timeout", self.producer_delivery_timeout)?;
-        if let Some(v) = o.get("acks") {
-            self.acks = choice("acks", v)?;
-        }
-        self.kafka_consumer_timeout =
-            o.f64("kafka_consumer_timeout", self.kafka_consumer_timeout)?;
-        self.kafka_max_fetch_bytes = o.u64("kafka_max_fetch_bytes", self.kafka_max_fetch_bytes)?;
-        self.fetch_wait_max_ms = o.u64("fetch_wait_max_ms", self.fetch_wait_max_ms)?;
-        self.enable_auto_commit = o.bool("enable_auto_commit", self.enable_auto_commit)?;
-        self.max_poll_records = o.u64("max_poll_records", self.max_poll_records)?;
-        if let Some(v) = o.get("consumer_group") {
-            self.consumer_group = v.to_owned();
-        }
-        if let Some(v) = o.get("auto_offset_reset") {
-            self.auto_offset_reset = choice("auto_offset_reset", v)?;
-        }
-        if o.get("session_timeout_ms").is_some() {
-            self.session_timeout_ms = Some(o.u64("session_timeout_ms", 0)?);
-        }
-        if o.get("heartbeat_interval_ms").is_some() {
-            self.heartbeat_interval_ms = Some(o.u64("heartbeat_interval_ms", 0)?);
-        }
-        if let Some(v) = o.get("security_protocol") {
-            self.security_protocol = choice("security_protocol", v)?;
-        }
-        if let Some(v) = o.get("sasl_mechanism") {
-            self.sasl_mechanism = v.to_owned();
-        }
-        for (name, field) in [
-            ("ssl_cafile", &mut self.ssl_cafile),
-            ("ssl_client_cert_file", &mut self.ssl_client_cert_file),
-            ("ssl_client_key_file", &mut self.ssl_client_key_file),
-            ("ssl_client_key_password", &mut self.ssl_client_key_password),
-        ] {
-            if let Some(v) = o.get(name) {
-                *field = non_empty(Some(v));
-            }
-        }
+        self.apply_options(&url.options())?;
         self.validate()?;
         Ok(self)
+    }
+
+    /// The back-off between attempts of a send: `kafka_retry_interval`,
+    /// `kafka_retry_backoff`, `kafka_retry_interval_max`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(
+            secs(self.kafka_retry_interval),
+            secs(self.kafka_retry_backoff),
+            secs(self.kafka_retry_interval_max),
+        )
     }
 
     /// Check values that serde or the URL cannot rule out.
@@ -424,6 +233,9 @@ impl KafkaConfig {
             ("producer_batch_timeout", self.producer_batch_timeout),
             ("producer_delivery_timeout", self.producer_delivery_timeout),
             ("kafka_consumer_timeout", self.kafka_consumer_timeout),
+            ("kafka_retry_interval", self.kafka_retry_interval),
+            ("kafka_retry_backoff", self.kafka_retry_backoff),
+            ("kafka_retry_interval_max", self.kafka_retry_interval_max),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(name, value.to_string(), "expected seconds ≥ 0"));
@@ -696,6 +508,52 @@ mod tests {
             "kafka://h/?enable_auto_commit=maybe",
         ] {
             assert!(parse(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn retry_options_reach_the_backoff() {
+        let first_delay = |config: &KafkaConfig| config.backoff().next_delay().as_secs_f64();
+        let default = first_delay(&KafkaConfig::default());
+        assert!((0.125..=0.25).contains(&default), "{default}");
+        let config = parse("kafka://h/?kafka_retry_interval=2&kafka_retry_interval_max=3").unwrap();
+        let slow = first_delay(&config);
+        assert!((1.0..=2.0).contains(&slow), "{slow}");
+        let mut backoff = config.backoff();
+        let capped = (0..5).map(|_| backoff.next_delay()).max().unwrap();
+        assert!(capped <= Duration::from_secs(3), "{capped:?}");
+        assert!(parse("kafka://h/?kafka_retry_backoff=-1").is_err());
+    }
+
+    #[test]
+    fn display_reads_back_through_an_ini_section() {
+        let config = KafkaConfig {
+            compression_codec: CompressionCodec::Lz4,
+            producer_batch_timeout: 0.25,
+            kafka_retry_interval_max: 7.5,
+            acks: Acks::Leader,
+            session_timeout_ms: Some(6000),
+            consumer_group: "grp".into(),
+            ssl_cafile: Some("/etc/ca.pem".into()),
+            ..KafkaConfig::default()
+        };
+        for config in [KafkaConfig::default(), config] {
+            let text = config.to_string();
+            assert!(text.starts_with("[oslo_messaging_kafka]\n"), "{text}");
+            let ini = messaging_core::config::parse_ini(&text).unwrap();
+            let mut url = TransportUrl::parse("kafka://h/").unwrap();
+            url.query = ini.transport_options().driver_options["kafka"].clone();
+            messaging_core::options::validate(
+                "kafka",
+                OPTIONS,
+                url.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap();
+            assert_eq!(
+                KafkaConfig::default().with_url_options(&url).unwrap(),
+                config,
+                "{text}"
+            );
         }
     }
 

@@ -129,6 +129,10 @@ impl Driver for KafkaDriver {
         OPTIONS
     }
 
+    fn option_defaults(&self) -> Vec<(&'static str, Option<String>)> {
+        messaging_core::options::DriverConfig::option_values(&KafkaConfig::default())
+    }
+
     fn capabilities(&self) -> Capabilities {
         const NO_RPC: &str = "RPC over Kafka is not implemented (as in oslo.messaging)";
         Capabilities::full()

@@ -31,6 +31,8 @@ pub(crate) struct Publisher {
     /// Sends of this transport in progress.
     sending: AtomicUsize,
     delivery_timeout: Duration,
+    /// Between attempts of a send (`kafka_retry_interval`, …).
+    backoff: Backoff,
     /// `host:port,…`, for errors.
     bootstrap: String,
     /// The producer's context (shared), for the last client error.
@@ -68,6 +70,7 @@ impl Publisher {
             batching: lingers.then(|| create(&batching_config)).transpose()?,
             sending: AtomicUsize::new(0),
             delivery_timeout: config.delivery_timeout(),
+            backoff: config.backoff(),
             bootstrap,
             context,
         })
@@ -77,14 +80,9 @@ impl Publisher {
     /// report. Failed attempts are retried as `options.retry` allows, the whole send bounded by
     /// `options.timeout`; each attempt is bounded by `producer_delivery_timeout`.
     pub async fn publish(&self, topic: &str, payload: &[u8], options: &SendOptions) -> Result<()> {
-        // 0.25 s, 0.5 s, 1 s, 2 s, 4 s, then 5 s between attempts (with jitter).
-        let backoff = Backoff::new(
-            Duration::from_millis(250),
-            Duration::from_millis(250),
-            Duration::from_secs(5),
-        );
         messaging_core::telemetry::record_body_size(payload.len());
         let what = format!("delivery of a record to `{topic}`");
+        let backoff = self.backoff.clone();
         with_retry(&what, options, backoff, || self.attempt(topic, payload)).await
     }
 
