@@ -1,37 +1,26 @@
-//! The driver's options (oslo's `[oslo_messaging_amqp]` names where oslo has one), declared
-//! once for validation and parsed once into [`Amqp1Config`].
+//! The driver's options (oslo's `[oslo_messaging_amqp]` names where oslo has one), each
+//! declared once below (name, type, default, doc, help) for validation, parsing and display.
 
 use std::time::Duration;
 
-use messaging_core::options::{OptionKind, OptionSpec};
+use messaging_core::options::{DriverConfig, OptionKind, OptionSpec, OptionValue};
 use messaging_core::{MessagingError, Result, TransportUrl};
 use serde::{Deserialize, Serialize};
 
-/// Which address scheme (and which kind of peer) the driver assumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AddressingMode {
-    /// oslo's `dynamic`: read the peer's Open `product`: RabbitMQ → broker mode, `qpid-cpp` or
-    /// none → legacy, anything else → routable.
-    #[default]
-    Dynamic,
-    /// Router mode with `openstack.org/om/...` addresses.
-    Routable,
-    /// Router mode with `unicast.` / `exclusive.` / `broadcast.` addresses.
-    Legacy,
-    /// RabbitMQ's AMQP 1.0 endpoint (`/queue/…`, `/amq/queue/…`, `/topic/…`).
-    Broker,
-}
-
-impl AddressingMode {
-    fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "dynamic" => Self::Dynamic,
-            "routable" => Self::Routable,
-            "legacy" => Self::Legacy,
-            "broker" => Self::Broker,
-            _ => return None,
-        })
+messaging_core::option_enum! {
+    /// Which address scheme (and which kind of peer) the driver assumes.
+    #[derive(Default)]
+    pub enum AddressingMode {
+        /// oslo's `dynamic`: read the peer's Open `product`: RabbitMQ → broker mode, `qpid-cpp` or
+        /// none → legacy, anything else → routable.
+        #[default]
+        Dynamic = "dynamic",
+        /// Router mode with `openstack.org/om/...` addresses.
+        Routable = "routable",
+        /// Router mode with `unicast.` / `exclusive.` / `broadcast.` addresses.
+        Legacy = "legacy",
+        /// RabbitMQ's AMQP 1.0 endpoint (`/queue/…`, `/amq/queue/…`, `/topic/…`).
+        Broker = "broker",
     }
 }
 
@@ -60,7 +49,7 @@ impl Default for PreSettled {
 }
 
 impl PreSettled {
-    fn parse(value: &str) -> Result<Self> {
+    fn parse(option: &str, value: &str) -> Result<Self> {
         let mut settled = Self {
             rpc_call: false,
             rpc_reply: false,
@@ -75,7 +64,7 @@ impl PreSettled {
                 "notify" => settled.notify = true,
                 other => {
                     return Err(MessagingError::InvalidOption {
-                        option: "pre_settled".into(),
+                        option: option.into(),
                         value: value.into(),
                         reason: format!(
                             "unknown kind `{other}`; expected rpc-call, rpc-reply, rpc-cast, notify"
@@ -88,319 +77,124 @@ impl PreSettled {
     }
 }
 
-/// Everything the driver reads from a URL's query, with oslo's defaults.
-///
-/// Durations are in seconds, as in oslo's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Amqp1Config {
-    /// Address scheme / peer kind.
-    pub addressing_mode: AddressingMode,
-    /// Put the URL's virtual host into every address (else into the Open `hostname`).
-    pub pseudo_vhost: bool,
-    /// Legacy: prefix of requests to one server.
-    pub server_request_prefix: String,
-    /// Legacy: prefix of fanout casts.
-    pub broadcast_prefix: String,
-    /// Legacy: prefix of requests to any server of a topic (and of notifications).
-    pub group_request_prefix: String,
-    /// Routable: prefix of RPC addresses.
-    pub rpc_address_prefix: String,
-    /// Routable: prefix of notification addresses.
-    pub notify_address_prefix: String,
-    /// Routable: the multicast (fanout) segment.
-    pub multicast_address: String,
-    /// Routable: the unicast (one server) segment.
-    pub unicast_address: String,
-    /// Routable: the anycast (any server) segment.
-    pub anycast_address: String,
-    /// AMQP container id; a unique one is generated when empty.
-    pub container_name: String,
-    /// Connection idle timeout announced to the peer (heartbeats); 0 disables.
-    pub idle_timeout: u64,
-    /// Use TLS even with `amqp://`.
-    pub ssl: bool,
-    /// PEM file of the CA certificates that sign the peer's certificate.
-    pub ssl_ca_file: String,
-    /// PEM file of the client certificate (chain), for mutual TLS.
-    pub ssl_cert_file: String,
-    /// PEM file of the client private key.
-    pub ssl_key_file: String,
-    /// Password of an encrypted private key (unsupported: use an unencrypted key).
-    pub ssl_key_password: String,
-    /// Check the peer's certificate against the virtual host instead of the host name.
-    pub ssl_verify_vhost: bool,
-    /// Check that the peer's certificate names the host at all (only turn off for tests).
-    pub ssl_verify_hostname: bool,
-    /// Allowed SASL mechanisms, space separated (PLAIN, ANONYMOUS); empty: by credentials.
-    pub sasl_mechanisms: String,
-    /// Seconds before the first reconnect attempt.
-    pub connection_retry_interval: f64,
-    /// Added to the reconnect delay after each failed attempt.
-    pub connection_retry_backoff: f64,
-    /// Longest delay between reconnect attempts.
-    pub connection_retry_interval_max: f64,
-    /// Seconds before a failed link is attached again.
-    pub link_retry_delay: f64,
-    /// How long one TCP/TLS/AMQP connection attempt may take.
-    pub connect_timeout: f64,
-    /// How long a detach or close may take before it is abandoned.
-    pub close_timeout: f64,
-    /// Seconds a reply may take to be sent.
-    pub default_reply_timeout: f64,
-    /// Seconds a cast may take to be sent (credit and disposition), unless the caller set a
-    /// send timeout. A call's send is bounded by the call's timeout.
-    pub default_send_timeout: f64,
-    /// Fail fast (router mode): seconds without credit after which a call or cast ends with
-    /// `NoServer`; 0 (the default) waits for the timeout.
-    pub fail_fast: f64,
-    /// Seconds a notification may take to be sent.
-    pub default_notify_timeout: f64,
-    /// Idle sender links are detached after this many seconds.
-    pub default_sender_link_timeout: f64,
-    /// How often a reply is retried (0: never).
-    pub default_reply_retry: u64,
-    /// Credit of the reply link.
-    pub reply_link_credit: u32,
-    /// Credit of each RPC server link.
-    pub rpc_server_credit: u32,
-    /// Credit of each notification listener link.
-    pub notify_server_credit: u32,
-    /// Kinds of message sent pre-settled.
-    pub pre_settled: PreSettled,
-}
+/// A comma-separated list of kinds: `rpc-call`, `rpc-reply`, `rpc-cast`, `notify`.
+impl OptionValue for PreSettled {
+    const KIND: OptionKind = OptionKind::String;
 
-impl Default for Amqp1Config {
-    fn default() -> Self {
-        Self {
-            addressing_mode: AddressingMode::Dynamic,
-            pseudo_vhost: true,
-            server_request_prefix: "exclusive".into(),
-            broadcast_prefix: "broadcast".into(),
-            group_request_prefix: "unicast".into(),
-            rpc_address_prefix: "openstack.org/om/rpc".into(),
-            notify_address_prefix: "openstack.org/om/notify".into(),
-            multicast_address: "multicast".into(),
-            unicast_address: "unicast".into(),
-            anycast_address: "anycast".into(),
-            container_name: String::new(),
-            idle_timeout: 0,
-            ssl: false,
-            ssl_ca_file: String::new(),
-            ssl_cert_file: String::new(),
-            ssl_key_file: String::new(),
-            ssl_key_password: String::new(),
-            ssl_verify_vhost: false,
-            ssl_verify_hostname: true,
-            sasl_mechanisms: String::new(),
-            connection_retry_interval: 1.0,
-            connection_retry_backoff: 2.0,
-            connection_retry_interval_max: 30.0,
-            link_retry_delay: 10.0,
-            connect_timeout: 10.0,
-            close_timeout: 2.0,
-            default_reply_timeout: 30.0,
-            default_send_timeout: 30.0,
-            fail_fast: 0.0,
-            default_notify_timeout: 30.0,
-            default_sender_link_timeout: 600.0,
-            default_reply_retry: 0,
-            reply_link_credit: 200,
-            rpc_server_credit: 100,
-            notify_server_credit: 100,
-            pre_settled: PreSettled::default(),
-        }
+    fn parse_option(option: &str, raw: &str) -> Result<Self> {
+        Self::parse(option, raw)
+    }
+
+    fn format_option(&self) -> Option<String> {
+        let kinds = [
+            (self.rpc_call, "rpc-call"),
+            (self.rpc_reply, "rpc-reply"),
+            (self.rpc_cast, "rpc-cast"),
+            (self.notify, "notify"),
+        ];
+        let set: Vec<&str> = kinds
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, k)| *k)
+            .collect();
+        Some(set.join(","))
     }
 }
 
-const MODES: &[&str] = &["dynamic", "routable", "legacy", "broker"];
+messaging_core::driver_options! {
+    section = "oslo_messaging_amqp";
+    /// Everything the driver reads from a URL's query, with oslo's defaults.
+    ///
+    /// Durations are in seconds, as in oslo's configuration.
+    pub struct Amqp1Config {
+        /// Address scheme / peer kind.
+        addressing_mode: AddressingMode = AddressingMode::Dynamic,
+            "dynamic (detect), routable, legacy or broker (RabbitMQ)";
+        /// Put the URL's virtual host into every address (else into the Open `hostname`).
+        pseudo_vhost: bool = true,
+            "put the virtual host into addresses (else into the Open hostname)";
+        /// Legacy: prefix of requests to one server.
+        server_request_prefix: String = "exclusive".into(),
+            "legacy prefix of requests to one server";
+        /// Legacy: prefix of fanout casts.
+        broadcast_prefix: String = "broadcast".into(), "legacy prefix of fanout casts";
+        /// Legacy: prefix of requests to any server of a topic (and of notifications).
+        group_request_prefix: String = "unicast".into(),
+            "legacy prefix of requests to any server and of notifications";
+        /// Routable: prefix of RPC addresses.
+        rpc_address_prefix: String = "openstack.org/om/rpc".into(),
+            "routable prefix of RPC addresses";
+        /// Routable: prefix of notification addresses.
+        notify_address_prefix: String = "openstack.org/om/notify".into(),
+            "routable prefix of notification addresses";
+        /// Routable: the multicast (fanout) segment.
+        multicast_address: String = "multicast".into(), "routable fanout segment";
+        /// Routable: the unicast (one server) segment.
+        unicast_address: String = "unicast".into(), "routable one-server segment";
+        /// Routable: the anycast (any server) segment.
+        anycast_address: String = "anycast".into(), "routable any-server segment";
+        /// AMQP container id; a unique one is generated when empty.
+        container_name: String = String::new(), "AMQP container id (default: unique)";
+        /// Connection idle timeout announced to the peer (heartbeats); 0 disables.
+        idle_timeout: u64 = 0, "connection idle timeout in seconds (heartbeats); 0 disables";
+        /// Use TLS even with `amqp://`.
+        ssl: bool = false, "use TLS even with amqp://";
+        /// PEM file of the CA certificates that sign the peer's certificate.
+        ssl_ca_file: String = String::new(), "PEM CA certificates to verify the peer";
+        /// PEM file of the client certificate (chain), for mutual TLS.
+        ssl_cert_file: String = String::new(), "PEM client certificate (mutual TLS)";
+        /// PEM file of the client private key.
+        ssl_key_file: String = String::new(), "PEM client private key (mutual TLS)";
+        /// Password of an encrypted private key (unsupported: use an unencrypted key).
+        ssl_key_password: String = String::new(), "password of an encrypted key (unsupported)";
+        /// Check the peer's certificate against the virtual host instead of the host name.
+        ssl_verify_vhost: bool = false, "verify the peer's certificate against the virtual host";
+        /// Check that the peer's certificate names the host at all (only turn off for tests).
+        ssl_verify_hostname: bool = true, "verify that the peer's certificate names the host";
+        /// Allowed SASL mechanisms, space separated (PLAIN, ANONYMOUS); empty: by credentials.
+        sasl_mechanisms: String = String::new(),
+            "allowed SASL mechanisms, space separated (PLAIN, ANONYMOUS)";
+        /// Seconds before the first reconnect attempt.
+        connection_retry_interval: f64 = 1.0, "seconds before the first reconnect";
+        /// Added to the reconnect delay after each failed attempt.
+        connection_retry_backoff: f64 = 2.0, "seconds added to the reconnect delay per failure";
+        /// Longest delay between reconnect attempts.
+        connection_retry_interval_max: f64 = 30.0, "longest reconnect delay in seconds";
+        /// Seconds before a failed link is attached again.
+        link_retry_delay: f64 = 10.0, "seconds before a failed link is attached again";
+        /// How long one TCP/TLS/AMQP connection attempt may take.
+        connect_timeout: f64 = 10.0, "seconds one connection attempt may take";
+        /// How long a detach or close may take before it is abandoned.
+        close_timeout: f64 = 2.0, "seconds a detach or close may take";
+        /// Seconds a reply may take to be sent.
+        default_reply_timeout: f64 = 30.0, "seconds a reply may take to be sent";
+        /// Seconds a cast may take to be sent (credit and disposition), unless the caller set a
+        /// send timeout. A call's send is bounded by the call's timeout.
+        default_send_timeout: f64 = 30.0, "seconds a cast may take to be sent";
+        /// Fail fast (router mode): seconds without credit after which a call or cast ends with
+        /// `NoServer`; 0 (the default) waits for the timeout.
+        fail_fast: f64 = 0.0, messaging_core::driver::FAIL_FAST_OPTION.help;
+        /// Seconds a notification may take to be sent.
+        default_notify_timeout: f64 = 30.0, "seconds a notification may take to be sent";
+        /// Idle sender links are detached after this many seconds.
+        default_sender_link_timeout: f64 = 600.0,
+            "seconds before an idle sender link is detached";
+        /// How often a reply is retried (0: never).
+        default_reply_retry: u64 = 0, "how often a failed reply is retried";
+        /// Credit of the reply link.
+        reply_link_credit: u32 = 200, "credit of the reply link";
+        /// Credit of each RPC server link.
+        rpc_server_credit: u32 = 100, "credit of each RPC server link";
+        /// Credit of each notification listener link.
+        notify_server_credit: u32 = 100, "credit of each notification listener link";
+        /// Kinds of message sent pre-settled.
+        pre_settled: PreSettled = PreSettled::default(),
+            "comma-separated kinds sent pre-settled: rpc-call, rpc-reply, rpc-cast, notify";
+    }
+}
 
 /// The options of the `amqp` driver, as declared to the core.
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new(
-        "addressing_mode",
-        OptionKind::Choice(MODES),
-        "dynamic (detect), routable, legacy or broker (RabbitMQ)",
-    ),
-    OptionSpec::new(
-        "pseudo_vhost",
-        OptionKind::Bool,
-        "put the virtual host into addresses (else into the Open hostname)",
-    ),
-    OptionSpec::new(
-        "server_request_prefix",
-        OptionKind::String,
-        "legacy prefix of requests to one server",
-    ),
-    OptionSpec::new(
-        "broadcast_prefix",
-        OptionKind::String,
-        "legacy prefix of fanout casts",
-    ),
-    OptionSpec::new(
-        "group_request_prefix",
-        OptionKind::String,
-        "legacy prefix of requests to any server and of notifications",
-    ),
-    OptionSpec::new(
-        "rpc_address_prefix",
-        OptionKind::String,
-        "routable prefix of RPC addresses",
-    ),
-    OptionSpec::new(
-        "notify_address_prefix",
-        OptionKind::String,
-        "routable prefix of notification addresses",
-    ),
-    OptionSpec::new(
-        "multicast_address",
-        OptionKind::String,
-        "routable fanout segment",
-    ),
-    OptionSpec::new(
-        "unicast_address",
-        OptionKind::String,
-        "routable one-server segment",
-    ),
-    OptionSpec::new(
-        "anycast_address",
-        OptionKind::String,
-        "routable any-server segment",
-    ),
-    OptionSpec::new(
-        "container_name",
-        OptionKind::String,
-        "AMQP container id (default: unique)",
-    ),
-    OptionSpec::new(
-        "idle_timeout",
-        OptionKind::Integer,
-        "connection idle timeout in seconds (heartbeats); 0 disables",
-    ),
-    OptionSpec::new("ssl", OptionKind::Bool, "use TLS even with amqp://"),
-    OptionSpec::new(
-        "ssl_ca_file",
-        OptionKind::String,
-        "PEM CA certificates to verify the peer",
-    ),
-    OptionSpec::new(
-        "ssl_cert_file",
-        OptionKind::String,
-        "PEM client certificate (mutual TLS)",
-    ),
-    OptionSpec::new(
-        "ssl_key_file",
-        OptionKind::String,
-        "PEM client private key (mutual TLS)",
-    ),
-    OptionSpec::new(
-        "ssl_key_password",
-        OptionKind::String,
-        "password of an encrypted key (unsupported)",
-    ),
-    OptionSpec::new(
-        "ssl_verify_vhost",
-        OptionKind::Bool,
-        "verify the peer's certificate against the virtual host",
-    ),
-    OptionSpec::new(
-        "ssl_verify_hostname",
-        OptionKind::Bool,
-        "verify that the peer's certificate names the host",
-    ),
-    OptionSpec::new(
-        "sasl_mechanisms",
-        OptionKind::String,
-        "allowed SASL mechanisms, space separated (PLAIN, ANONYMOUS)",
-    ),
-    OptionSpec::new(
-        "connection_retry_interval",
-        OptionKind::Float,
-        "seconds before the first reconnect",
-    ),
-    OptionSpec::new(
-        "connection_retry_backoff",
-        OptionKind::Float,
-        "seconds added to the reconnect delay per failure",
-    ),
-    OptionSpec::new(
-        "connection_retry_interval_max",
-        OptionKind::Float,
-        "longest reconnect delay in seconds",
-    ),
-    OptionSpec::new(
-        "link_retry_delay",
-        OptionKind::Float,
-        "seconds before a failed link is attached again",
-    ),
-    OptionSpec::new(
-        "connect_timeout",
-        OptionKind::Float,
-        "seconds one connection attempt may take",
-    ),
-    OptionSpec::new(
-        "close_timeout",
-        OptionKind::Float,
-        "seconds a detach or close may take",
-    ),
-    OptionSpec::new(
-        "default_reply_timeout",
-        OptionKind::Float,
-        "seconds a reply may take to be sent",
-    ),
-    OptionSpec::new(
-        "default_send_timeout",
-        OptionKind::Float,
-        "seconds a cast may take to be sent",
-    ),
-    messaging_core::driver::FAIL_FAST_OPTION,
-    OptionSpec::new(
-        "default_notify_timeout",
-        OptionKind::Float,
-        "seconds a notification may take to be sent",
-    ),
-    OptionSpec::new(
-        "default_sender_link_timeout",
-        OptionKind::Float,
-        "seconds before an idle sender link is detached",
-    ),
-    OptionSpec::new(
-        "default_reply_retry",
-        OptionKind::Integer,
-        "how often a failed reply is retried",
-    ),
-    OptionSpec::new(
-        "reply_link_credit",
-        OptionKind::Integer,
-        "credit of the reply link",
-    ),
-    OptionSpec::new(
-        "rpc_server_credit",
-        OptionKind::Integer,
-        "credit of each RPC server link",
-    ),
-    OptionSpec::new(
-        "notify_server_credit",
-        OptionKind::Integer,
-        "credit of each notification listener link",
-    ),
-    OptionSpec::new(
-        "pre_settled",
-        OptionKind::String,
-        "comma-separated kinds sent pre-settled: rpc-call, rpc-reply, rpc-cast, notify",
-    ),
-];
-
-fn credit(value: u64, name: &str) -> Result<u32> {
-    match u32::try_from(value) {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(MessagingError::InvalidOption {
-            option: name.into(),
-            value: value.to_string(),
-            reason: "expected a credit between 1 and 4294967295".into(),
-        }),
-    }
-}
+pub const OPTIONS: &[OptionSpec] = Amqp1Config::OPTIONS;
 
 impl Amqp1Config {
     /// The reconnection back-off of the oslo options `connection_retry_interval`,
@@ -429,95 +223,54 @@ impl Amqp1Config {
 
     /// Read the options of `url` (already validated against [`OPTIONS`]).
     pub fn from_url(url: &TransportUrl) -> Result<Self> {
-        let o = url.options();
-        let d = Self::default();
-        let mode = o
-            .get("addressing_mode")
-            .map_or(Ok(d.addressing_mode), |v| {
-                AddressingMode::parse(v).ok_or_else(|| MessagingError::InvalidOption {
-                    option: "addressing_mode".into(),
-                    value: v.into(),
-                    reason: format!("expected one of {}", MODES.join(", ")),
-                })
-            })?;
-        let config = Self {
-            addressing_mode: mode,
-            pseudo_vhost: o.bool("pseudo_vhost", d.pseudo_vhost)?,
-            server_request_prefix: o.string("server_request_prefix", &d.server_request_prefix),
-            broadcast_prefix: o.string("broadcast_prefix", &d.broadcast_prefix),
-            group_request_prefix: o.string("group_request_prefix", &d.group_request_prefix),
-            rpc_address_prefix: o.string("rpc_address_prefix", &d.rpc_address_prefix),
-            notify_address_prefix: o.string("notify_address_prefix", &d.notify_address_prefix),
-            multicast_address: o.string("multicast_address", &d.multicast_address),
-            unicast_address: o.string("unicast_address", &d.unicast_address),
-            anycast_address: o.string("anycast_address", &d.anycast_address),
-            container_name: o.string("container_name", &d.container_name),
-            idle_timeout: o.u64("idle_timeout", d.idle_timeout)?,
-            ssl: o.bool("ssl", d.ssl)?,
-            ssl_ca_file: o.string("ssl_ca_file", ""),
-            ssl_cert_file: o.string("ssl_cert_file", ""),
-            ssl_key_file: o.string("ssl_key_file", ""),
-            ssl_key_password: o.string("ssl_key_password", ""),
-            ssl_verify_vhost: o.bool("ssl_verify_vhost", d.ssl_verify_vhost)?,
-            ssl_verify_hostname: o.bool("ssl_verify_hostname", d.ssl_verify_hostname)?,
-            sasl_mechanisms: o.string("sasl_mechanisms", ""),
-            connection_retry_interval: o
-                .f64("connection_retry_interval", d.connection_retry_interval)?,
-            connection_retry_backoff: o
-                .f64("connection_retry_backoff", d.connection_retry_backoff)?,
-            connection_retry_interval_max: o.f64(
-                "connection_retry_interval_max",
-                d.connection_retry_interval_max,
-            )?,
-            link_retry_delay: o.f64("link_retry_delay", d.link_retry_delay)?,
-            connect_timeout: o.f64("connect_timeout", d.connect_timeout)?,
-            close_timeout: o.f64("close_timeout", d.close_timeout)?,
-            default_reply_timeout: o.f64("default_reply_timeout", d.default_reply_timeout)?,
-            default_send_timeout: o.f64("default_send_timeout", d.default_send_timeout)?,
-            fail_fast: o.f64("fail_fast", d.fail_fast)?,
-            default_notify_timeout: o.f64("default_notify_timeout", d.default_notify_timeout)?,
-            default_sender_link_timeout: o
-                .f64("default_sender_link_timeout", d.default_sender_link_timeout)?,
-            default_reply_retry: o.u64("default_reply_retry", d.default_reply_retry)?,
-            reply_link_credit: credit(
-                o.u64("reply_link_credit", d.reply_link_credit.into())?,
-                "reply_link_credit",
-            )?,
-            rpc_server_credit: credit(
-                o.u64("rpc_server_credit", d.rpc_server_credit.into())?,
-                "rpc_server_credit",
-            )?,
-            notify_server_credit: credit(
-                o.u64("notify_server_credit", d.notify_server_credit.into())?,
-                "notify_server_credit",
-            )?,
-            pre_settled: match o.get("pre_settled") {
-                Some(v) => PreSettled::parse(v)?,
-                None => d.pre_settled,
-            },
+        let mut config = Self::default();
+        config.apply_options(&url.options())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values the option kinds cannot rule out.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |option: &str, value: String, reason: String| MessagingError::InvalidOption {
+            option: option.into(),
+            value,
+            reason,
         };
-        if !config.ssl_key_password.is_empty() {
-            return Err(MessagingError::InvalidOption {
-                option: "ssl_key_password".into(),
-                value: "***".into(),
-                reason: "encrypted private keys are not supported; decrypt the key \
-                         (e.g. `openssl pkey -in enc.pem -out key.pem`)"
-                    .into(),
-            });
+        for (name, credit) in [
+            ("reply_link_credit", self.reply_link_credit),
+            ("rpc_server_credit", self.rpc_server_credit),
+            ("notify_server_credit", self.notify_server_credit),
+        ] {
+            if credit == 0 {
+                return Err(invalid(
+                    name,
+                    "0".into(),
+                    "expected a credit between 1 and 4294967295".into(),
+                ));
+            }
         }
-        for mechanism in config.sasl_mechanisms.split_whitespace() {
+        if !self.ssl_key_password.is_empty() {
+            return Err(invalid(
+                "ssl_key_password",
+                "***".into(),
+                "encrypted private keys are not supported; decrypt the key \
+                 (e.g. `openssl pkey -in enc.pem -out key.pem`)"
+                    .into(),
+            ));
+        }
+        for mechanism in self.sasl_mechanisms.split_whitespace() {
             if !matches!(
                 mechanism.to_ascii_uppercase().as_str(),
                 "PLAIN" | "ANONYMOUS"
             ) {
-                return Err(MessagingError::InvalidOption {
-                    option: "sasl_mechanisms".into(),
-                    value: config.sasl_mechanisms.clone(),
-                    reason: format!("unsupported mechanism `{mechanism}`: PLAIN or ANONYMOUS"),
-                });
+                return Err(invalid(
+                    "sasl_mechanisms",
+                    self.sasl_mechanisms.clone(),
+                    format!("unsupported mechanism `{mechanism}`: PLAIN or ANONYMOUS"),
+                ));
             }
         }
-        Ok(config)
+        Ok(())
     }
 
     /// A duration option (seconds) as a [`Duration`]; negative or invalid values become zero.
@@ -587,6 +340,38 @@ mod tests {
             "amqp://h/?fail_fast=-1",
         ] {
             assert!(parse(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn display_reads_back_through_an_ini_section() {
+        let config = Amqp1Config {
+            addressing_mode: AddressingMode::Legacy,
+            pseudo_vhost: false,
+            rpc_address_prefix: "example.org/rpc".into(),
+            connection_retry_interval: 0.5,
+            rpc_server_credit: 7,
+            pre_settled: PreSettled {
+                rpc_call: true,
+                rpc_reply: false,
+                rpc_cast: false,
+                notify: true,
+            },
+            ..Amqp1Config::default()
+        };
+        for config in [Amqp1Config::default(), config] {
+            let text = config.to_string();
+            assert!(text.starts_with("[oslo_messaging_amqp]\n"), "{text}");
+            let ini = messaging_core::config::parse_ini(&text).unwrap();
+            let mut url = TransportUrl::parse("amqp://h/").unwrap();
+            url.query = ini.transport_options().driver_options["amqp1"].clone();
+            messaging_core::options::validate(
+                "amqp1",
+                OPTIONS,
+                url.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap();
+            assert_eq!(Amqp1Config::from_url(&url).unwrap(), config, "{text}");
         }
     }
 

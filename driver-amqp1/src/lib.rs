@@ -104,6 +104,10 @@ impl Driver for Amqp1Driver {
         config::OPTIONS
     }
 
+    fn option_defaults(&self) -> Vec<(&'static str, Option<String>)> {
+        messaging_core::options::DriverConfig::option_values(&Amqp1Config::default())
+    }
+
     /// The gaps common to both modes (pools). Against a router, notifications sent while no
     /// listener exists are also lost; against RabbitMQ, fail fast is refused with
     /// `Unsupported` when a request is sent ([`Amqp1Driver::capabilities_for`]).
