@@ -79,6 +79,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the transport URL schemes this build supports, as a JSON array.
     Schemes,
+    /// Print the options of DRIVER (a name or URL scheme: rabbit, amqp, kafka, …), one JSON
+    /// object per line: name, kind, default (null: none) and help.
+    Options {
+        /// The driver's name or URL scheme.
+        driver: String,
+    },
     /// Call (or cast) METHOD as a typed service's AsyncAPI document describes it: arguments
     /// checked before sending, namespace and version from the document.
     ApiCall(api::ApiCallArgs),
@@ -283,6 +289,26 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is not a number of seconds"))
 }
 
+/// `omsg options DRIVER`: the driver's declared options with their defaults.
+fn print_options(driver: &str) -> Outcome {
+    messaging::install_default_drivers();
+    let driver = match messaging::driver_named(driver) {
+        Some(driver) => driver,
+        None => messaging::driver_for_scheme(driver)?,
+    };
+    let defaults = driver.option_defaults();
+    for spec in driver.options() {
+        let default = defaults.iter().find(|(name, _)| *name == spec.name);
+        print_json(&serde_json::json!({
+            "name": spec.name,
+            "kind": spec.kind.to_string(),
+            "default": default.and_then(|(_, value)| value.clone()),
+            "help": spec.help,
+        }));
+    }
+    Ok(())
+}
+
 fn print_json(value: &Value) {
     println!("{value}");
 }
@@ -327,6 +353,12 @@ async fn main() -> ExitCode {
         print_json(&Value::from(messaging::available_schemes()));
         return ExitCode::SUCCESS;
     }
+    if let Command::Options { driver } = &cli.command {
+        return match print_options(driver) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => failure.report(),
+        };
+    }
     let outcome = match Endpoints::from_cli(&cli) {
         Ok(endpoints) => {
             if let Some(addr) = &cli.metrics_addr {
@@ -344,7 +376,9 @@ async fn main() -> ExitCode {
                 Command::Listen(args) => notify::listen(&endpoints, args).await,
                 Command::Bench(args) => bench::run(&endpoints, args).await,
                 Command::ApiCall(args) => api::api_call(&endpoints, args).await,
-                Command::Schemes => unreachable!("handled before opening transports"),
+                Command::Schemes | Command::Options { .. } => {
+                    unreachable!("handled before opening transports")
+                }
             };
             endpoints.close().await;
             outcome

@@ -242,6 +242,53 @@ fn brokers() -> Vec<(String, bool)> {
     urls
 }
 
+#[test]
+fn options_lists_each_drivers_declared_options_with_defaults() {
+    let has = |scheme: &str| {
+        json_lines(&omsg(&["schemes"]))[0]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == scheme))
+    };
+    if has("rabbit") {
+        let options = json_lines(&omsg(&["options", "rabbit"]));
+        let prefetch = options
+            .iter()
+            .find(|o| o["name"] == "rabbit_qos_prefetch_count")
+            .expect("rabbit_qos_prefetch_count listed");
+        assert_eq!(prefetch["kind"], "integer");
+        assert_eq!(prefetch["default"], "0");
+        assert!(prefetch["help"].as_str().unwrap().contains("prefetch"));
+        let alias = options
+            .iter()
+            .find(|o| o["name"] == "ssl_verify_hostname")
+            .unwrap();
+        assert!(alias["default"].is_null(), "{alias}");
+    }
+    if has("amqp") {
+        let options = json_lines(&omsg(&["options", "amqp"]));
+        let mode = options
+            .iter()
+            .find(|o| o["name"] == "addressing_mode")
+            .unwrap();
+        assert_eq!(mode["kind"], "one of dynamic, routable, legacy, broker");
+        assert_eq!(mode["default"], "dynamic");
+    }
+    if has("kafka") {
+        let options = json_lines(&omsg(&["options", "kafka"]));
+        let retry = options
+            .iter()
+            .find(|o| o["name"] == "kafka_retry_interval")
+            .unwrap();
+        assert_eq!(
+            (retry["kind"].as_str(), retry["default"].as_str()),
+            (Some("number"), Some("0.25"))
+        );
+    }
+    let unknown = omsg(&["options", "carrier-pigeon"]);
+    assert_eq!(unknown.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("carrier-pigeon"));
+}
+
 /// True if this build of omsg has a driver for `url`; says so when it has not.
 fn has_driver(url: &str) -> bool {
     let schemes = json_lines(&omsg(&["schemes"]));
