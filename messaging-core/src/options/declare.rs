@@ -327,3 +327,38 @@ macro_rules! option_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(result: Result<impl fmt::Debug>) -> String {
+        match result {
+            Err(MessagingError::InvalidOption { reason, .. }) => reason,
+            other => panic!("expected InvalidOption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_parse_and_print_back() {
+        assert_eq!(u16::parse_option("n", "65535").unwrap(), u16::MAX);
+        assert_eq!(reason(u16::parse_option("n", "65536")), "at most 65535");
+        assert_eq!(
+            reason(u64::parse_option("n", "-1")),
+            "expected a non-negative integer"
+        );
+        assert!(f64::parse_option("s", "-0.5").is_err());
+        assert_eq!(
+            f64::parse_option("s", "0.25")
+                .unwrap()
+                .format_option()
+                .unwrap(),
+            "0.25"
+        );
+        assert!(bool::parse_option("b", "maybe").is_err());
+        assert_eq!(Option::<u64>::parse_option("n", "").unwrap(), None);
+        assert_eq!(Option::<u64>::parse_option("n", "7").unwrap(), Some(7));
+        assert_eq!(None::<String>.format_option(), None);
+        assert_eq!(<Option<u32> as OptionValue>::KIND, OptionKind::Integer);
+    }
+}
