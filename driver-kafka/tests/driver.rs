@@ -153,6 +153,35 @@ async fn unreachable_broker_is_a_connection_failure_within_the_bound() {
     );
 }
 
+/// `kafka_retry_interval` sets the pause between attempts of a send: two attempts of 0.5 s
+/// against a closed port with a 3 s back-off (1.5 to 3 s with jitter) take at least 2.5 s; with
+/// the default 0.25 s they would take about 1.2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_interval_option_paces_send_retries() {
+    messaging_core::install_driver(Arc::new(driver_kafka::KafkaDriver));
+    let transport = get_notification_transport(
+        "kafka://127.0.0.1:1/?producer_delivery_timeout=0.5&kafka_retry_interval=3\
+         &kafka_retry_interval_max=3",
+    )
+    .await
+    .expect("transport (the producer connects lazily)");
+    let started = Instant::now();
+    let result = Notifier::new(transport, "p")
+        .retry(Retry::Times(1))
+        .info(&Context::new(), "e", &1)
+        .await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&result, Err(MessagingError::ConnectionFailure(r)) if r.contains("gave up after 2 attempt(s)")),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(2400) && elapsed < Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+    println!("two attempts with a 3 s back-off took {elapsed:?}");
+}
+
 /// A record the broker (here: librdkafka's `message.max.bytes`) refuses is a
 /// `DeliveryFailure`, at once, and later sends still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
