@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::link::delivery::{DeliveryFut, DeliveryInfo};
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::link::{RecvError, SendError};
 use fe2o3_amqp::session::SessionHandle;
@@ -23,8 +23,8 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
-use messaging_core::driver::retry::Failure;
-use messaging_core::driver::{InFlight, RpcAddress};
+use messaging_core::driver::retry::{with_retry, Failure};
+use messaging_core::driver::{InFlight, RpcAddress, SendOptions};
 use messaging_core::telemetry;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
 use serde_amqp::lazy::LazyValue;
@@ -341,25 +341,20 @@ impl LinkManager {
             .message(message)
             .settled(spec.settled)
             .build();
-        let mut attempt = 0u32;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            self.check_open()?;
-            match self.try_send(address, &sendable, spec).await {
-                Ok(()) => return Ok(()),
-                Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Retry(error)) => {
-                    attempt += 1;
-                    let wake = Instant::now() + pause;
-                    if !spec.retry.allows(attempt) || wake >= spec.deadline {
-                        return Err(error);
-                    }
-                    tracing::debug!(%error, address, attempt, "retrying a send");
-                    tokio::time::sleep_until(wake).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
+        // The core loop, paced by the configured back-off, ends by `spec.deadline`; each
+        // attempt also bounds itself by it, so a send that runs out of time ends with its own
+        // timeout error rather than the loop's.
+        let options = SendOptions {
+            retry: spec.retry,
+            timeout: Some(spec.deadline.saturating_duration_since(Instant::now())),
+            ..SendOptions::default()
+        };
+        let what = format!("{} to `{address}`", spec.what);
+        with_retry(&what, &options, self.config.backoff(), || async {
+            self.check_open().map_err(Failure::Fatal)?;
+            self.try_send(address, &sendable, spec).await
+        })
+        .await
     }
 
     fn timed_out(address: &str, spec: &SendSpec, waiting: &str) -> MessagingError {
@@ -398,6 +393,7 @@ impl LinkManager {
             })
     }
 
+    /// One attempt: queue the transfer, then judge its outcome.
     async fn try_send(
         &self,
         address: &str,
@@ -405,85 +401,12 @@ impl LinkManager {
         spec: &SendSpec,
     ) -> std::result::Result<(), Failure> {
         let slot = self.slot(address);
-        let (outcome, link_id) = {
-            let mut guard = Self::until_credit(address, spec, slot.link.lock()).await?;
-            let current = self.generation();
-            if guard
-                .as_ref()
-                .is_some_and(|l| l.generation != current || l.session.is_ended())
-            {
-                if let Some(stale) = guard.take() {
-                    self.detach_sender_later(stale);
-                }
-            }
-            if guard.is_none() {
-                *guard = Some(self.attach_sender(address, spec).await?);
-            }
-            let live = guard.as_mut().expect("attached");
-            let queued =
-                Self::until_credit(address, spec, live.sender.send_batchable_ref(sendable)).await;
-            *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
-            match queued? {
-                Err(error) => {
-                    let broken = guard.take().expect("attached");
-                    self.detach_sender_later(broken);
-                    return Err(Failure::Retry(send_error(address, &error)));
-                }
-                Ok(outcome) => (outcome, live.id),
-            }
-        };
-        // fe2o3 keeps the outcome's sender in the link's unsettled map, which outlives a dead
-        // connection: watch the link's session while waiting, or the wait would last until the
-        // deadline.
-        let mut outcome = std::pin::pin!(outcome);
-        let mut watch = tokio::time::interval(Duration::from_millis(250));
-        watch.tick().await;
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut outcome => break outcome,
-                _ = tokio::time::sleep_until(spec.deadline) => {
-                    return Err(Failure::Fatal(Self::timed_out(address, spec, "no outcome from the peer")));
-                }
-                _ = watch.tick() => {
-                    if self.link_lost(&slot, link_id) {
-                        return Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
-                            "the connection was lost before the outcome of a {} to `{address}`",
-                            spec.what
-                        ))));
-                    }
-                }
-            }
-        };
-        match outcome {
-            Ok(Outcome::Accepted(_)) => Ok(()),
-            Ok(Outcome::Released(_)) => Err(Failure::Retry(MessagingError::DeliveryFailure(
-                format!("{} to `{address}` was released by the peer", spec.what),
-            ))),
-            Ok(Outcome::Modified(m)) => {
-                Err(Failure::Retry(MessagingError::DeliveryFailure(format!(
-                    "{} to `{address}` was not delivered (modified, delivery-failed: {:?})",
-                    spec.what, m.delivery_failed
-                ))))
-            }
-            Ok(Outcome::Rejected(r)) => {
-                Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
-                    "{} to `{address}` was rejected: {}",
-                    spec.what,
-                    r.error
-                        .as_ref()
-                        .map(|e| format!(
-                            "{:?} {}",
-                            e.condition,
-                            e.description.clone().unwrap_or_default()
-                        ))
-                        .unwrap_or_else(|| "no reason given".into())
-                ))))
-            }
-            #[allow(unreachable_patterns)]
-            Ok(other) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
-                "{} to `{address}`: unexpected outcome {other:?}",
-                spec.what
-            )))),
+        let (outcome, link_id) = self.queue_transfer(address, &slot, sendable, spec).await?;
+        match self
+            .await_outcome(address, &slot, link_id, outcome, spec)
+            .await?
+        {
+            Ok(outcome) => judge_outcome(address, spec, outcome),
             Err(error) => {
                 let mut guard = slot.link.lock().await;
                 if guard.as_ref().is_some_and(|l| l.id == link_id) {
@@ -492,6 +415,75 @@ impl LinkManager {
                     }
                 }
                 Err(Failure::Retry(send_error(address, &error)))
+            }
+        }
+    }
+
+    /// Queue the transfer on the link of `slot`, attaching one first when there is none or it
+    /// belongs to a lost connection: the outcome to come, and the link's id.
+    async fn queue_transfer(
+        &self,
+        address: &str,
+        slot: &SenderSlot,
+        sendable: &Sendable<Body<Value>>,
+        spec: &SendSpec,
+    ) -> std::result::Result<(PendingOutcome, u64), Failure> {
+        let mut guard = Self::until_credit(address, spec, slot.link.lock()).await?;
+        let current = self.generation();
+        if guard
+            .as_ref()
+            .is_some_and(|l| l.generation != current || l.session.is_ended())
+        {
+            if let Some(stale) = guard.take() {
+                self.detach_sender_later(stale);
+            }
+        }
+        if guard.is_none() {
+            *guard = Some(self.attach_sender(address, spec).await?);
+        }
+        let live = guard.as_mut().expect("attached");
+        let queued =
+            Self::until_credit(address, spec, live.sender.send_batchable_ref(sendable)).await;
+        *slot.last_used.lock().expect("slot poisoned") = Some(std::time::Instant::now());
+        match queued? {
+            Err(error) => {
+                let broken = guard.take().expect("attached");
+                self.detach_sender_later(broken);
+                Err(Failure::Retry(send_error(address, &error)))
+            }
+            Ok(outcome) => Ok((outcome, live.id)),
+        }
+    }
+
+    /// Wait for the outcome of a transfer on link `link_id` until the send's deadline.
+    async fn await_outcome(
+        &self,
+        address: &str,
+        slot: &SenderSlot,
+        link_id: u64,
+        outcome: PendingOutcome,
+        spec: &SendSpec,
+    ) -> std::result::Result<std::result::Result<Outcome, SendError>, Failure> {
+        // fe2o3 keeps the outcome's sender in the link's unsettled map, which outlives a dead
+        // connection: watch the link's session while waiting, or the wait would last until the
+        // deadline.
+        let mut outcome = std::pin::pin!(outcome);
+        let mut watch = tokio::time::interval(Duration::from_millis(250));
+        watch.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut outcome => return Ok(outcome),
+                _ = tokio::time::sleep_until(spec.deadline) => {
+                    return Err(Failure::Fatal(Self::timed_out(address, spec, "no outcome from the peer")));
+                }
+                _ = watch.tick() => {
+                    if self.link_lost(slot, link_id) {
+                        return Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+                            "the connection was lost before the outcome of a {} to `{address}`",
+                            spec.what
+                        ))));
+                    }
+                }
             }
         }
     }
@@ -721,6 +713,46 @@ impl Drop for LinkManager {
                 let _ = tokio::time::timeout(limit, live.handle.close()).await;
             }
         });
+    }
+}
+
+/// The outcome of a transfer, queued but not yet settled by the peer.
+type PendingOutcome = DeliveryFut<std::result::Result<Outcome, SendError>>;
+
+/// What the peer's outcome means: `accepted` is done, `released`/`modified` are worth another
+/// attempt, `rejected` is final.
+fn judge_outcome(
+    address: &str,
+    spec: &SendSpec,
+    outcome: Outcome,
+) -> std::result::Result<(), Failure> {
+    match outcome {
+        Outcome::Accepted(_) => Ok(()),
+        Outcome::Released(_) => Err(Failure::Retry(MessagingError::DeliveryFailure(format!(
+            "{} to `{address}` was released by the peer",
+            spec.what
+        )))),
+        Outcome::Modified(m) => Err(Failure::Retry(MessagingError::DeliveryFailure(format!(
+            "{} to `{address}` was not delivered (modified, delivery-failed: {:?})",
+            spec.what, m.delivery_failed
+        )))),
+        Outcome::Rejected(r) => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
+            "{} to `{address}` was rejected: {}",
+            spec.what,
+            r.error
+                .as_ref()
+                .map(|e| format!(
+                    "{:?} {}",
+                    e.condition,
+                    e.description.clone().unwrap_or_default()
+                ))
+                .unwrap_or_else(|| "no reason given".into())
+        )))),
+        #[allow(unreachable_patterns)]
+        other => Err(Failure::Fatal(MessagingError::DeliveryFailure(format!(
+            "{} to `{address}`: unexpected outcome {other:?}",
+            spec.what
+        )))),
     }
 }
 

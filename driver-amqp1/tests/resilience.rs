@@ -713,3 +713,62 @@ async fn anonymous_login_without_credentials() {
     assert_eq!(echo(&client, "anonymous").await.unwrap(), "anonymous");
     server.shutdown().await;
 }
+
+/// Accepts connections and closes them at once (a broker that is "there" but never talks),
+/// telling when each came in.
+async fn refusing_listener() -> (u16, Arc<Mutex<Vec<Instant>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.lock().unwrap().push(Instant::now());
+            drop(stream);
+        }
+    });
+    (port, arrivals)
+}
+
+/// One notification with one retry to a peer that drops every connection; the connection
+/// attempts' arrival times and how long the send took.
+async fn notify_with_interval(interval: f64) -> (Vec<Instant>, Duration) {
+    messaging_core::install_driver(Arc::new(driver_amqp1::Amqp1Driver));
+    let (port, arrivals) = refusing_listener().await;
+    // A fixed addressing mode: the send itself connects (no mode detection first).
+    let url = format!(
+        "amqp://127.0.0.1:{port}/?addressing_mode=routable&connection_retry_interval={interval}\
+         &connection_retry_backoff=0&connection_retry_interval_max={interval}"
+    );
+    let notifier = Notifier::new(get_notification_transport(&url).await.unwrap(), "t")
+        .retry(messaging_core::Retry::Times(1))
+        .timeout(Duration::from_secs(20));
+    let started = Instant::now();
+    let sent = notifier
+        .notify(&Context::new(), Priority::Info, "e", &json!({}))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(sent, Err(MessagingError::ConnectionFailure(_))),
+        "{sent:?}"
+    );
+    let arrivals = arrivals.lock().unwrap().clone();
+    (arrivals, took)
+}
+
+/// A send retries with the configured back-off (`connection_retry_*`), like the connect
+/// under it: with one retry, two connects of two attempts each, every pause between them at
+/// least half the interval (the back-off's jitter takes up to half off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_retry_with_the_configured_backoff() {
+    let (arrivals, took) = notify_with_interval(0.4).await;
+    assert_eq!(arrivals.len(), 4, "two sends of two connects: {arrivals:?}");
+    for pair in arrivals.windows(2) {
+        let pause = pair[1] - pair[0];
+        assert!(pause >= Duration::from_millis(190), "paused {pause:?}");
+    }
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+    let (arrivals, took) = notify_with_interval(0.01).await;
+    assert_eq!(arrivals.len(), 4, "{arrivals:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+}

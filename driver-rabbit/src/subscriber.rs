@@ -309,6 +309,16 @@ async fn apply(settle: Settle) {
     }
 }
 
+/// Why consuming ended: a stop to answer, or `None` when the user went away.
+type Ended = Option<oneshot::Sender<()>>;
+
+fn ended(command: Option<Control>) -> Ended {
+    match command {
+        Some(Control::Stop(stopped)) => Some(stopped),
+        Some(Control::Finish) | None => None,
+    }
+}
+
 async fn run(
     plan: Plan,
     live: Live,
@@ -318,32 +328,50 @@ async fn run(
     outstanding: InFlight,
 ) {
     let mut live = Some(live);
+    let stopped = consume(&plan, &mut live, deliveries, &mut settle, &mut control).await;
+    if let Some(live) = live.as_mut() {
+        give_back_buffered(&plan, live).await;
+    }
+    if let Some(stopped) = stopped {
+        let _ = stopped.send(());
+        wait_for_finish(&mut settle, &mut control).await;
+    }
+    let connection = live.as_ref().map(|live| &live.connection);
+    settle_outstanding(connection, &mut settle, &outstanding).await;
+    if let Some(live) = live {
+        for queue in &plan.delete_on_close {
+            if let Err(error) = live
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                tracing::debug!(%error, queue, "could not delete the queue");
+            }
+        }
+        close_connection(&live.connection).await;
+    }
+}
+
+/// Hand deliveries over and apply settlements, subscribing again whenever the subscription is
+/// lost, until told to end.
+async fn consume(
+    plan: &Plan,
+    live: &mut Option<Live>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Ended {
     let mut backoff = backoff(plan.connector.config());
     // oslo's `kombu_reconnect_delay`, added after the broker cancelled a consumer.
     let mut cancel_delay = Duration::ZERO;
-    // Why the loop ended: a stop to answer, or `None` when the user went away.
-    let stopped: Option<oneshot::Sender<()>> = loop {
+    loop {
         let Some(current) = live.as_mut() else {
             let delay = backoff.next_delay() + std::mem::take(&mut cancel_delay);
-            tokio::select! {
-                command = control.recv() => match command {
-                    Some(Control::Stop(stopped)) => break Some(stopped),
-                    Some(Control::Finish) | None => break None,
-                },
-                _ = plan.connector.pause(delay) => {}
+            if let Err(ended) = resubscribe(plan, live, delay, settle, control).await {
+                return ended;
             }
-            // Settlements of deliveries from the lost connection cannot be sent any more.
-            while settle.try_recv().is_ok() {}
-            let setup = plan.setup();
-            match telemetry::reconnect(crate::NAME, crate::SYSTEM, plan.role, setup).await {
-                Ok(new) => {
-                    tracing::info!(role = plan.role, queues = ?plan.queues, "reconnected to RabbitMQ and resumed consuming");
-                    backoff.reset();
-                    live = Some(new);
-                }
-                Err(Failure::Retry(error) | Failure::Fatal(error)) => {
-                    tracing::warn!(role = plan.role, %error, "cannot resume consuming yet; retrying");
-                }
+            if live.is_some() {
+                backoff.reset();
             }
             continue;
         };
@@ -351,16 +379,13 @@ async fn run(
             biased;
             command = settle.recv() => match command {
                 Some(command) => apply(command).await,
-                None => break None,
+                None => return None,
             },
-            command = control.recv() => match command {
-                Some(Control::Stop(stopped)) => break Some(stopped),
-                Some(Control::Finish) | None => break None,
-            },
+            command = control.recv() => return ended(command),
             item = current.deliveries.next() => match item {
                 Some(Some(Ok(delivery))) => {
                     if deliveries.send(delivery).is_err() {
-                        break None;
+                        return None;
                     }
                 }
                 other => {
@@ -379,55 +404,90 @@ async fn run(
                 }
             },
         }
-    };
-    drop(deliveries);
-    if let Some(live) = live.as_mut() {
-        // No more deliveries; what the consumers had buffered goes back to the broker now.
-        for tag in 1..=plan.queues.len() {
-            let _ = live
-                .channel
-                .basic_cancel(
-                    tag.to_string().as_str().into(),
-                    BasicCancelOptions::default(),
-                )
-                .await;
+    }
+}
+
+/// After `delay` (unless told to end first), connect and subscribe again: `live` on success.
+async fn resubscribe(
+    plan: &Plan,
+    live: &mut Option<Live>,
+    delay: Duration,
+    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Result<(), Ended> {
+    tokio::select! {
+        command = control.recv() => return Err(ended(command)),
+        _ = plan.connector.pause(delay) => {}
+    }
+    // Settlements of deliveries from the lost connection cannot be sent any more.
+    while settle.try_recv().is_ok() {}
+    let setup = plan.setup();
+    match telemetry::reconnect(crate::NAME, crate::SYSTEM, plan.role, setup).await {
+        Ok(new) => {
+            tracing::info!(role = plan.role, queues = ?plan.queues, "reconnected to RabbitMQ and resumed consuming");
+            *live = Some(new);
         }
-        loop {
-            match live.deliveries.next().now_or_never() {
-                Some(Some(Some(Ok(delivery)))) => {
-                    apply(Settle::Reject {
-                        acker: delivery.acker,
-                        requeue: true,
-                    })
-                    .await
-                }
-                Some(Some(_)) => continue,
-                Some(None) | None => break,
-            }
+        Err(Failure::Retry(error) | Failure::Fatal(error)) => {
+            tracing::warn!(role = plan.role, %error, "cannot resume consuming yet; retrying");
         }
     }
-    if let Some(stopped) = stopped {
-        let _ = stopped.send(());
-        // Wait for the user to give back what it had not handed out.
-        loop {
-            tokio::select! {
-                command = settle.recv() => match command {
-                    Some(command) => apply(command).await,
-                    None => break,
-                },
-                command = control.recv() => match command {
-                    Some(Control::Stop(_)) => continue,
-                    Some(Control::Finish) | None => break,
-                },
+    Ok(())
+}
+
+/// No more deliveries: cancel the consumers and give what they had buffered back to the
+/// broker now.
+async fn give_back_buffered(plan: &Plan, live: &mut Live) {
+    for tag in 1..=plan.queues.len() {
+        let _ = live
+            .channel
+            .basic_cancel(
+                tag.to_string().as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+    }
+    loop {
+        match live.deliveries.next().now_or_never() {
+            Some(Some(Some(Ok(delivery)))) => {
+                apply(Settle::Reject {
+                    acker: delivery.acker,
+                    requeue: true,
+                })
+                .await
             }
+            Some(Some(_)) => continue,
+            Some(None) | None => break,
         }
     }
-    // Every settlement asked for goes out, and handlers still running may settle what they
-    // took, before the connection closes. A guard drops after its settlement is queued.
-    while live
-        .as_ref()
-        .is_some_and(|l| l.connection.status().connected())
-    {
+}
+
+/// Wait for the user to give back what it had not handed out.
+async fn wait_for_finish(
+    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) {
+    loop {
+        tokio::select! {
+            command = settle.recv() => match command {
+                Some(command) => apply(command).await,
+                None => break,
+            },
+            command = control.recv() => match command {
+                Some(Control::Stop(_)) => continue,
+                Some(Control::Finish) | None => break,
+            },
+        }
+    }
+}
+
+/// Every settlement asked for goes out, and handlers still running may settle what they
+/// took, before the connection closes. A guard drops after its settlement is queued.
+async fn settle_outstanding(
+    connection: Option<&Connection>,
+    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    outstanding: &InFlight,
+) {
+    while connection.is_some_and(|c| c.status().connected()) {
         tokio::select! {
             biased;
             command = settle.recv() => match command {
@@ -439,18 +499,6 @@ async fn run(
     }
     while let Ok(command) = settle.try_recv() {
         apply(command).await;
-    }
-    if let Some(live) = live {
-        for queue in &plan.delete_on_close {
-            if let Err(error) = live
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await
-            {
-                tracing::debug!(%error, queue, "could not delete the queue");
-            }
-        }
-        close_connection(&live.connection).await;
     }
 }
 

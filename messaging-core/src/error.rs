@@ -1,11 +1,12 @@
 //! The one error type of the library, and the remote failure carried in RPC replies.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::target::Target;
+use crate::target::{Target, Version};
 
 /// Shorthand for results whose error is [`MessagingError`].
 pub type Result<T, E = MessagingError> = std::result::Result<T, E>;
@@ -310,6 +311,44 @@ impl fmt::Display for RpcCall {
             f,
             " (exchange {exchange}, {server}, {namespace}, version {version})"
         )
+    }
+}
+
+// The `InvalidTarget` errors of targets and versions are built here, beside the error type:
+// `target` (which errors name through `RpcCall`) then imports nothing from this module.
+
+impl Target {
+    /// The topic, or an [`MessagingError::InvalidTarget`] error naming `purpose`.
+    pub fn require_topic(&self, purpose: &str) -> Result<&str> {
+        match self.topic.as_deref() {
+            Some(topic) if !topic.is_empty() => Ok(topic),
+            _ => Err(MessagingError::InvalidTarget(format!(
+                "a topic is required to {purpose}"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Version {
+    type Err = MessagingError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid =
+            || MessagingError::InvalidTarget(format!("invalid version `{s}`: expected X.Y"));
+        let mut parts = s
+            .split('.')
+            .map(|p| p.parse::<u32>().map_err(|_| invalid()));
+        let major = parts.next().ok_or_else(invalid)??;
+        let minor = parts.next().transpose()?.unwrap_or(0);
+        let revision = parts.next().transpose()?.unwrap_or(0);
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
+        Ok(Version {
+            major,
+            minor,
+            revision,
+        })
     }
 }
 

@@ -1,11 +1,8 @@
 //! Where messages go: [`Target`], and oslo's `X.Y[.Z]` RPC API [`Version`]s.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::{MessagingError, Result};
 
 /// Identifies a destination (for clients and notifiers) or a subscription (for servers and
 /// listeners), as oslo's `Target`.
@@ -72,16 +69,6 @@ impl Target {
         self.fanout = fanout;
         self
     }
-
-    /// The topic, or an [`MessagingError::InvalidTarget`] error naming `purpose`.
-    pub fn require_topic(&self, purpose: &str) -> Result<&str> {
-        match self.topic.as_deref() {
-            Some(topic) if !topic.is_empty() => Ok(topic),
-            _ => Err(MessagingError::InvalidTarget(format!(
-                "a topic is required to {purpose}"
-            ))),
-        }
-    }
 }
 
 impl fmt::Display for Target {
@@ -132,29 +119,6 @@ impl Version {
     pub fn can_serve(&self, requested: &Version) -> bool {
         self.major == requested.major
             && (requested.minor, requested.revision) <= (self.minor, self.revision)
-    }
-}
-
-impl FromStr for Version {
-    type Err = MessagingError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let invalid =
-            || MessagingError::InvalidTarget(format!("invalid version `{s}`: expected X.Y"));
-        let mut parts = s
-            .split('.')
-            .map(|p| p.parse::<u32>().map_err(|_| invalid()));
-        let major = parts.next().ok_or_else(invalid)??;
-        let minor = parts.next().transpose()?.unwrap_or(0);
-        let revision = parts.next().transpose()?.unwrap_or(0);
-        if parts.next().is_some() {
-            return Err(invalid());
-        }
-        Ok(Version {
-            major,
-            minor,
-            revision,
-        })
     }
 }
 

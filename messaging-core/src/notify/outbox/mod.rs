@@ -32,7 +32,7 @@ use crate::priority::Priority;
 use crate::telemetry::{self, OutboxMeters, Telemetry, TraceContext};
 use crate::wire::{NotificationFormat, NotificationMessage};
 
-use spool::Spool;
+use spool::{Spool, Unacked};
 
 /// What a full outbox does with another notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -398,6 +398,10 @@ enum Request {
     Sync(oneshot::Sender<Result<()>>),
 }
 
+/// Records appended to the spool, waiting for their batch's sync: their seqs, their items and
+/// who to tell.
+type Appended = (Vec<u64>, Vec<Arc<Item>>, oneshot::Sender<Result<()>>);
+
 /// A notifier's outbox; the sender task stops when it is dropped.
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
@@ -437,55 +441,7 @@ impl Outbox {
         });
         let spool = match &config.spool_dir {
             None => None,
-            Some(dir) => {
-                let (dir, segment_bytes) = (dir.clone(), config.segment_bytes);
-                let (spool, unacked) =
-                    tokio::task::spawn_blocking(move || Spool::open(&dir, segment_bytes))
-                        .await
-                        .map_err(|e| MessagingError::OutboxSpool {
-                            path: config.spool_dir.clone().unwrap_or_default(),
-                            source: std::io::Error::other(e),
-                        })??;
-                let mut entries = Vec::with_capacity(unacked.len());
-                let mut unreadable = Vec::new();
-                for record in unacked {
-                    match Item::decode(&record.body) {
-                        Ok(item) => entries.push(Entry {
-                            seq: record.seq,
-                            item: Arc::new(item),
-                        }),
-                        Err(error) => {
-                            tracing::error!(seq = record.seq, %error, dir = %spool.dir().display(),
-                                "outbox: dropping a spool record that cannot be read");
-                            unreadable.push(record.seq);
-                        }
-                    }
-                }
-                if !entries.is_empty() {
-                    tracing::info!(
-                        count = entries.len(),
-                        dir = %spool.dir().display(),
-                        "outbox: sending notifications recovered from the spool"
-                    );
-                }
-                shared.lock().failed += unreadable.len() as u64;
-                shared.meters.failed.increment(unreadable.len() as u64);
-                // Recovered entries may exceed the capacity: they are kept all the same.
-                shared.push(entries, 0);
-                let (tx, rx) = mpsc::unbounded_channel();
-                if !unreadable.is_empty() {
-                    let _ = tx.send(Request::Ack(unreadable));
-                }
-                let writer_shared = shared.clone();
-                std::thread::Builder::new()
-                    .name("outbox-spool".into())
-                    .spawn(move || write_spool(spool, rx, writer_shared))
-                    .map_err(|e| MessagingError::OutboxSpool {
-                        path: config.spool_dir.clone().unwrap_or_default(),
-                        source: e,
-                    })?;
-                Some(tx)
-            }
+            Some(dir) => Some(open_spool(dir, config.segment_bytes, &shared).await?),
         };
         let sender = Arc::new(Sender { driver, telemetry });
         tokio::spawn(send_loop(shared.clone(), sender, spool.clone(), config));
@@ -722,6 +678,66 @@ impl Recovery {
 /// The sender task: keeps up to `max_in_flight` sends going, started in queue order, and backs
 /// off while the broker is unreachable.
 ///
+/// Open the spool in `dir`, queue what it kept (recovered entries may exceed the capacity:
+/// they are kept all the same) and start its writer thread: the writer's request channel.
+async fn open_spool(
+    dir: &Path,
+    segment_bytes: u64,
+    shared: &Arc<Shared>,
+) -> Result<mpsc::UnboundedSender<Request>> {
+    let spool_error = |source| MessagingError::OutboxSpool {
+        path: dir.to_owned(),
+        source,
+    };
+    let opening = dir.to_owned();
+    let (spool, unacked) =
+        tokio::task::spawn_blocking(move || Spool::open(&opening, segment_bytes))
+            .await
+            .map_err(|e| spool_error(std::io::Error::other(e)))??;
+    let (entries, unreadable) = recovered_entries(unacked, spool.dir());
+    shared.lock().failed += unreadable.len() as u64;
+    shared.meters.failed.increment(unreadable.len() as u64);
+    shared.push(entries, 0);
+    let (tx, rx) = mpsc::unbounded_channel();
+    if !unreadable.is_empty() {
+        let _ = tx.send(Request::Ack(unreadable));
+    }
+    let writer_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("outbox-spool".into())
+        .spawn(move || write_spool(spool, rx, writer_shared))
+        .map_err(spool_error)?;
+    Ok(tx)
+}
+
+/// The entries of the records a spool kept, and the seqs of those that cannot be read (they
+/// are dropped, and logged).
+fn recovered_entries(unacked: Vec<Unacked>, dir: &Path) -> (Vec<Entry>, Vec<u64>) {
+    let mut entries = Vec::with_capacity(unacked.len());
+    let mut unreadable = Vec::new();
+    for record in unacked {
+        match Item::decode(&record.body) {
+            Ok(item) => entries.push(Entry {
+                seq: record.seq,
+                item: Arc::new(item),
+            }),
+            Err(error) => {
+                tracing::error!(seq = record.seq, %error, dir = %dir.display(),
+                    "outbox: dropping a spool record that cannot be read");
+                unreadable.push(record.seq);
+            }
+        }
+    }
+    if !entries.is_empty() {
+        tracing::info!(
+            count = entries.len(),
+            dir = %dir.display(),
+            "outbox: sending notifications recovered from the spool"
+        );
+    }
+    (entries, unreadable)
+}
+
 /// A send that fails stops new ones; once those in flight finished, every failed entry goes
 /// back to the front of the queue in order and, after a back-off, one entry at a time probes
 /// the broker until one is confirmed.
@@ -826,28 +842,34 @@ fn write_spool(
             }
         }
         let synced = spool.sync();
-        for (seqs, items, reply) in appended {
-            let n = items.len();
-            match &synced {
-                Ok(()) => {
-                    let entries = seqs
-                        .into_iter()
-                        .zip(items)
-                        .map(|(seq, item)| Entry { seq, item });
-                    shared.push(entries, n);
-                    let _ = reply.send(Ok(()));
-                }
-                Err(error) => {
-                    shared.release(n);
-                    let _ = reply.send(Err(copy_error(error)));
-                }
-            }
-        }
+        confirm_appends(appended, &synced, &shared);
         if let Err(error) = &synced {
             tracing::error!(%error, "outbox: spool fsync failed");
         }
         for reply in syncs {
             let _ = reply.send(synced.as_ref().map(|_| ()).map_err(copy_error));
+        }
+    }
+}
+
+/// Once their batch is synced, queue the appended entries and tell their callers; if the
+/// sync failed, give their room back and pass the error on.
+fn confirm_appends(appended: Vec<Appended>, synced: &Result<()>, shared: &Shared) {
+    for (seqs, items, reply) in appended {
+        let n = items.len();
+        match synced {
+            Ok(()) => {
+                let entries = seqs
+                    .into_iter()
+                    .zip(items)
+                    .map(|(seq, item)| Entry { seq, item });
+                shared.push(entries, n);
+                let _ = reply.send(Ok(()));
+            }
+            Err(error) => {
+                shared.release(n);
+                let _ = reply.send(Err(copy_error(error)));
+            }
         }
     }
 }

@@ -162,87 +162,116 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+impl Segment {
+    /// A segment of `records` records, none acked yet.
+    fn with_records(records: u64) -> Self {
+        Self {
+            records,
+            acked: 0,
+            ack_file: None,
+            ack_dirty: false,
+        }
+    }
+}
+
+/// Lock the spool in `dir` for this process (the lock file stays open with the spool).
+fn lock_dir(dir: &Path) -> Result<File> {
+    let lock = open_append(&dir.join(LOCK_FILE)).map_err(|e| spool_error(dir, e))?;
+    match fs4::fs_std::FileExt::try_lock_exclusive(&lock) {
+        Ok(true) => Ok(lock),
+        Ok(false) => Err(MessagingError::OutboxLocked {
+            path: dir.to_owned(),
+        }),
+        Err(e) => Err(spool_error(dir, e)),
+    }
+}
+
+/// The spool's files by first seq: whether there is a segment and whether there is an ack
+/// file.
+fn spool_files(dir: &Path) -> Result<BTreeMap<u64, (bool, bool)>> {
+    let err = |e| spool_error(dir, e);
+    let mut firsts: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let Ok(first) = stem.parse::<u64>() else {
+            continue;
+        };
+        let slot = firsts.entry(first).or_default();
+        match ext {
+            SEGMENT_EXT => slot.0 = true,
+            ACK_EXT => slot.1 = true,
+            _ => {}
+        }
+    }
+    Ok(firsts)
+}
+
+/// Read the segment starting at `first` and its acks (repairing torn tails), push its unacked
+/// records to `unacked`; the segment and the seq after its last record (0 if none).
+fn recover_segment(
+    dir: &Path,
+    first: u64,
+    has_acks: bool,
+    unacked: &mut Vec<Unacked>,
+) -> Result<(Segment, u64)> {
+    let seg_path = segment_path(dir, first, SEGMENT_EXT);
+    let ack_path = segment_path(dir, first, ACK_EXT);
+    let acked: HashSet<u64> = if has_acks {
+        read_and_repair(&ack_path, decode_acks)
+            .map_err(|e| spool_error(&ack_path, e))?
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let records = read_and_repair(&seg_path, |data| {
+        let (records, valid) = decode_records(data);
+        let records: Vec<(u64, Vec<u8>)> = records
+            .into_iter()
+            .map(|(seq, body)| (seq, body.to_vec()))
+            .collect();
+        (records, valid)
+    })
+    .map_err(|e| spool_error(&seg_path, e))?;
+    let mut segment = Segment::with_records(records.len() as u64);
+    let mut after = 0;
+    for (seq, body) in records {
+        after = after.max(seq + 1);
+        if acked.contains(&seq) {
+            segment.acked += 1;
+        } else {
+            unacked.push(Unacked { seq, body });
+        }
+    }
+    Ok((segment, after))
+}
+
 impl Spool {
     /// Open (creating if needed) and lock the spool in `dir`, and return the records that were
     /// never acked, oldest first.
     pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Vec<Unacked>)> {
         let err = |e| spool_error(dir, e);
         fs::create_dir_all(dir).map_err(err)?;
-        let lock = open_append(&dir.join(LOCK_FILE)).map_err(err)?;
-        match fs4::fs_std::FileExt::try_lock_exclusive(&lock) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(MessagingError::OutboxLocked {
-                    path: dir.to_owned(),
-                })
-            }
-            Err(e) => return Err(err(e)),
-        }
-
-        // Segments and ack files by first seq.
-        let mut firsts: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
-        for entry in fs::read_dir(dir).map_err(err)? {
-            let path = entry.map_err(err)?.path();
-            let (Some(stem), Some(ext)) = (
-                path.file_stem().and_then(|s| s.to_str()),
-                path.extension().and_then(|s| s.to_str()),
-            ) else {
-                continue;
-            };
-            let Ok(first) = stem.parse::<u64>() else {
-                continue;
-            };
-            let slot = firsts.entry(first).or_default();
-            match ext {
-                SEGMENT_EXT => slot.0 = true,
-                ACK_EXT => slot.1 = true,
-                _ => {}
-            }
-        }
-
+        let lock = lock_dir(dir)?;
         let mut segments = BTreeMap::new();
         let mut unacked = Vec::new();
         let mut next_seq = 0;
-        for (first, (has_segment, has_acks)) in firsts {
-            let seg_path = segment_path(dir, first, SEGMENT_EXT);
-            let ack_path = segment_path(dir, first, ACK_EXT);
+        for (first, (has_segment, has_acks)) in spool_files(dir)? {
             next_seq = next_seq.max(first);
             if !has_segment {
                 // The segment was deleted but a crash kept its acks.
+                let ack_path = segment_path(dir, first, ACK_EXT);
                 fs::remove_file(&ack_path).map_err(|e| spool_error(&ack_path, e))?;
                 continue;
             }
-            let acked: HashSet<u64> = if has_acks {
-                read_and_repair(&ack_path, decode_acks)
-                    .map_err(|e| spool_error(&ack_path, e))?
-                    .into_iter()
-                    .collect()
-            } else {
-                HashSet::new()
-            };
-            let records = read_and_repair(&seg_path, |data| {
-                let (records, valid) = decode_records(data);
-                let records: Vec<(u64, Vec<u8>)> = records
-                    .into_iter()
-                    .map(|(seq, body)| (seq, body.to_vec()))
-                    .collect();
-                (records, valid)
-            })
-            .map_err(|e| spool_error(&seg_path, e))?;
-            let mut segment = Segment {
-                records: records.len() as u64,
-                acked: 0,
-                ack_file: None,
-                ack_dirty: false,
-            };
-            for (seq, body) in records {
-                next_seq = next_seq.max(seq + 1);
-                if acked.contains(&seq) {
-                    segment.acked += 1;
-                } else {
-                    unacked.push(Unacked { seq, body });
-                }
-            }
+            let (segment, after) = recover_segment(dir, first, has_acks, &mut unacked)?;
+            next_seq = next_seq.max(after);
             if segment.acked == segment.records {
                 Self::delete_segment(dir, first).map_err(err)?;
             } else {
@@ -255,15 +284,7 @@ impl Spool {
         let active_path = segment_path(dir, active, SEGMENT_EXT);
         let active_file = open_append(&active_path).map_err(|e| spool_error(&active_path, e))?;
         sync_dir(dir).map_err(err)?;
-        segments.insert(
-            active,
-            Segment {
-                records: 0,
-                acked: 0,
-                ack_file: None,
-                ack_dirty: false,
-            },
-        );
+        segments.insert(active, Segment::with_records(0));
         let spool = Self {
             dir: dir.to_owned(),
             _lock: lock,
@@ -399,15 +420,7 @@ impl Spool {
         self.active_file = file;
         self.active = first;
         self.active_len = 0;
-        self.segments.insert(
-            first,
-            Segment {
-                records: 0,
-                acked: 0,
-                ack_file: None,
-                ack_dirty: false,
-            },
-        );
+        self.segments.insert(first, Segment::with_records(0));
         Ok(())
     }
 
