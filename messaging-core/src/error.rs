@@ -393,7 +393,7 @@ fn scheme_hint(scheme: &str) -> &'static str {
 
 /// `did you mean `x`? ` when one of `known` is within a typo of `given`.
 fn did_you_mean(given: &str, known: &[String]) -> String {
-    crate::options::closest(given, known.iter().map(String::as_str))
+    crate::suggest::closest(given, known.iter().map(String::as_str))
         .map(|name| format!("did you mean `{name}`? "))
         .unwrap_or_default()
 }

@@ -55,6 +55,7 @@ mod registry;
 mod rpc;
 mod service;
 pub mod signing;
+mod suggest;
 mod target;
 pub mod telemetry;
 mod transport;

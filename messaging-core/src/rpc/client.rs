@@ -253,7 +253,7 @@ impl RpcClient {
     ) -> Result<(RpcAddress, RpcRequest, Span)> {
         let (address, mut request) = self.build(ctx, method, args)?;
         let system = self.transport.telemetry().system;
-        let span = telemetry::rpc_send(call, system, &address, &request);
+        let span = super::spans::rpc_send(call, system, &address, &request);
         if let Some(trace) = telemetry::outgoing(&span) {
             trace.inject(&mut request.context);
         }

@@ -3,6 +3,7 @@
 mod client;
 mod endpoint;
 mod server;
+mod spans;
 
 pub use client::{RpcClient, DEFAULT_TIMEOUT};
 pub use endpoint::{Endpoint, NoArgs, RpcEndpoint, PING_IDENTIFY_ARG, PING_METHOD};

@@ -225,7 +225,7 @@ impl Dispatcher {
         let started = Instant::now();
         let remote = telemetry::extract(&mut incoming.request.context);
         let system = self.transport.telemetry().system;
-        let span = telemetry::rpc_dispatch(system, &self.address, &incoming);
+        let span = super::spans::rpc_dispatch(system, &self.address, &incoming);
         let trace = telemetry::incoming(&span, remote);
         telemetry::scope(trace, self.respond(incoming).instrument(span)).await;
         meters

@@ -61,7 +61,7 @@ pub(crate) use self::metrics::{
     ListenerMeters, Meters, OutboxMeters, ServedMeters,
 };
 pub(crate) use spans::{
-    batch_dispatch, finish, notification_dispatch, notify, outbox_send, rpc_dispatch, rpc_send,
+    batch_dispatch, finish, messaging_span, notification_dispatch, notify, outbox_send,
 };
 pub(crate) use trace::{extract, incoming, outgoing, scope};
 

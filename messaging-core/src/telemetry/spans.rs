@@ -11,10 +11,9 @@ use tracing::field::Empty;
 use tracing::{info_span, Span};
 
 use super::names::*;
-use crate::driver::{IncomingRequest, RpcAddress, ServerAddress};
 use crate::error::MessagingError;
 use crate::priority::Priority;
-use crate::wire::{NotificationMessage, RpcRequest};
+use crate::wire::NotificationMessage;
 
 /// An `info` span named `$name` with the fields of every messaging span (OpenTelemetry's
 /// kind, status and error, the system and the operation, the trace ids), and `$field`s.
@@ -35,65 +34,7 @@ macro_rules! messaging_span {
         )
     };
 }
-
-/// The span of a call (`call`) or a cast.
-pub(crate) fn rpc_send(
-    call: bool,
-    system: &'static str,
-    address: &RpcAddress,
-    request: &RpcRequest,
-) -> Span {
-    macro_rules! send_span {
-        ($name:expr, $operation:literal, $kind:literal) => {
-            messaging_span!(
-                $name,
-                $kind,
-                system,
-                ("send", $operation),
-                messaging.destination.name = %RpcDestination(address),
-                messaging.message.id = Empty,
-                messaging.message.body.size = Empty,
-                oslo.exchange = %address.exchange,
-                oslo.topic = %address.topic,
-                oslo.server = address.server.as_deref(),
-                oslo.fanout = address.fanout,
-                oslo.namespace = request.namespace.as_deref(),
-                oslo.version = request.version.as_deref(),
-                oslo.method = %request.method,
-            )
-        };
-    }
-    if call {
-        send_span!(SPAN_RPC_CALL, "call", "client")
-    } else {
-        send_span!(SPAN_RPC_CAST, "cast", "producer")
-    }
-}
-
-/// The span of a server's handling of `incoming`.
-pub(crate) fn rpc_dispatch(
-    system: &'static str,
-    address: &ServerAddress,
-    incoming: &IncomingRequest,
-) -> Span {
-    let request = &incoming.request;
-    let call = incoming.reply.is_some();
-    messaging_span!(
-        SPAN_RPC_DISPATCH,
-        if call { "server" } else { "consumer" },
-        system,
-        ("process", "dispatch"),
-        messaging.destination.name = %address.topic,
-        messaging.message.id = incoming.unique_id.as_deref(),
-        oslo.exchange = %address.exchange,
-        oslo.topic = %address.topic,
-        oslo.server = %address.server,
-        oslo.call = call,
-        oslo.namespace = request.namespace.as_deref(),
-        oslo.version = request.version.as_deref(),
-        oslo.method = %request.method,
-    )
-}
+pub(crate) use messaging_span;
 
 /// The span of a notify call sending `message` to `topics`.
 pub(crate) fn notify(
@@ -246,20 +187,6 @@ fn error_type(error: &MessagingError) -> String {
     debug[..end].to_owned()
 }
 
-/// `topic`, `topic.server` or `topic (fanout)`.
-struct RpcDestination<'a>(&'a RpcAddress);
-
-impl fmt::Display for RpcDestination<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let address = self.0;
-        match (&address.server, address.fanout) {
-            (_, true) => write!(f, "{} (fanout)", address.topic),
-            (Some(server), false) => write!(f, "{}.{server}", address.topic),
-            (None, false) => f.write_str(&address.topic),
-        }
-    }
-}
-
 /// `topic.priority`, as oslo routes notifications, for each topic.
 struct NotifyDestination<'a, S>(&'a [S], Priority);
 
@@ -279,15 +206,6 @@ mod tests {
 
     #[test]
     fn destinations_and_error_types() {
-        let mut address = RpcAddress {
-            exchange: "openstack".into(),
-            topic: "compute".into(),
-            server: Some("host1".into()),
-            fanout: false,
-        };
-        assert_eq!(RpcDestination(&address).to_string(), "compute.host1");
-        address.fanout = true;
-        assert_eq!(RpcDestination(&address).to_string(), "compute (fanout)");
         let topics = ["notifications".to_owned(), "audit".to_owned()];
         assert_eq!(
             NotifyDestination(&topics, Priority::Info).to_string(),
