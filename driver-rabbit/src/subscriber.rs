@@ -330,7 +330,16 @@ async fn run(
     let mut live = Some(live);
     let stopped = consume(&plan, &mut live, deliveries, &mut settle, &mut control).await;
     if let Some(live) = live.as_mut() {
-        give_back_buffered(&plan, live).await;
+        // A broker that does not answer the cancels must not hold up the shutdown.
+        if timeout(CLOSE_WITHIN, give_back_buffered(&plan, live))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                role = plan.role,
+                "RabbitMQ did not answer the consumer cancels within {CLOSE_WITHIN:?}"
+            );
+        }
     }
     if let Some(stopped) = stopped {
         let _ = stopped.send(());
@@ -339,16 +348,26 @@ async fn run(
     let connection = live.as_ref().map(|live| &live.connection);
     settle_outstanding(connection, &mut settle, &outstanding).await;
     if let Some(live) = live {
-        for queue in &plan.delete_on_close {
-            if let Err(error) = live
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await
-            {
-                tracing::debug!(%error, queue, "could not delete the queue");
-            }
+        if timeout(CLOSE_WITHIN, delete_own_queues(&plan, &live.channel))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                role = plan.role,
+                "RabbitMQ did not delete this subscriber's queues within {CLOSE_WITHIN:?}"
+            );
         }
         close_connection(&live.connection).await;
+    }
+}
+
+/// Delete the queues that live only as long as this subscriber (its reply or fanout queues).
+async fn delete_own_queues(plan: &Plan, channel: &Channel) {
+    for queue in &plan.delete_on_close {
+        let delete = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default());
+        if let Err(error) = delete.await {
+            tracing::debug!(%error, queue, "could not delete the queue");
+        }
     }
 }
 
@@ -505,7 +524,7 @@ async fn settle_outstanding(
 async fn close_connection(connection: &Connection) {
     if connection.status().connected() {
         let close = connection.close(200, "OK".into());
-        if tokio::time::timeout(CLOSE_WITHIN, close).await.is_err() {
+        if timeout(CLOSE_WITHIN, close).await.is_err() {
             tracing::warn!("RabbitMQ did not answer the close within {CLOSE_WITHIN:?}; dropped");
         }
     }
