@@ -3,9 +3,10 @@
 clients (lapin, rdkafka, fe2o3-amqp), the same workloads on the same local brokers, each server and client
 in its own process.
 
-    bench/compare.py [--quick] [--json FILE]
+    bench/compare.py [--quick] [--json FILE] [--only TITLE] [--kafka-url HOST:PORT]
 
-Builds the release binaries, makes sure RabbitMQ and the Python venv are up (.ci/brokers),
+Builds the release binaries, checks that RabbitMQ, nisshi and the Python venv are up (start
+them with `.ci/brokers up`; this script never starts or restarts a broker),
 runs every workload for every implementation and prints a Markdown table (and the raw
 results as JSON with --json). Figures are what this machine measured in this run; ratios
 come from one run so that machine noise mostly cancels.
@@ -16,6 +17,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,8 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 RAW_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"  # lapin's URI for the same broker
-KAFKA = "kafka://127.0.0.1:9092/"
-RAW_KAFKA = "127.0.0.1:9092"  # rdkafka's bootstrap servers for the same broker
+# --kafka-url HOST:PORT points the Kafka section at another nisshi (e.g. a release build).
+KAFKA_HOST = "127.0.0.1:9092"
 AMQP1 = "amqp://guest:guest@127.0.0.1:5672/"
 RAW_AMQP1 = "127.0.0.1:5672"  # fe2o3-amqp's host for the same broker's AMQP 1.0 endpoint
 
@@ -40,6 +42,7 @@ OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"]}}
 # its single sender, the aim for ours.
 WORKLOADS = [
     ("sequential calls", "rpc-call", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
+    ("casts (1 sender)", "rpc-cast", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
     ("concurrent calls (16 in flight)", "rpc-call", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
     ("casts (16 senders)", "rpc-cast", 16, {"python": 6000, "rust": 40000, "raw-lapin": 40000}),
     ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
@@ -71,7 +74,7 @@ AMQP1_SENDS = [(name, mode, clients, {"rust": counts["rust"], "raw-fe2o3": count
 # title, transport URL, workloads, implementations compared
 SECTIONS = [
     ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin"]),
-    ("Kafka (nisshi 0.8.1)", KAFKA, KAFKA_WORKLOADS, ["python", "rust", "raw-rdkafka"]),
+    ("Kafka (nisshi 0.8.1)", "kafka://{kafka}/", KAFKA_WORKLOADS, ["python", "rust", "raw-rdkafka"]),
     ("AMQP 1.0 calls (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
      AMQP1, AMQP1_CALLS, ["rust"]),
     ("AMQP 1.0 casts and notifications (RabbitMQ's AMQP 1.0 endpoint)", AMQP1, AMQP1_SENDS, ["rust", "raw-fe2o3"]),
@@ -87,7 +90,7 @@ def command(impl, url, role, mode, topic, count, clients, extra=()):
         return [os.path.join(ROOT, "target/release/omsg"), "--url", url, "bench", mode, "--role", role,
                 "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"] + extra
     if impl == "raw-rdkafka":
-        return [os.path.join(ROOT, "target/release/examples/raw_rdkafka_bench"), "--bootstrap", RAW_KAFKA,
+        return [os.path.join(ROOT, "target/release/examples/raw_rdkafka_bench"), "--bootstrap", KAFKA_HOST,
                 "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
     if impl == "raw-fe2o3":
         return [os.path.join(ROOT, "target/release/examples/raw_fe2o3_bench"), "--host", RAW_AMQP1,
@@ -154,7 +157,36 @@ def build():
                    cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "driver-amqp1", "--example", "raw_fe2o3_bench"],
                    cwd=ROOT, check=True)
-    subprocess.run([os.path.join(ROOT, ".ci/brokers"), "up", "rabbit", "python", "kafka"], cwd=ROOT, check=True)
+
+
+def port_open(host_port):
+    host, port = host_port.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_brokers(python):
+    """Only look: the brokers are shared with tests, so starting or restarting them is not ours."""
+    missing = [what for what, up in (("RabbitMQ on 127.0.0.1:5672", port_open("127.0.0.1:5672")),
+                                     ("nisshi on %s" % KAFKA_HOST, port_open(KAFKA_HOST)),
+                                     ("the oslo.messaging venv (%s)" % python, os.access(python, os.X_OK)))
+               if not up]
+    if missing:
+        sys.exit("not running: %s (start them with .ci/brokers up)" % ", ".join(missing))
+
+
+def listener_exe(host_port):
+    """The executable listening on `host_port` (from ss -ltnp and /proc), or "unknown"."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", "sport = :%s" % host_port.rsplit(":", 1)[1]],
+                             capture_output=True, text=True, timeout=10).stdout
+        pid = out.split("pid=")[1].split(",")[0]
+        return os.readlink("/proc/%s/exe" % pid)
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def fmt(value, digits=0):
@@ -185,17 +217,23 @@ def table(workloads, impls, results):
 
 
 def main():
+    global KAFKA_HOST
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--only", help="run only the sections whose title contains this")
+    parser.add_argument("--kafka-url", default=KAFKA_HOST,
+                        help="HOST:PORT of the nisshi (Kafka protocol) broker, default %(default)s")
     args = parser.parse_args()
+    KAFKA_HOST = args.kafka_url
     build()
+    check_brokers(os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python")))
     load_before = os.getloadavg()
     started = time.time()
     results = {}
     sections = [s for s in SECTIONS if not args.only or args.only in s[0]]
     for title, url, workloads, impls in sections:
+        url = url.replace("{kafka}", KAFKA_HOST)
         results[title] = {}
         for name, mode, clients, counts, *extra in workloads:
             results[title][name] = {}
@@ -208,6 +246,8 @@ def main():
     print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))
+    print("Load average after: %s. Kafka: nisshi at %s, %s.\n" % (
+        " ".join("%.2f" % l for l in os.getloadavg()), KAFKA_HOST, listener_exe(KAFKA_HOST)))
     for title, _, workloads, impls in sections:
         print("### %s\n\n%s\n" % (title, table(workloads, impls, results[title])))
     if args.json:

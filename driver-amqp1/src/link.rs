@@ -466,10 +466,11 @@ impl LinkManager {
     ) -> std::result::Result<std::result::Result<Outcome, SendError>, Failure> {
         // fe2o3 keeps the outcome's sender in the link's unsettled map, which outlives a dead
         // connection: watch the link's session while waiting, or the wait would last until the
-        // deadline.
+        // deadline. The first look is one period from now: an interval's immediate first tick
+        // still goes through the timer wheel, which costs about 1 ms per send.
         let mut outcome = std::pin::pin!(outcome);
-        let mut watch = tokio::time::interval(Duration::from_millis(250));
-        watch.tick().await;
+        let period = Duration::from_millis(250);
+        let mut watch = tokio::time::interval_at(Instant::now() + period, period);
         loop {
             tokio::select! {
                 outcome = &mut outcome => return Ok(outcome),

@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// Sending ends once the outbox has sent everything.
     #[arg(long, value_parser = parse_outbox)]
     outbox: Option<OutboxArg>,
+    /// With `--outbox`: end once everything is queued, without waiting for the outbox to
+    /// send it (what a broker outage costs: peak RSS, and the spool left on disk).
+    #[arg(long, requires = "outbox")]
+    queue_only: bool,
 }
 
 /// Where `--outbox` keeps the notifications it has not sent yet.
@@ -177,6 +181,11 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
 pub async fn run(endpoints: &Endpoints, args: BenchArgs) -> Outcome {
     if args.outbox.is_some() && args.mode != Mode::Notify {
         return Err(Failure::Usage("--outbox works with `notify` only".into()));
+    }
+    if args.queue_only && args.role != Role::Client {
+        return Err(Failure::Usage(
+            "--queue-only works with `--role client` only".into(),
+        ));
     }
     let topic = args
         .topic
@@ -522,7 +531,7 @@ impl Sender {
             all.first_error = all.first_error.or(tally.first_error);
             all.latencies.extend(tally.latencies);
         }
-        if let Some(notifier) = &self.notifier {
+        if let (Some(notifier), false) = (&self.notifier, args.queue_only) {
             notifier.flush(OUTBOX_FLUSH).await?;
         }
         bar.finish_and_clear();
@@ -698,6 +707,7 @@ mod tests {
             topic: None,
             json: true,
             outbox: None,
+            queue_only: false,
         }
     }
 
