@@ -439,7 +439,9 @@ impl LinkManager {
             }
         }
         if guard.is_none() {
-            *guard = Some(self.attach_sender(address, spec).await?);
+            // Boxed: attaching may connect first, a large future that every send would
+            // otherwise carry (and copy) while it is rarely needed.
+            *guard = Some(Box::pin(self.attach_sender(address, spec)).await?);
         }
         let live = guard.as_mut().expect("attached");
         let queued =

@@ -65,8 +65,17 @@ impl KafkaNotify {
     }
 }
 
+/// How many sends an outbox keeps in flight on Kafka: librdkafka packs what is waiting into
+/// one produce request per partition, so a deeper window makes fuller requests (with 256, one
+/// outbox sent 50,000 notifications/s to a release nisshi; with 4,096, about 80,000).
+const OUTBOX_WINDOW: usize = 4096;
+
 #[async_trait]
 impl NotifyDriver for KafkaNotify {
+    fn outbox_window(&self) -> usize {
+        OUTBOX_WINDOW
+    }
+
     async fn notify(
         &self,
         to: &NotifyAddress,

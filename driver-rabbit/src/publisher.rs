@@ -192,11 +192,22 @@ impl Publisher {
         if self.closed.load(Ordering::Acquire) {
             return Err(Failure::Fatal(MessagingError::Closed("transport")));
         }
-        let mut current = self.current.lock().await;
+        let current = self.current.lock().await;
+        if let Some(session) = current.as_ref().filter(|session| session.alive()) {
+            return Ok(session.clone());
+        }
+        // Boxed: the connect's future is large (12 KiB with TLS), and every publish future
+        // that awaits this one would otherwise carry it and copy it on each call.
+        Box::pin(self.renew(current)).await
+    }
+
+    /// A new session in place of `current` (gone or never opened): a new channel when only
+    /// the channel is gone, else a new connection.
+    async fn renew(
+        &self,
+        mut current: tokio::sync::MutexGuard<'_, Option<Arc<Session>>>,
+    ) -> std::result::Result<Arc<Session>, Failure> {
         if let Some(session) = current.as_ref() {
-            if session.alive() {
-                return Ok(session.clone());
-            }
             if session.connection.status().connected() {
                 // Only the channel is gone (the broker closes a channel that made a bad
                 // declaration) or was nacked: open another one on the same connection.

@@ -163,6 +163,15 @@ impl RabbitRpc {
 
     /// The reply queue's name, declaring and consuming it on the first call.
     async fn reply_queue(&self, options: &SendOptions) -> Result<String> {
+        if let Some(queue) = self.reply_queue.get() {
+            return Ok(queue.name.clone());
+        }
+        // Boxed: the first call's future is large (the subscriber's connect), and every call
+        // would otherwise carry it.
+        Box::pin(self.start_reply_queue(options)).await
+    }
+
+    async fn start_reply_queue(&self, options: &SendOptions) -> Result<String> {
         let what = "declaring the reply queue";
         let name = self
             .reply_queue_name

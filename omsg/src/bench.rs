@@ -89,6 +89,9 @@ pub struct BenchArgs {
     /// send it (what a broker outage costs: peak RSS, and the spool left on disk).
     #[arg(long, requires = "outbox")]
     queue_only: bool,
+    /// With `--outbox`: keep at most this many sends in flight [default: the transport's].
+    #[arg(long, requires = "outbox")]
+    outbox_window: Option<usize>,
 }
 
 /// Where `--outbox` keeps the notifications it has not sent yet.
@@ -444,7 +447,10 @@ impl Sender {
             if let (Some(outbox), false) = (&args.outbox, args.role == Role::Server) {
                 // Room for the whole run and the warm-ups: the outbox never refuses.
                 let capacity = usize::try_from(args.count.saturating_add(1000));
-                let config = OutboxConfig::new(capacity.unwrap_or(usize::MAX));
+                let mut config = OutboxConfig::new(capacity.unwrap_or(usize::MAX));
+                if let Some(window) = args.outbox_window {
+                    config = config.max_in_flight(window);
+                }
                 let config = match outbox {
                     OutboxArg::Memory => config,
                     OutboxArg::Spool(dir) => config.spool_dir(dir),
@@ -708,6 +714,7 @@ mod tests {
             json: true,
             outbox: None,
             queue_only: false,
+            outbox_window: None,
         }
     }
 

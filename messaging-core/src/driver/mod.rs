@@ -249,9 +249,20 @@ pub trait NotifyDriver: Send + Sync + 'static {
         pool: Option<&str>,
     ) -> Result<Box<dyn NotificationSource>>;
 
+    /// How many sends a notifier's outbox keeps in flight on this transport unless its
+    /// [`OutboxConfig::max_in_flight`](crate::OutboxConfig::max_in_flight) says otherwise.
+    /// A broker that confirms each message is kept busy by a few hundred; a transport that
+    /// batches sends into requests (Kafka) fills its requests only with many more.
+    fn outbox_window(&self) -> usize {
+        DEFAULT_OUTBOX_WINDOW
+    }
+
     /// Release connections.
     async fn close(&self) {}
 }
+
+/// [`NotifyDriver::outbox_window`] unless a driver says otherwise.
+pub const DEFAULT_OUTBOX_WINDOW: usize = 256;
 
 /// A listener's stream of notifications.
 #[async_trait]

@@ -53,7 +53,8 @@ pub struct OutboxConfig {
     capacity: usize,
     spool_dir: Option<PathBuf>,
     overflow: Overflow,
-    max_in_flight: usize,
+    /// `None`: the transport's [`NotifyDriver::outbox_window`].
+    max_in_flight: Option<usize>,
     send_timeout: Duration,
     retry_interval: Duration,
     retry_backoff: Duration,
@@ -67,7 +68,7 @@ impl Default for OutboxConfig {
             capacity: OutboxConfig::DEFAULT_CAPACITY,
             spool_dir: None,
             overflow: Overflow::Error,
-            max_in_flight: 256,
+            max_in_flight: None,
             send_timeout: Duration::from_secs(30),
             retry_interval: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(1),
@@ -104,12 +105,14 @@ impl OutboxConfig {
         self
     }
 
-    /// Keep up to this many sends in flight (default 256; see
-    /// [`Notifier::with_outbox`](crate::Notifier::with_outbox)). With more than one, a send that
-    /// fails while later ones succeed is sent again after them; `1` keeps the order strict
-    /// even across broker failures, at one round trip per notification.
+    /// Keep up to this many sends in flight (see
+    /// [`Notifier::with_outbox`](crate::Notifier::with_outbox)); by default, what the transport
+    /// prefers ([`NotifyDriver::outbox_window`]: 256 for RabbitMQ and AMQP 1.0, 4,096 for
+    /// Kafka, whose sends share produce requests). With more than one, a send that fails while
+    /// later ones succeed is sent again after them; `1` keeps the order strict even across
+    /// broker failures, at one round trip per notification.
     pub fn max_in_flight(mut self, max: usize) -> Self {
-        self.max_in_flight = max.max(1);
+        self.max_in_flight = Some(max.max(1));
         self
     }
 
@@ -443,8 +446,18 @@ impl Outbox {
             None => None,
             Some(dir) => Some(open_spool(dir, config.segment_bytes, &shared).await?),
         };
+        let window = config
+            .max_in_flight
+            .unwrap_or_else(|| driver.outbox_window().max(1));
         let sender = Arc::new(Sender { driver, telemetry });
-        tokio::spawn(send_loop(shared.clone(), sender, spool.clone(), config));
+        let recovery = Recovery::new(&config, window);
+        tokio::spawn(send_loop(
+            shared.clone(),
+            sender,
+            spool.clone(),
+            config,
+            recovery,
+        ));
         Ok(Self { shared, spool })
     }
 
@@ -638,7 +651,7 @@ struct Recovery {
 }
 
 impl Recovery {
-    fn new(config: &OutboxConfig) -> Self {
+    fn new(config: &OutboxConfig, max_in_flight: usize) -> Self {
         Self {
             backoff: Backoff::new(
                 config.retry_interval,
@@ -646,8 +659,8 @@ impl Recovery {
                 config.retry_max,
             ),
             outage: None,
-            window: config.max_in_flight,
-            max_in_flight: config.max_in_flight,
+            window: max_in_flight,
+            max_in_flight,
         }
     }
 
@@ -746,6 +759,7 @@ async fn send_loop(
     sender: Arc<Sender>,
     spool: Option<mpsc::UnboundedSender<Request>>,
     config: OutboxConfig,
+    mut recovery: Recovery,
 ) {
     let mut closed = shared.closed.subscribe();
     let options = Arc::new(SendOptions {
@@ -754,7 +768,6 @@ async fn send_loop(
         retry: Retry::Never,
         ..SendOptions::default()
     });
-    let mut recovery = Recovery::new(&config);
     let mut sending = FuturesUnordered::new();
     loop {
         let window = recovery.window;
@@ -912,6 +925,8 @@ mod tests {
         release: Release,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
+        /// The driver's preferred outbox window, if not the default.
+        window: Option<usize>,
     }
 
     /// Permits for held sends, none at first.
@@ -927,6 +942,12 @@ mod tests {
 
     #[async_trait]
     impl NotifyDriver for FakeDriver {
+        fn outbox_window(&self) -> usize {
+            self.0
+                .window
+                .unwrap_or(crate::driver::DEFAULT_OUTBOX_WINDOW)
+        }
+
         async fn notify(
             &self,
             _to: &NotifyAddress,
@@ -1055,6 +1076,32 @@ mod tests {
         notifier.flush(PATIENCE).await.unwrap();
         assert_eq!(*broker.received.lock().unwrap(), numbers(0..10));
         assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn the_window_is_the_drivers_unless_configured() {
+        for (configured, expected) in [(None, 3), (Some(5), 5)] {
+            let broker = Arc::new(Broker {
+                window: Some(3),
+                ..Broker::default()
+            });
+            broker.up.store(true, Ordering::SeqCst);
+            let config = OutboxConfig::new(100);
+            let config = match configured {
+                Some(max) => config.max_in_flight(max),
+                None => config,
+            };
+            let notifier = notifier(&broker, config).await.unwrap();
+            send_as(&notifier, "slow", 0..10).await.unwrap();
+            eventually("a full window in flight", || {
+                broker.in_flight.load(Ordering::SeqCst) == expected
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), expected);
+            broker.release.0.add_permits(10);
+            notifier.flush(PATIENCE).await.unwrap();
+        }
     }
 
     #[tokio::test]
