@@ -224,7 +224,8 @@ impl LinkManager {
         if let Some(endpoints) = self.endpoints.get() {
             return Ok(endpoints.clone());
         }
-        drop(self.connected(retry, deadline).await?);
+        // Boxed: connecting is a large future that every send would carry (and copy).
+        drop(Box::pin(self.connected(retry, deadline)).await?);
         Ok(self
             .endpoints
             .get()

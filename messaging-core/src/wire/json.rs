@@ -147,7 +147,11 @@ impl Formatter for InsideString {
     ) -> io::Result<()> {
         // Printable ASCII passes both levels unchanged (serde_json hands `"` and `\` to
         // `write_char_escape`, never in a fragment): the common case is one scan and a copy.
-        if fragment.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        // The scan has no early exit, so that it is vectorized.
+        let printable = fragment
+            .bytes()
+            .fold(true, |printable, b| printable & (b' '..=b'~').contains(&b));
+        if printable {
             return w.write_all(fragment.as_bytes());
         }
         PythonFormatter.write_string_fragment(&mut Escaped(w), fragment)
