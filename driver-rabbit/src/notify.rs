@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
 use messaging_core::driver::{
     decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
@@ -16,7 +15,7 @@ use messaging_core::{MessagingError, Result};
 use crate::connection::Connector;
 use crate::publisher::{Outgoing, Publisher};
 use crate::rpc::{body, failure_error, origin};
-use crate::subscriber::{Guard, Plan, StreamCursor, Subscriber};
+use crate::subscriber::{Guard, Plan, Settle, StreamCursor, Subscriber};
 use crate::topology;
 
 /// The notification side of a rabbit transport.
@@ -153,14 +152,17 @@ fn settled(result: lapin::Result<bool>) -> Result<()> {
 #[async_trait]
 impl Acknowledger for RabbitAcker {
     async fn ack(self: Box<Self>) -> Result<()> {
-        settled(self.acker.ack(BasicAckOptions::default()).await)
+        settled(Settle::Ack(self.acker).send().await)
     }
 
     async fn requeue(self: Box<Self>) -> Result<()> {
         settled(
-            self.acker
-                .reject(BasicRejectOptions { requeue: true })
-                .await,
+            Settle::Reject {
+                acker: self.acker,
+                requeue: true,
+            }
+            .send()
+            .await,
         )
     }
 }

@@ -101,9 +101,48 @@ impl StreamCursor {
 }
 
 /// A settlement asked for by the user.
-enum Settle {
+pub(crate) enum Settle {
     Ack(Acker),
     Reject { acker: Acker, requeue: bool },
+}
+
+/// How long sending one settlement may take.
+///
+/// lapin (4.12) can leave a settlement pending forever: when a connection fails it first drops
+/// the frames queued so far and only then marks its channels failed, so an ack queued in
+/// between is neither sent nor failed (`Channels::set_connection_error`). A handler awaiting
+/// it would never finish, and neither would the shutdown waiting for that handler. Giving up
+/// loses nothing: the broker delivers again what a failed connection had not settled.
+pub(crate) const SETTLE_WITHIN: Duration = Duration::from_secs(5);
+
+impl Settle {
+    /// Send the settlement: `Ok(true)` once sent, `Ok(false)` when the delivery's connection
+    /// is gone (the broker delivers it again) or the send did not finish within
+    /// [`SETTLE_WITHIN`].
+    pub(crate) async fn send(self) -> lapin::Result<bool> {
+        bounded(SETTLE_WITHIN, async move {
+            match self {
+                Settle::Ack(acker) => acker.ack(BasicAckOptions::default()).await,
+                Settle::Reject { acker, requeue } => {
+                    acker.reject(BasicRejectOptions { requeue }).await
+                }
+            }
+        })
+        .await
+    }
+}
+
+async fn bounded(
+    limit: Duration,
+    send: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> lapin::Result<bool> {
+    timeout(limit, send).await.unwrap_or_else(|_| {
+        tracing::warn!(
+            "a settlement was not sent within {limit:?}; if its connection failed, the broker \
+             delivers the message again"
+        );
+        Ok(false)
+    })
 }
 
 /// What the user tells the task, beyond settlements.
@@ -297,11 +336,7 @@ impl Subscriber {
 }
 
 async fn apply(settle: Settle) {
-    let result = match settle {
-        Settle::Ack(acker) => acker.ack(BasicAckOptions::default()).await,
-        Settle::Reject { acker, requeue } => acker.reject(BasicRejectOptions { requeue }).await,
-    };
-    match result {
+    match settle.send().await {
         Ok(true) => {}
         // The delivery's channel is gone: the broker redelivers it.
         Ok(false) => tracing::debug!("settling a delivery of a closed channel"),
@@ -527,5 +562,26 @@ async fn close_connection(connection: &Connection) {
         if timeout(CLOSE_WITHIN, close).await.is_err() {
             tracing::warn!("RabbitMQ did not answer the close within {CLOSE_WITHIN:?}; dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_settlement_lapin_never_finishes_is_given_up_after_its_bound() {
+        let began = Instant::now();
+        let sent = bounded(Duration::from_millis(50), std::future::pending()).await;
+        assert!(matches!(sent, Ok(false)), "{sent:?}");
+        assert!(began.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_settlement_sent_in_time_is_reported_as_sent() {
+        let sent = bounded(Duration::from_millis(50), async { Ok(true) }).await;
+        assert!(matches!(sent, Ok(true)), "{sent:?}");
     }
 }
