@@ -388,3 +388,34 @@ async fn a_lone_send_skips_the_linger_and_concurrent_sends_share_it() {
     );
     assert!(concurrent < LINGER * 10, "{N} sends took {concurrent:?}");
 }
+
+/// The thread serving a producer's delivery reports sleeps while nothing is in flight (so an
+/// idle process uses no CPU) and checks for events once a second: a send must wake it, not
+/// wait for that check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_after_an_idle_spell_is_reported_at_once() {
+    let Some(url) = common::kafka_url("a_send_after_an_idle_spell_is_reported_at_once") else {
+        return;
+    };
+    const IDLE_CHECK: Duration = Duration::from_secs(1);
+    let transport = get_notification_transport(&url).await.unwrap();
+    let notifier = Notifier::new(transport.clone(), "p").topics([common::unique("idle")]);
+    notifier.info(&Context::new(), "warmup", &0).await.unwrap();
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        // Long enough for the serving thread to be asleep again.
+        tokio::time::sleep(IDLE_CHECK + Duration::from_millis(300)).await;
+        let started = Instant::now();
+        notifier
+            .info(&Context::new(), "after idle", &i)
+            .await
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    transport.close().await;
+    println!("slowest send after an idle spell: {slowest:?}");
+    assert!(
+        slowest < IDLE_CHECK / 2,
+        "a send after an idle spell took {slowest:?}: it waited for the idle check"
+    );
+}
