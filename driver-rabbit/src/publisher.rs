@@ -156,7 +156,7 @@ impl Session {
             .get_or_try_init(|| async {
                 let channel = confirm_channel(&self.connection).await?;
                 let (submit, submissions) = mpsc::unbounded_channel();
-                tokio::spawn(collect(submissions));
+                tokio::spawn(collect(submissions, CLOSE_WITHIN));
                 Ok(Mandatory { channel, submit })
             })
             .await
@@ -550,12 +550,23 @@ type Completed = (
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(5);
 
 /// Drive the mandatory publishes of one channel and match returned messages to them.
-async fn collect(mut submissions: mpsc::UnboundedReceiver<Submission>) {
+///
+/// Once the session is gone, the publishes still unconfirmed get `grace` ([`CLOSE_WITHIN`]),
+/// then are dropped (their callers have given up on them by then): lapin can leave the confirm of a
+/// publish queued as its connection failed pending forever (see
+/// [`SETTLE_WITHIN`](crate::subscriber::SETTLE_WITHIN)), which would keep this task, and the
+/// connection it holds, alive.
+async fn collect(mut submissions: mpsc::UnboundedReceiver<Submission>, grace: Duration) {
     let mut in_flight = FuturesUnordered::new();
     let mut unclaimed: Vec<(Vec<u8>, Instant)> = Vec::new();
     let mut open = true;
+    let mut given_up_at = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     while open || !in_flight.is_empty() {
         tokio::select! {
+            () = tokio::time::sleep_until(given_up_at), if !open => {
+                tracing::debug!(unconfirmed = in_flight.len(), "dropping the confirms of a closed session");
+                return;
+            }
             submission = submissions.recv(), if open => match submission {
                 Some(Submission { body, publish, done }) => in_flight.push(async move {
                     let (acked, returned) = match publish.await {
@@ -566,7 +577,10 @@ async fn collect(mut submissions: mpsc::UnboundedReceiver<Submission>) {
                     };
                     (body, acked, returned.map(|r| r.delivery.data), done)
                 }),
-                None => open = false,
+                None => {
+                    open = false;
+                    given_up_at = tokio::time::Instant::now() + grace;
+                }
             },
             Some(first) = in_flight.next(), if !in_flight.is_empty() => {
                 // Confirms completed by one (multiple) ack complete together: take them all.
@@ -666,5 +680,27 @@ mod tests {
         assert_eq!(a_rx.try_recv().unwrap().unwrap(), Outcome::Delivered);
         assert_eq!(b_rx.try_recv().unwrap().unwrap(), Outcome::Returned);
         assert!(unclaimed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_collector_of_a_closed_session_gives_up_a_confirm_that_never_comes() {
+        let (submit, submissions) = mpsc::unbounded_channel();
+        let collector = tokio::spawn(collect(submissions, Duration::from_millis(50)));
+        let (done, mut outcome) = oneshot::channel();
+        submit
+            .send(Submission {
+                body: b"a".as_slice().into(),
+                publish: Box::pin(std::future::pending()),
+                done,
+            })
+            .unwrap_or_else(|_| panic!("the collector is running"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!collector.is_finished(), "the session is still open");
+        drop(submit);
+        tokio::time::timeout(Duration::from_secs(5), collector)
+            .await
+            .expect("the collector ended after its grace")
+            .unwrap();
+        assert!(outcome.try_recv().is_err(), "the publish was given up");
     }
 }
