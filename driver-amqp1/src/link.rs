@@ -23,7 +23,7 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
-use messaging_core::driver::retry::{with_retry, Failure};
+use messaging_core::driver::retry::{with_retry, Describe, Failure};
 use messaging_core::driver::{InFlight, RpcAddress, SendOptions};
 use messaging_core::telemetry;
 use messaging_core::{MessagingError, Result, Retry, TransportUrl};
@@ -350,7 +350,7 @@ impl LinkManager {
             timeout: Some(spec.deadline.saturating_duration_since(Instant::now())),
             ..SendOptions::default()
         };
-        let what = format!("{} to `{address}`", spec.what);
+        let what = Describe::new(|f| write!(f, "{} to `{address}`", spec.what));
         with_retry(&what, &options, self.config.backoff(), || async {
             self.check_open().map_err(Failure::Fatal)?;
             self.try_send(address, &sendable, spec).await

@@ -6,7 +6,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use messaging_core::driver::{NotificationSource, NotifyAddress, NotifyDriver, SendOptions};
+use messaging_core::driver::{
+    NotificationSource, NotifyAddress, NotifyDriver, PerAddress, SendOptions,
+};
 use messaging_core::wire::{ContextStyle, NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +38,8 @@ pub(crate) struct KafkaNotify {
     config: Arc<KafkaConfig>,
     publisher: Arc<Publisher>,
     listeners: Mutex<Vec<Started>>,
+    /// Each address's topic name, or why it is not a valid one.
+    topics: PerAddress<NotifyAddress, std::result::Result<Arc<str>, String>>,
 }
 
 impl KafkaNotify {
@@ -51,13 +55,17 @@ impl KafkaNotify {
             url: url.clone(),
             config: Arc::new(config),
             listeners: Mutex::new(Vec::new()),
+            topics: PerAddress::default(),
         })
     }
 
-    fn topic(&self, address: &NotifyAddress) -> Result<String> {
-        let topic = topic_name(address, self.url.virtual_host.as_deref());
-        crate::check_topic_name(&topic).map_err(MessagingError::InvalidTarget)?;
-        Ok(topic)
+    fn topic(&self, address: &NotifyAddress) -> Result<Arc<str>> {
+        self.topics
+            .get(address, |address| {
+                let topic = topic_name(address, self.url.virtual_host.as_deref());
+                crate::check_topic_name(&topic).map(|()| topic.into())
+            })
+            .map_err(MessagingError::InvalidTarget)
     }
 
     fn started(&self) -> std::sync::MutexGuard<'_, Vec<Started>> {
@@ -97,7 +105,7 @@ impl NotifyDriver for KafkaNotify {
     ) -> Result<Box<dyn NotificationSource>> {
         let mut topics: Vec<String> = Vec::new();
         for subscription in subscriptions {
-            let topic = self.topic(subscription)?;
+            let topic = self.topic(subscription)?.to_string();
             if !topics.contains(&topic) {
                 topics.push(topic);
             }

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use messaging_core::driver::retry::{with_retry, Backoff, Failure};
+use messaging_core::driver::retry::{with_retry, Backoff, Describe, Failure};
 use messaging_core::driver::SendOptions;
 use messaging_core::{MessagingError, Result, TransportUrl};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -82,7 +82,7 @@ impl Publisher {
     /// `options.timeout`; each attempt is bounded by `producer_delivery_timeout`.
     pub async fn publish(&self, topic: &str, payload: &[u8], options: &SendOptions) -> Result<()> {
         messaging_core::telemetry::record_body_size(payload.len());
-        let what = format!("delivery of a record to `{topic}`");
+        let what = Describe::new(|f| write!(f, "delivery of a record to `{topic}`"));
         let backoff = self.backoff.clone();
         with_retry(&what, options, backoff, || self.attempt(topic, payload)).await
     }

@@ -1,6 +1,7 @@
 //! Opening connections: host failover, credentials, TLS, back-off, error classification and
 //! the retry loop that every send goes through.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -378,7 +379,7 @@ pub(crate) fn backoff(config: &RabbitConfig) -> Backoff {
 /// gets its attempt's deadline.
 pub(crate) async fn with_retry<T, F, Fut>(
     connector: &Connector,
-    what: &str,
+    what: &(dyn Display + Sync),
     options: &SendOptions,
     mut op: F,
 ) -> Result<T>
@@ -405,7 +406,7 @@ fn attempt_deadline(deadline: Instant) -> Instant {
 /// fails with a [`Failure::Retry`] saying how long it was given.
 pub(crate) async fn within<T>(
     until: Instant,
-    what: &str,
+    what: &(dyn Display + Sync),
     attempt: impl Future<Output = std::result::Result<T, Failure>>,
 ) -> std::result::Result<T, Failure> {
     let given = until.saturating_duration_since(Instant::now());

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lapin::Acker;
+use messaging_core::driver::retry::Describe;
 use messaging_core::driver::{
     decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
     NotifyDriver, PerAddress, SendOptions,
@@ -58,7 +59,7 @@ impl NotifyDriver for RabbitNotify {
             declarations: &destination.declarations,
             compression: None,
         };
-        let what = format!("notifying {exchange}/{routing_key}");
+        let what = Describe::new(|f| write!(f, "notifying {exchange}/{routing_key}"));
         self.publisher.publish(&what, outgoing, options).await
     }
 

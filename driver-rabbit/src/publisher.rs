@@ -11,6 +11,7 @@
 //! carries its own `_unique_id`).
 
 use std::collections::HashSet;
+use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -262,7 +263,7 @@ impl Publisher {
     /// reconnects, to the next host; the publishes still waiting on it are retried too.
     async fn attempt<T, Fut>(
         &self,
-        what: &str,
+        what: &(dyn Display + Sync),
         until: Instant,
         op: impl FnOnce(Arc<Session>) -> Fut,
     ) -> std::result::Result<T, Failure>
@@ -278,7 +279,7 @@ impl Publisher {
         let outcome = within(until, what, attempt).await;
         if let (Err(Failure::Retry(_)), Some(session)) = (&outcome, used) {
             if Instant::now() >= until {
-                tracing::info!(role = self.role, what, "giving up a stalled connection");
+                tracing::info!(role = self.role, what = %what, "giving up a stalled connection");
                 self.discard(&session).await;
             }
         }
@@ -289,7 +290,7 @@ impl Publisher {
     /// `options` allow. A nack is a [`MessagingError::DeliveryFailure`].
     pub(crate) async fn publish(
         &self,
-        what: &str,
+        what: &(dyn Display + Sync),
         message: Outgoing<'_>,
         options: &SendOptions,
     ) -> Result<()> {
@@ -305,7 +306,7 @@ impl Publisher {
     /// Publish with `mandatory=true` and report whether a queue took the message.
     pub(crate) async fn publish_mandatory(
         &self,
-        what: &str,
+        what: &(dyn Display + Sync),
         message: Outgoing<'_>,
         options: &SendOptions,
     ) -> Result<Routed> {
@@ -325,7 +326,7 @@ impl Publisher {
     /// with `options.fail_fast`, once the broker has returned it for that long.
     pub(crate) async fn publish_until_routed(
         &self,
-        what: &str,
+        what: &(dyn Display + Sync),
         message: Outgoing<'_>,
         options: &SendOptions,
         patience: Option<Duration>,
@@ -358,7 +359,7 @@ impl Publisher {
                 Routed::Returned
                     if deadline.is_none_or(|d| Instant::now() + ROUTE_RETRY_INTERVAL <= d) =>
                 {
-                    tracing::debug!(what, "returned (no queue bound yet); publishing again");
+                    tracing::debug!(what = %what, "returned (no queue bound yet); publishing again");
                     tokio::time::sleep(ROUTE_RETRY_INTERVAL).await;
                     remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 }

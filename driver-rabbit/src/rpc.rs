@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::message::Delivery;
+use messaging_core::driver::retry::Describe;
 use messaging_core::driver::{
     decode_or_drop, IncomingRequest, PendingReply, PerAddress, Replier, ReplyRouter, Retry,
     RpcAddress, RpcDriver, RpcListener, SendOptions, ServerAddress,
@@ -122,10 +123,8 @@ impl RabbitRpc {
             .destinations
             .get(to, |to| Arc::new(topology::rpc_destination(config, to)));
         let (exchange, routing_key) = (&destination.exchange, &destination.routing_key);
-        let what = format!(
-            "sending `{}` to {exchange}/{routing_key}",
-            message.request.method
-        );
+        let method = &message.request.method;
+        let what = Describe::new(|f| write!(f, "sending `{method}` to {exchange}/{routing_key}"));
         let outgoing = Outgoing {
             exchange,
             routing_key,
@@ -182,7 +181,7 @@ impl RabbitRpc {
                 })
             })
             .await?;
-        let queue = with_retry(&self.shared.connector, what, options, |until| {
+        let queue = with_retry(&self.shared.connector, &what, options, |until| {
             let start = self.reply_queue.get_or_try_init(|| {
                 ReplyQueue::start(
                     self.shared.connector.clone(),
@@ -190,7 +189,7 @@ impl RabbitRpc {
                     name.clone(),
                 )
             });
-            within(until, what, start)
+            within(until, &what, start)
         })
         .await?;
         Ok(queue.name.clone())
@@ -467,7 +466,7 @@ impl Replier for RabbitReplier {
             retry: Retry::Forever,
             ..SendOptions::default()
         };
-        let what = format!("replying to {}", self.reply_q);
+        let what = Describe::new(|f| write!(f, "replying to {}", self.reply_q));
         let publisher = &self.shared.publisher;
         match publisher
             .publish_until_routed(&what, outgoing, &options, Some(patience), false)

@@ -1,5 +1,6 @@
 //! Retrying: one back-off and one retry loop for every driver.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -53,14 +54,43 @@ impl Backoff {
     }
 }
 
+/// Describes an operation for [`with_retry`]'s log lines and errors by writing it only when
+/// one is written: `Describe::new(|f| write!(f, "sending to {address}"))` costs nothing on a
+/// send that succeeds at once, where `format!` would build a string on every send.
+///
+/// ```
+/// use messaging_core::driver::retry::Describe;
+///
+/// let address = "notifications.info";
+/// let what = Describe::new(|f| write!(f, "sending to `{address}`"));
+/// assert_eq!(what.to_string(), "sending to `notifications.info`");
+/// ```
+pub struct Describe<F>(F);
+
+impl<F: Fn(&mut std::fmt::Formatter<'_>) -> std::fmt::Result> Describe<F> {
+    /// Describe by calling `write`.
+    pub fn new(write: F) -> Self {
+        Self(write)
+    }
+}
+
+impl<F: Fn(&mut std::fmt::Formatter<'_>) -> std::fmt::Result> Display for Describe<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (self.0)(f)
+    }
+}
+
 /// Run `op` until it succeeds or fails with [`Failure::Fatal`], retrying [`Failure::Retry`]
 /// as `options.retry` allows, with `backoff` between attempts, the whole bounded by
 /// `options.timeout`. A back-off that would overrun the timeout is cut short: half the time
 /// left is waited and the other half given to one last attempt. When it gives up, the last
 /// error says after how many attempts and how long; an attempt cut by the timeout is a
 /// [`MessagingError::ConnectionFailure`].
+///
+/// `what` names the operation in the log and errors; it is only formatted when one is written
+/// (a send that succeeds at once formats nothing).
 pub async fn with_retry<T, F, Fut>(
-    what: &str,
+    what: &(impl Display + ?Sized),
     options: &SendOptions,
     backoff: Backoff,
     op: F,
@@ -75,7 +105,7 @@ where
 /// [`with_retry`], waiting between attempts with `pause(delay)` instead of sleeping `delay`:
 /// a driver may end the wait early (e.g. as soon as a broker answers again after an outage).
 pub async fn with_retry_paced<T, F, Fut, P, PFut>(
-    what: &str,
+    what: &(impl Display + ?Sized),
     options: &SendOptions,
     mut backoff: Backoff,
     mut pause: P,
