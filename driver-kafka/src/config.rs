@@ -15,6 +15,10 @@ pub const DEFAULT_PORT: u16 = 9092;
 /// oslo's default consumer group of listeners without a pool.
 pub const DEFAULT_CONSUMER_GROUP: &str = "oslo_messaging_consumer";
 
+/// How long librdkafka waits before fetching for a partition whose fetched-ahead queue was
+/// full (`fetch.queue.backoff.ms`; its default is 1,000).
+const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
+
 /// The URL query options of the `kafka://` driver.
 pub const OPTIONS: &[OptionSpec] = KafkaConfig::OPTIONS;
 
@@ -155,13 +159,12 @@ messaging_core::driver_options! {
         /// partitions are revoked and when the listener stops.
         enable_auto_commit: bool = false,
             "commit records once delivered to the listener, before they are handled (oslo's option: at most once); false: once handled (at least once)";
-        /// Most notifications a listener holds unhandled before it pauses fetching; it resumes
-        /// at half. 5,000 by default (oslo's 500 is its batch size per poll): pausing drops what
-        /// librdkafka fetched ahead (it is fetched again on resume), so a threshold below what one
-        /// fetch brings (`kafka_max_fetch_bytes` per partition) makes a backlog cost a fetch per
-        /// few hundred notifications (4,100/s instead of 22,500/s from one outbox on nisshi).
+        /// Most notifications a listener holds unhandled: it takes no more from librdkafka
+        /// until its endpoints catch up, and librdkafka fetches ahead at most this many per
+        /// partition (`queued.min.messages`). 5,000 by default (oslo's 500 is its batch size per
+        /// poll).
         max_poll_records: u64 = 5000,
-            "most notifications a listener holds unhandled before it pauses fetching";
+            "most notifications a listener holds unhandled before it stops taking more";
         /// Consumer group of listeners without a pool.
         consumer_group: String = DEFAULT_CONSUMER_GROUP.to_owned(),
             "consumer group of listeners without a pool";
@@ -363,7 +366,15 @@ impl KafkaConfig {
                 "fetch.wait.max.ms",
                 self.fetch_wait_max_ms.clamp(1, 300_000).to_string(),
             )
-            .set("allow.auto.create.topics", "true");
+            .set("allow.auto.create.topics", "true")
+            // Fetch ahead no more than the listener may hold, and fetch again soon once it
+            // took some (librdkafka's default waits a second: a backlog drained in a few
+            // milliseconds would then stall the listener).
+            .set(
+                "queued.min.messages",
+                self.max_poll_records.clamp(1, 10_000_000).to_string(),
+            )
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
         if let Some(ms) = self.session_timeout_ms {
             config.set("session.timeout.ms", ms.to_string());
         }
@@ -432,6 +443,14 @@ mod tests {
             Some("1048576")
         );
         assert_eq!(get(&consumer, "fetch.wait.max.ms").as_deref(), Some("20"));
+        assert_eq!(
+            get(&consumer, "queued.min.messages").as_deref(),
+            Some("5000")
+        );
+        assert_eq!(
+            get(&consumer, "fetch.queue.backoff.ms").as_deref(),
+            Some("10")
+        );
         assert_eq!(config.consumer_group, "oslo_messaging_consumer");
         assert!(!config.enable_auto_commit);
     }
@@ -489,6 +508,7 @@ mod tests {
             Some("2048")
         );
         assert_eq!(get(&consumer, "fetch.wait.max.ms").as_deref(), Some("7"));
+        assert_eq!(get(&consumer, "queued.min.messages").as_deref(), Some("7"));
         assert_eq!(
             get(&consumer, "enable.auto.commit").as_deref(),
             Some("false"),

@@ -10,9 +10,15 @@
 //! * Commits: see [`crate::offsets`]. Commit points are committed asynchronously every
 //!   100 ms while they move, synchronously when partitions are revoked and when the listener
 //!   closes.
-//! * Flow control: when `max_poll_records` notifications are delivered but not handled, the
-//!   assigned partitions are paused (the thread keeps polling, so the group membership stays
-//!   alive), and resumed when half of them are handled.
+//! * Flow control: while `max_poll_records` notifications are delivered but not handled, the
+//!   thread takes nothing more from librdkafka (it keeps committing), and librdkafka stops
+//!   fetching once it holds `max_poll_records` per partition (`queued.min.messages`). Not
+//!   `pause()`/`resume()`: pausing drops what was fetched ahead, and librdkafka (2.12) does not
+//!   wake the broker thread on resume, so fetching started again only at its next periodic
+//!   wake-up, up to a second later (0.45–1 s measured; confluent-kafka-go issue 630 shows the
+//!   same). A backlog held longer than `max.poll.interval.ms` (5 minutes) makes the member
+//!   leave its group, as in every Kafka client: its partitions move to the other members, and
+//!   what it had not committed is delivered again there.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +53,9 @@ pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing listener waits for notifications in progress to be settled.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a backlogged listener looks whether its endpoints caught up: a few hundred
+/// notifications of the `max_poll_records` held at most are handled meanwhile.
+const BACKLOG_CHECK: Duration = Duration::from_millis(5);
 /// How long closing a listener waits for its consumer to commit and leave the group (after
 /// the notifications in progress were settled).
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 15);
@@ -58,8 +67,6 @@ pub(crate) struct Shared {
     closing: AtomicBool,
     /// Notifications handed out and not yet settled or dropped.
     in_flight: InFlight,
-    /// The assigned partitions are paused (flow control).
-    paused: AtomicBool,
     /// Set once the group assigned partitions (possibly none) for the first time.
     ready: watch::Sender<bool>,
     /// Set once the polling thread committed, left the group and ended.
@@ -74,7 +81,6 @@ impl Shared {
             offsets: Mutex::new(Offsets::new(commit_on_delivery)),
             closing: AtomicBool::new(false),
             in_flight: InFlight::default(),
-            paused: AtomicBool::new(false),
             ready: watch::channel(false).0,
             finished: watch::channel(false).0,
         })
@@ -189,10 +195,6 @@ impl ListenerContext {
             offsets.take_commits()
         };
         commit(consumer, &commits, CommitMode::Sync);
-        // A new assignment is not paused; let the flow control decide again.
-        if self.shared.paused.swap(false, Ordering::SeqCst) {
-            let _ = consumer.resume(tpl);
-        }
         tracing::debug!(partitions = tpl.count(), "kafka partitions assigned");
         self.shared.ready.send_replace(true);
     }
@@ -325,6 +327,7 @@ impl Poller {
         let mut last_commit = Instant::now();
         let mut drain_until: Option<Instant> = None;
         let mut errors_logged = 0u32;
+        let mut holding_back = false;
         loop {
             let closing = self.shared.closing.load(Ordering::SeqCst);
             if closing {
@@ -338,30 +341,22 @@ impl Poller {
                     break;
                 }
             }
-            // Closing, or paused until the endpoints catch up: check again soon.
-            let timeout = if closing || self.shared.paused.load(Ordering::SeqCst) {
-                Duration::from_millis(20)
+            let backlogged = !closing && self.backlogged();
+            if backlogged != holding_back {
+                tracing::debug!(holding_back = backlogged, "kafka flow control");
+                holding_back = backlogged;
+            }
+            if backlogged {
+                // Flow control (see the module's doc): nothing more until the endpoints catch up.
+                std::thread::sleep(BACKLOG_CHECK);
             } else {
-                self.poll_timeout
-            };
-            match self.consumer.poll(timeout) {
-                // A closing listener takes nothing more: what it does not deliver is not
-                // tracked, hence not committed.
-                Some(Ok(message)) if !closing => self.deliver(&message),
-                Some(Ok(_)) | None => {}
-                Some(Err(error)) => {
-                    errors_logged += 1;
-                    if errors_logged <= 10 || errors_logged.is_power_of_two() {
-                        tracing::warn!(%error, "kafka consumer error");
-                    }
-                }
+                self.poll_once(closing, &mut errors_logged);
             }
             if last_commit.elapsed() >= COMMIT_INTERVAL {
                 let commits = self.shared.offsets().take_commits();
                 commit(&self.consumer, &commits, CommitMode::Async);
                 last_commit = Instant::now();
             }
-            self.flow_control();
         }
         let commits = self.shared.offsets().take_commits();
         commit(&self.consumer, &commits, CommitMode::Sync);
@@ -416,36 +411,29 @@ impl Poller {
         }
     }
 
-    /// Pause fetching while too many notifications wait to be handled.
-    fn flow_control(&self) {
-        let unhandled = self.shared.offsets().unhandled();
-        let paused = self.shared.paused.load(Ordering::SeqCst);
-        let change = if !paused && unhandled >= self.max_unhandled {
-            Some(true)
-        } else if paused && unhandled <= self.max_unhandled / 2 {
-            Some(false)
+    /// Whether `max_unhandled` notifications wait to be handled.
+    fn backlogged(&self) -> bool {
+        self.shared.offsets().unhandled() >= self.max_unhandled
+    }
+
+    /// Poll once and deliver what came. A closing listener takes nothing more: what it does
+    /// not deliver is not tracked, hence not committed; it polls often, to see its in-progress
+    /// notifications end.
+    fn poll_once(&self, closing: bool, errors_logged: &mut u32) {
+        let timeout = if closing {
+            Duration::from_millis(20)
         } else {
-            None
+            self.poll_timeout
         };
-        let Some(pause) = change else { return };
-        let assignment = match self.consumer.assignment() {
-            Ok(assignment) => assignment,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the kafka assignment");
-                return;
+        match self.consumer.poll(timeout) {
+            Some(Ok(message)) if !closing => self.deliver(&message),
+            Some(Ok(_)) | None => {}
+            Some(Err(error)) => {
+                *errors_logged += 1;
+                if *errors_logged <= 10 || errors_logged.is_power_of_two() {
+                    tracing::warn!(%error, "kafka consumer error");
+                }
             }
-        };
-        let result = if pause {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        match result {
-            Ok(()) => {
-                tracing::debug!(pause, unhandled, "kafka flow control");
-                self.shared.paused.store(pause, Ordering::SeqCst);
-            }
-            Err(error) => tracing::warn!(%error, pause, "kafka pause/resume failed"),
         }
     }
 }

@@ -317,11 +317,11 @@ async fn virtual_host_is_part_of_both_topics() {
     assert_eq!(records.len(), 1, "the record is in <topic>.info.<vhost>");
 }
 
-/// A listener pauses fetching while `max_poll_records` notifications wait to be handled,
-/// and resumes: everything arrives.
+/// A listener takes no more while `max_poll_records` notifications wait to be handled, and
+/// goes on once they are: everything arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flow_control_pauses_and_resumes() {
-    let Some(url) = common::kafka_url("flow_control_pauses_and_resumes") else {
+async fn flow_control_holds_back_and_goes_on() {
+    let Some(url) = common::kafka_url("flow_control_holds_back_and_goes_on") else {
         return;
     };
     let url = common::with_options(
