@@ -95,8 +95,7 @@ impl Publisher {
             _ => &self.immediate,
         };
         let (report, delivered) = oneshot::channel();
-        let mut record =
-            BaseRecord::<(), [u8], _>::with_opaque_to(topic, Box::new(report)).payload(payload);
+        let mut record = Record::with_opaque_to(topic, Box::new(report)).payload(payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -560,40 +560,56 @@ const UNCLAIMED_GRACE: Duration = Duration::from_secs(5);
 async fn collect(mut submissions: mpsc::UnboundedReceiver<Submission>, grace: Duration) {
     let mut in_flight = FuturesUnordered::new();
     let mut unclaimed: Vec<(Vec<u8>, Instant)> = Vec::new();
-    let mut open = true;
-    let mut given_up_at = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    while open || !in_flight.is_empty() {
+    loop {
         tokio::select! {
-            () = tokio::time::sleep_until(given_up_at), if !open => {
-                tracing::debug!(unconfirmed = in_flight.len(), "dropping the confirms of a closed session");
-                return;
-            }
-            submission = submissions.recv(), if open => match submission {
-                Some(Submission { body, publish, done }) => in_flight.push(async move {
-                    let (acked, returned) = match publish.await {
-                        Ok(Confirmation::Ack(returned)) => (Ok(true), returned),
-                        Ok(Confirmation::Nack(returned)) => (Ok(false), returned),
-                        Ok(Confirmation::NotRequested) => (Ok(true), None),
-                        Err(error) => (Err(error), None),
-                    };
-                    (body, acked, returned.map(|r| r.delivery.data), done)
-                }),
-                None => {
-                    open = false;
-                    given_up_at = tokio::time::Instant::now() + grace;
-                }
+            submission = submissions.recv() => match submission {
+                Some(submission) => in_flight.push(confirmation(submission)),
+                None => break,
             },
             Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                // Confirms completed by one (multiple) ack complete together: take them all.
-                tokio::task::yield_now().await;
-                let mut batch: Vec<Completed> = vec![first];
-                while let Some(Some(more)) = in_flight.next().now_or_never() {
-                    batch.push(more);
-                }
-                settle(batch, &mut unclaimed);
+                take_completed(first, &mut in_flight, &mut unclaimed).await;
             }
         }
     }
+    let drain = async {
+        while let Some(first) = in_flight.next().await {
+            take_completed(first, &mut in_flight, &mut unclaimed).await;
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::debug!("dropping the confirms of a closed session");
+    }
+}
+
+/// A submitted publish, completed once the broker confirmed it.
+async fn confirmation(submission: Submission) -> Completed {
+    let Submission {
+        body,
+        publish,
+        done,
+    } = submission;
+    let (acked, returned) = match publish.await {
+        Ok(Confirmation::Ack(returned)) => (Ok(true), returned),
+        Ok(Confirmation::Nack(returned)) => (Ok(false), returned),
+        Ok(Confirmation::NotRequested) => (Ok(true), None),
+        Err(error) => (Err(error), None),
+    };
+    (body, acked, returned.map(|r| r.delivery.data), done)
+}
+
+/// Settle `first` with every other publish already completed: confirms completed by one
+/// (multiple) ack complete together.
+async fn take_completed<F: Future<Output = Completed>>(
+    first: Completed,
+    in_flight: &mut FuturesUnordered<F>,
+    unclaimed: &mut Vec<(Vec<u8>, Instant)>,
+) {
+    tokio::task::yield_now().await;
+    let mut batch: Vec<Completed> = vec![first];
+    while let Some(Some(more)) = in_flight.next().now_or_never() {
+        batch.push(more);
+    }
+    settle(batch, unclaimed);
 }
 
 fn settle(batch: Vec<Completed>, unclaimed: &mut Vec<(Vec<u8>, Instant)>) {
