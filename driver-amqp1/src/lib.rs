@@ -34,6 +34,7 @@ pub mod message;
 pub mod mode;
 mod notify;
 mod rpc;
+mod settle;
 mod tls;
 
 use std::sync::Arc;

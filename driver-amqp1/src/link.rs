@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use fe2o3_amqp::link::delivery::{DeliveryFut, DeliveryInfo};
+use fe2o3_amqp::link::delivery::{Delivery, DeliveryFut, DeliveryInfo};
 use fe2o3_amqp::link::receiver::CreditMode;
-use fe2o3_amqp::link::{RecvError, SendError};
+use fe2o3_amqp::link::{IllegalLinkStateError, RecvError, SendError};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome, Source};
 use fe2o3_amqp::types::primitives::Value;
-use fe2o3_amqp::{Receiver, ReceiverDisposer, Sendable, Sender, Session};
+use fe2o3_amqp::{Receiver, Sendable, Sender, Session};
 use messaging_core::driver::retry::{with_retry, Describe, Failure};
 use messaging_core::driver::{InFlight, RpcAddress, SendOptions};
 use messaging_core::telemetry;
@@ -35,24 +35,25 @@ use crate::config::{AddressingMode, Amqp1Config};
 use crate::connection::{Connector, PeerInfo};
 use crate::message::{self, AmqpMessage};
 use crate::mode::{Endpoints, PeerMode};
+use crate::settle::{Disposal, Settlements, Settler};
 
 /// A received message and what settles it.
 pub(crate) struct Received {
     pub info: DeliveryInfo,
     pub message: AmqpMessage,
-    pub disposer: ReceiverDisposer,
+    pub settler: Settler,
 }
 
 impl Received {
     /// Accept (settle) the delivery; false if the link is gone (the peer will redeliver it).
-    pub async fn accept(&self) -> bool {
-        self.disposer.accept(self.info.clone()).await.is_ok()
+    pub fn accept(&self) -> bool {
+        self.settler.settle(self.info.clone(), Disposal::Accept)
     }
 
     /// Release the delivery: the peer may deliver it again. (Never `modified`: it ends the
     /// session on RabbitMQ 3.x.)
-    pub async fn release(&self) -> bool {
-        self.disposer.release(self.info.clone()).await.is_ok()
+    pub fn release(&self) -> bool {
+        self.settler.settle(self.info.clone(), Disposal::Release)
     }
 }
 
@@ -824,65 +825,98 @@ async fn purge_idle_senders(manager: Weak<LinkManager>) {
     }
 }
 
+/// What the pump waits for next. (Lives on the pump's stack only: boxing the delivery would
+/// cost an allocation per message.)
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Stopped,
+    Settle,
+    Delivery(std::result::Result<Delivery<Body<LazyValue>>, RecvError>),
+}
+
+/// The link failed: it is attached again.
+fn failed(error: IllegalLinkStateError) -> Option<RecvError> {
+    Some(error.into())
+}
+
+/// Move deliveries from `receiver` to `sink` and settlements back, until stopped (`Err(None)`)
+/// or the link fails.
 async fn pump(
     receiver: &mut Receiver,
     credit: u32,
     sink: &mpsc::Sender<Received>,
+    settlements: &mut Settlements,
     stop: &mut watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::result::Result<(), Option<RecvError>> {
-    let disposer = receiver.disposer();
     loop {
-        let (info, message) = tokio::select! {
+        let step = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return Err(None),
-            _ = shutdown.wait_for(|s| *s) => return Err(None),
-            received = receiver.recv::<Body<LazyValue>>() => match received {
-                Ok(delivery) => {
-                    let (info, message) = delivery.into_parts();
-                    match message::received(message) {
-                        Ok(message) => (info, Some(message)),
-                        Err(error) => {
-                            tracing::warn!(%error, "dropping an AMQP message that cannot be an oslo message");
-                            (info, None)
-                        }
+            _ = stop.wait_for(|s| *s) => Step::Stopped,
+            _ = shutdown.wait_for(|s| *s) => Step::Stopped,
+            _ = settlements.gather() => Step::Settle,
+            received = receiver.recv::<Body<LazyValue>>() => Step::Delivery(received),
+        };
+        let received = match step {
+            Step::Stopped => return Err(None),
+            Step::Settle => {
+                settlements.send(receiver).await.map_err(failed)?;
+                continue;
+            }
+            Step::Delivery(received) => received,
+        };
+        let (info, message) = match received {
+            Ok(delivery) => {
+                let (info, message) = delivery.into_parts();
+                match message::received(message) {
+                    Ok(message) => (info, Some(message)),
+                    Err(error) => {
+                        tracing::warn!(%error, "dropping an AMQP message that cannot be an oslo message");
+                        (info, None)
                     }
                 }
-                Err(RecvError::MessageDecode(error)) => {
-                    tracing::warn!(%error, "dropping an undecodable AMQP message");
-                    (error.info, None)
-                }
-                Err(error) => return Err(Some(error)),
-            },
+            }
+            Err(RecvError::MessageDecode(error)) => {
+                tracing::warn!(%error, "dropping an undecodable AMQP message");
+                (error.info, None)
+            }
+            Err(error) => return Err(Some(error)),
         };
         // Every transfer used credit, decodable or not.
         if receiver.credit() == 0 {
-            if let Err(error) = receiver.set_credit(credit).await {
-                return Err(Some(RecvError::LinkStateError(error.into())));
-            }
+            receiver.set_credit(credit).await.map_err(failed)?;
         }
         let Some(message) = message else {
             // Settled as malformed messages are (accepted: dropped). Left unsettled, the peer
             // would hold it until the link goes, then deliver it again, forever.
-            let _ = disposer.accept(info).await;
+            let _ = receiver.accept(info).await;
             continue;
         };
         let item = Received {
             info,
             message,
-            disposer: disposer.clone(),
+            settler: settlements.settler(),
         };
-        let permit = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => None,
-            _ = shutdown.wait_for(|s| *s) => return Err(None),
-            permit = sink.reserve() => permit.ok(),
-        };
-        match permit {
-            Some(permit) => permit.send(item),
-            None => {
-                item.release().await;
-                return Err(None);
+        // Settlements go on while the sink is full: the handlers that free it settle.
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => None,
+                _ = shutdown.wait_for(|s| *s) => None,
+                _ = settlements.gather() => Some(None),
+                permit = sink.reserve() => Some(Some(permit)),
+            };
+            match step {
+                Some(None) => settlements.send(receiver).await.map_err(failed)?,
+                Some(Some(Ok(permit))) => {
+                    permit.send(item);
+                    break;
+                }
+                Some(Some(Err(_))) | None => {
+                    // Nobody takes it: the peer gives it to another consumer.
+                    item.release();
+                    return Err(None);
+                }
             }
         }
     }
@@ -924,9 +958,19 @@ async fn receiver_task(
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Ok(address.clone()));
                 }
-                match pump(&mut receiver, spec.credit, &sink, &mut stop, &mut shutdown).await {
+                let mut settlements = Settlements::new();
+                let pumped = pump(
+                    &mut receiver,
+                    spec.credit,
+                    &sink,
+                    &mut settlements,
+                    &mut stop,
+                    &mut shutdown,
+                )
+                .await;
+                match pumped {
                     Err(None) | Ok(()) => {
-                        teardown(receiver, session, &spec, &manager).await;
+                        teardown(receiver, session, settlements, &spec, &manager).await;
                         return;
                     }
                     Err(Some(error)) => {
@@ -952,23 +996,37 @@ async fn receiver_task(
     }
 }
 
-/// Stop the flow, wait (bounded) for deliveries still being handled, then detach.
+/// Stop the flow, wait (bounded) for deliveries still being handled while sending their
+/// settlements, then detach.
 async fn teardown(
     mut receiver: Receiver,
     session: SessionHandle<()>,
+    mut settlements: Settlements,
     spec: &ReceiverSpec,
     manager: &LinkManager,
 ) {
     let limit = manager.config.close_timeout();
+    settlements.stop_handing_out();
     if let Some(in_flight) = &spec.in_flight {
         let _ = tokio::time::timeout(limit, receiver.set_credit(0)).await;
         let mut shutdown = manager.shutdown_signal();
         // Handlers of taken deliveries finish and settle them on this link.
-        tokio::select! {
-            _ = tokio::time::timeout(Duration::from_secs(60), in_flight.wait_idle()) => {}
-            _ = shutdown.wait_for(|s| *s) => {}
+        let idle = tokio::time::timeout(Duration::from_secs(60), in_flight.wait_idle());
+        tokio::pin!(idle);
+        loop {
+            let more = tokio::select! {
+                _ = &mut idle => false,
+                _ = shutdown.wait_for(|s| *s) => false,
+                more = settlements.gather() => more,
+            };
+            let sent = tokio::time::timeout(limit, settlements.send(&receiver)).await;
+            if !more || !matches!(sent, Ok(Ok(()))) {
+                break;
+            }
         }
     }
+    settlements.close();
+    let _ = tokio::time::timeout(limit, settlements.send(&receiver)).await;
     let _ = tokio::time::timeout(limit, receiver.detach()).await;
     drop(session);
 }
@@ -1034,7 +1092,7 @@ impl Inbox {
         self.closed = true;
         self.stop.send_replace(true);
         while let Ok(received) = self.rx.try_recv() {
-            received.release().await;
+            received.release();
         }
         self.rx.close();
     }

@@ -122,7 +122,7 @@ impl NotificationSource for Amqp1NotificationSource {
             let Some(notification) =
                 decode_or_drop(decoded, DRIVER, origin, || shown_body(&received))
             else {
-                received.accept().await;
+                received.accept();
                 continue;
             };
             return Some(IncomingNotification {
@@ -203,7 +203,7 @@ fn send_again(links: Arc<LinkManager>, received: Received) -> Result<()> {
 impl Acknowledger for Amqp1Acker {
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let received = self.received.take().expect("settled once");
-        if self.settled_early || received.accept().await {
+        if self.settled_early || received.accept() {
             Ok(())
         } else {
             Err(Self::failed("acknowledge"))
@@ -214,7 +214,7 @@ impl Acknowledger for Amqp1Acker {
         let received = self.received.take().expect("settled once");
         match &self.router {
             Some(links) if self.settled_early => send_again(links.clone(), received),
-            _ if received.release().await => Ok(()),
+            _ if received.release() => Ok(()),
             _ => Err(Self::failed("requeue")),
         }
     }
@@ -223,7 +223,7 @@ impl Acknowledger for Amqp1Acker {
     /// wait for the batch to be handled.
     async fn batched(&mut self) {
         if let (Some(_), Some(received)) = (&self.router, &self.received) {
-            self.settled_early = received.accept().await;
+            self.settled_early = received.accept();
         }
     }
 }

@@ -147,7 +147,7 @@ impl Drop for Amqp1Rpc {
 /// Hand every reply to the call waiting for it.
 async fn route_replies(mut rx: mpsc::Receiver<Received>, replies: ReplyRouter) {
     while let Some(received) = rx.recv().await {
-        received.accept().await;
+        received.accept();
         let decoded = message::decode_reply(&received.message);
         if let Some((msg_id, reply)) =
             decode_or_drop(decoded, DRIVER, || "reply link", || shown_body(&received))
@@ -258,7 +258,7 @@ impl RpcListener for Amqp1RpcListener {
             if self.pending.is_none() {
                 self.pending = Some(self.inbox.recv().await?);
             }
-            let accepted = self.pending.as_ref()?.accept().await;
+            let accepted = self.pending.as_ref()?.accept();
             let received = self.pending.take()?;
             if !accepted {
                 // The link went away before we could take it: the peer gives it to another
@@ -290,7 +290,7 @@ impl RpcListener for Amqp1RpcListener {
 
     async fn close(&mut self) {
         if let Some(pending) = self.pending.take() {
-            pending.release().await;
+            pending.release();
         }
         self.inbox.close().await;
     }

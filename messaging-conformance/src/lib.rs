@@ -106,6 +106,7 @@ macro_rules! conformance_suite {
             notify_concurrent_publishers_none_lost: Notifications;
             notify_sent_before_listener_is_kept: Notifications, StoreBeforeListen;
             notify_clean_shutdown_loses_nothing: Notifications, Pools;
+            notify_handled_are_not_delivered_again: Notifications, StoreBeforeListen;
             // signing.rs
             signing_rpc_round_trip: Rpc;
             signing_rejects_forged_requests: Rpc;

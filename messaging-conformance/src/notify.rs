@@ -1,5 +1,6 @@
 //! Notification cases: priorities, topics, pools, requeue, batches, filters, load, messages
-//! kept for a late listener and a clean hand-over between listeners.
+//! kept for a late listener, a clean hand-over between listeners and nothing handled twice
+//! after a clean stop.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -430,4 +431,64 @@ pub async fn notify_clean_shutdown_loses_nothing(b: Backend) {
         TOTAL,
         "nothing lost (first listener handled {by_first})"
     );
+}
+
+/// Notifications a listener handled before a clean stop are settled with the broker: its
+/// successor gets only what was sent afterwards.
+pub async fn notify_handled_are_not_delivered_again(b: Backend) {
+    const TOTAL: usize = 300;
+    let topic = unique("settled");
+    let handled = Recorder::<i64>::new();
+    let first = start_listener(
+        &b,
+        &[&topic],
+        None,
+        recording_payloads(handled.clone()),
+        |l| l.max_concurrency(8),
+    )
+    .await;
+    let notifier = Notifier::new(b.notifications().await, "p").topics([&topic]);
+    for i in 0..TOTAL {
+        notifier.info(&ctx(), "before", &i).await.expect("notify");
+    }
+    handled
+        .wait_for(TOTAL, b.wait(), "the first listener")
+        .await;
+    first.shutdown().await;
+    let after = Recorder::<i64>::new();
+    let second = start_listener(
+        &b,
+        &[&topic],
+        None,
+        recording_payloads(after.clone()),
+        |l| l,
+    )
+    .await;
+    let marker = TOTAL as i64;
+    notifier
+        .info(&ctx(), "after", &marker)
+        .await
+        .expect("notify");
+    after
+        .wait_for(1, b.wait(), "the notification sent after")
+        .await;
+    // Anything delivered again would come before or shortly after it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.shutdown().await;
+    assert_eq!(
+        after.items(),
+        vec![marker],
+        "only the notification sent after"
+    );
+}
+
+/// Records each notification's payload (an integer).
+fn recording_payloads(recorder: Arc<Recorder<i64>>) -> NotificationEndpoint {
+    NotificationEndpoint::new().on(Priority::Info, move |n: Notification| {
+        let recorder = recorder.clone();
+        async move {
+            recorder.push(n.payload.as_i64().unwrap_or(-1));
+            NotificationResult::Handled
+        }
+    })
 }

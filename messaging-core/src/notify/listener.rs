@@ -420,10 +420,11 @@ async fn consume(
         }
         let dispatcher = dispatcher.clone();
         let duplicates = duplicates.clone();
-        running.spawn(async move {
+        // Boxed, so that tokio moves a pointer, not the handler's state, into its task.
+        running.spawn(Box::pin(async move {
             dispatcher.handle(fresh, &duplicates).await;
             drop(slot);
-        });
+        }));
     }
     // Handlers still running acknowledge through the source: let them finish first.
     while running.join_next().await.is_some() {}
