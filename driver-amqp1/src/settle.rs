@@ -11,11 +11,10 @@
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::DispositionError;
 use fe2o3_amqp::Receiver;
-use std::pin::Pin;
 use std::time::Duration;
 
+use messaging_core::driver::Pace;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
 
 /// The most settlements sent in one go.
 const BATCH: usize = 256;
@@ -58,8 +57,7 @@ pub(crate) struct Settlements<I = DeliveryInfo> {
     /// the queue ends when the last delivery is settled or dropped.
     tx: Option<mpsc::UnboundedSender<(I, Disposal)>>,
     gathered: Vec<(I, Disposal)>,
-    /// Ends when the next send may go.
-    pace: Pin<Box<Sleep>>,
+    pace: Pace,
 }
 
 impl<I> Settlements<I> {
@@ -69,7 +67,7 @@ impl<I> Settlements<I> {
             rx,
             tx: Some(tx),
             gathered: Vec::new(),
-            pace: Box::pin(tokio::time::sleep_until(Instant::now())),
+            pace: Pace::new(PACE),
         }
     }
 
@@ -93,7 +91,7 @@ impl<I> Settlements<I> {
         if self.gathered.is_empty() && self.rx.recv_many(&mut self.gathered, BATCH).await == 0 {
             return false;
         }
-        self.pace.as_mut().await;
+        self.pace.ready().await;
         while self.gathered.len() < BATCH {
             match self.rx.try_recv() {
                 Ok(settlement) => self.gathered.push(settlement),
@@ -115,7 +113,7 @@ impl<I> Settlements<I> {
     /// Take what was gathered, split into the deliveries to accept and those to release; the
     /// next send waits for the pace.
     fn take(&mut self) -> (Vec<I>, Vec<I>) {
-        self.pace.as_mut().reset(Instant::now() + PACE);
+        self.pace.sent();
         let mut accepted = Vec::with_capacity(self.gathered.len());
         let mut released = Vec::new();
         for (delivery, disposal) in self.gathered.drain(..) {
@@ -144,6 +142,8 @@ impl Settlements {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
     #[tokio::test]

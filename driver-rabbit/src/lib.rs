@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod acks;
 mod compression;
 mod config;
 mod connection;

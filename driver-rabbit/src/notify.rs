@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lapin::Acker;
 use messaging_core::driver::retry::Describe;
 use messaging_core::driver::{
     decode_or_drop, Acknowledger, IncomingNotification, NotificationSource, NotifyAddress,
@@ -13,10 +12,11 @@ use messaging_core::driver::{
 use messaging_core::wire::{self, ContextStyle, NotificationFormat, NotificationMessage};
 use messaging_core::{MessagingError, Result};
 
+use crate::acks::Kind;
 use crate::connection::Connector;
 use crate::publisher::{Outgoing, Publisher};
 use crate::rpc::{body, failure_error, origin};
-use crate::subscriber::{Guard, Plan, Settle, StreamCursor, Subscriber};
+use crate::subscriber::{Guard, Plan, Settler, StreamCursor, Subscriber, Unsettled};
 use crate::topology;
 
 /// The notification side of a rabbit transport.
@@ -103,23 +103,25 @@ struct RabbitNotificationSource {
 impl NotificationSource for RabbitNotificationSource {
     async fn next(&mut self) -> Option<IncomingNotification> {
         loop {
-            let delivery = self.subscriber.recv().await?;
+            let incoming = self.subscriber.recv().await?;
+            let delivery = &incoming.delivery;
             // Everything below is synchronous: dropping this future loses nothing.
             if !delivery.acker.usable() {
                 continue;
             }
-            let decoded = body(&delivery).and_then(|body| NotificationMessage::decode(&body));
+            let decoded = body(delivery).and_then(|body| NotificationMessage::decode(&body));
             let Some((message, unique_id)) =
-                decode_or_drop(decoded, "rabbit", || origin(&delivery), || &delivery.data)
+                decode_or_drop(decoded, "rabbit", || origin(delivery), || &delivery.data)
             else {
-                self.subscriber.reject(delivery.acker, false);
+                self.subscriber.reject(incoming, false);
                 continue;
             };
             return Some(IncomingNotification {
                 message,
                 unique_id,
                 acker: Box::new(RabbitAcker {
-                    acker: delivery.acker,
+                    delivery: incoming.into_unsettled(),
+                    settler: self.subscriber.settler(),
                     _guard: self.subscriber.guard(),
                 }),
             });
@@ -131,39 +133,35 @@ impl NotificationSource for RabbitNotificationSource {
     }
 }
 
-/// Settles one notification: `basic.ack`, or `basic.reject` with requeue. The listener's
-/// connection stays open until it is used or dropped.
+/// Settles one notification: `basic.ack`, or `basic.reject` with requeue, sent by the
+/// subscriber's task with the settlements gathered meanwhile. The listener's connection stays
+/// open until it is used or dropped.
 struct RabbitAcker {
-    acker: Acker,
+    delivery: Unsettled,
+    settler: Settler,
     _guard: Guard,
 }
 
-fn settled(result: lapin::Result<bool>) -> Result<()> {
-    match result {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(MessagingError::DeliveryFailure(
-            "the connection the notification came on is gone; the broker delivers it again".into(),
-        )),
-        Err(error) => Err(MessagingError::ConnectionFailure(format!(
-            "settling a notification: {error}"
-        ))),
+impl RabbitAcker {
+    fn settle(self, kind: Kind) -> Result<()> {
+        if self.settler.settle(self.delivery, kind) {
+            Ok(())
+        } else {
+            Err(MessagingError::DeliveryFailure(
+                "the listener's connection is closed; the broker delivers the notification again"
+                    .into(),
+            ))
+        }
     }
 }
 
 #[async_trait]
 impl Acknowledger for RabbitAcker {
     async fn ack(self: Box<Self>) -> Result<()> {
-        settled(Settle::Ack(self.acker).send().await)
+        self.settle(Kind::Ack)
     }
 
     async fn requeue(self: Box<Self>) -> Result<()> {
-        settled(
-            Settle::Reject {
-                acker: self.acker,
-                requeue: true,
-            }
-            .send()
-            .await,
-        )
+        self.settle(Kind::Reject { requeue: true })
     }
 }

@@ -344,21 +344,22 @@ impl ReplyQueue {
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             loop {
-                let delivery = tokio::select! {
+                let incoming = tokio::select! {
                     _ = &mut stopped => break,
-                    delivery = subscriber.recv() => match delivery {
-                        Some(delivery) => delivery,
+                    incoming = subscriber.recv() => match incoming {
+                        Some(incoming) => incoming,
                         None => break,
                     },
                 };
-                let decoded = body(&delivery).and_then(|body| ReplyMessage::decode(&body));
-                match decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data) {
+                let delivery = &incoming.delivery;
+                let decoded = body(delivery).and_then(|body| ReplyMessage::decode(&body));
+                match decode_or_drop(decoded, DRIVER, || origin(delivery), || &delivery.data) {
                     Some(reply) => {
                         let msg_id = reply.msg_id.clone();
                         replies.deliver(&msg_id, reply.into_reply());
-                        subscriber.ack(delivery.acker);
+                        subscriber.ack(incoming);
                     }
-                    None => subscriber.reject(delivery.acker, false),
+                    None => subscriber.reject(incoming, false),
                 }
             }
             subscriber.close().await;
@@ -393,22 +394,22 @@ struct RabbitRpcListener {
 impl RpcListener for RabbitRpcListener {
     async fn next(&mut self) -> Option<IncomingRequest> {
         loop {
-            let delivery = self.subscriber.recv().await?;
+            let incoming = self.subscriber.recv().await?;
+            let delivery = &incoming.delivery;
             // Everything below is synchronous: dropping this future loses nothing.
             if !delivery.acker.usable() {
                 // From a connection that is gone: the broker delivers it again.
                 continue;
             }
-            let decoded = body(&delivery).and_then(|body| RequestMessage::decode(&body));
+            let decoded = body(delivery).and_then(|body| RequestMessage::decode(&body));
+            self.subscriber.handed_out(delivery);
             let Some(message) =
-                decode_or_drop(decoded, DRIVER, || origin(&delivery), || &delivery.data)
+                decode_or_drop(decoded, DRIVER, || origin(delivery), || &delivery.data)
             else {
-                self.subscriber.handed_out(&delivery);
-                self.subscriber.reject(delivery.acker, false);
+                self.subscriber.reject(incoming, false);
                 continue;
             };
-            self.subscriber.handed_out(&delivery);
-            self.subscriber.ack(delivery.acker);
+            self.subscriber.ack(incoming);
             let shared = self.shared.clone();
             return Some(IncomingRequest::from_message(message, move |call| {
                 Box::new(RabbitReplier {

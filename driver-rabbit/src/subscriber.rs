@@ -5,13 +5,15 @@
 //! One task owns the connection. It forwards deliveries to the user through a channel (so
 //! that receiving is cancel-safe) and performs the acks and rejects the user asks for, in
 //! order, so that on close every settlement asked for reaches the broker before the
-//! connection closes.
+//! connection closes. The settlements that gathered meanwhile go out together: a run of acks
+//! of consecutive deliveries as one `multiple` ack ([`crate::acks`]).
 //!
 //! Closing is graceful: consumers are cancelled, deliveries not handed out are requeued at
 //! once (for other consumers), and the connection stays open until every delivery handed
 //! out with a [`Guard`] has been settled, so that handlers still running can acknowledge
 //! what they took.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,13 +26,14 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection};
-use messaging_core::driver::{InFlight, InFlightGuard};
+use messaging_core::driver::{InFlight, InFlightGuard, Pace};
 use messaging_core::telemetry;
 use messaging_core::MessagingError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use crate::acks::{self, Kind, Settled};
 use crate::connection::{backoff, lapin_failure, Connector, Failure};
 use crate::publisher::CLOSE_WITHIN;
 use crate::topology::{declare_all, Declaration};
@@ -100,10 +103,15 @@ impl StreamCursor {
     }
 }
 
-/// A settlement asked for by the user.
-pub(crate) enum Settle {
+/// One frame settling deliveries.
+enum Settle {
     Ack(Acker),
-    Reject { acker: Acker, requeue: bool },
+    /// Ack this delivery and every earlier one of its channel not settled yet.
+    AckThrough(Acker),
+    Reject {
+        acker: Acker,
+        requeue: bool,
+    },
 }
 
 /// How long sending one settlement may take.
@@ -119,16 +127,26 @@ impl Settle {
     /// Send the settlement: `Ok(true)` once sent, `Ok(false)` when the delivery's connection
     /// is gone (the broker delivers it again) or the send did not finish within
     /// [`SETTLE_WITHIN`].
-    pub(crate) async fn send(self) -> lapin::Result<bool> {
+    async fn send(self) -> lapin::Result<bool> {
         bounded(SETTLE_WITHIN, async move {
             match self {
                 Settle::Ack(acker) => acker.ack(BasicAckOptions::default()).await,
+                Settle::AckThrough(acker) => acker.ack(BasicAckOptions { multiple: true }).await,
                 Settle::Reject { acker, requeue } => {
                     acker.reject(BasicRejectOptions { requeue }).await
                 }
             }
         })
         .await
+    }
+}
+
+impl Settle {
+    fn new(acker: Acker, kind: Kind) -> Self {
+        match kind {
+            Kind::Ack => Settle::Ack(acker),
+            Kind::Reject { requeue } => Settle::Reject { acker, requeue },
+        }
     }
 }
 
@@ -156,10 +174,63 @@ enum Control {
 /// Held with a delivery handed out until it is settled: the connection stays open meanwhile.
 pub(crate) type Guard = InFlightGuard;
 
+/// A delivery handed out, and the connection it came on.
+pub(crate) struct Incoming {
+    pub(crate) delivery: Delivery,
+    connection: u64,
+}
+
+impl Incoming {
+    /// What settles the delivery, without its body.
+    pub(crate) fn into_unsettled(self) -> Unsettled {
+        Unsettled {
+            connection: self.connection,
+            tag: self.delivery.delivery_tag,
+            acker: self.delivery.acker,
+        }
+    }
+}
+
+/// A delivery handed out and not settled yet.
+pub(crate) struct Unsettled {
+    connection: u64,
+    tag: u64,
+    acker: Acker,
+}
+
+/// A settlement of a delivery handed out, for the subscriber's task.
+struct Settlement {
+    delivery: Unsettled,
+    kind: Kind,
+}
+
+/// Settles deliveries a subscriber handed out, from any task: each settlement goes to the
+/// subscriber's task, which sends it with the others gathered meanwhile.
+#[derive(Clone)]
+pub(crate) struct Settler(mpsc::UnboundedSender<Settlement>);
+
+impl Settler {
+    /// Hand a settlement over; false once the subscriber has closed (the broker delivers the
+    /// message again).
+    pub(crate) fn settle(&self, delivery: Unsettled, kind: Kind) -> bool {
+        self.0.send(Settlement { delivery, kind }).is_ok()
+    }
+}
+
+/// Numbers every subscriber connection, so that a settlement of a delivery from a lost one
+/// is never taken for one of its successor's (delivery tags start again at 1).
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The most settlements sent in one go.
+const SETTLE_BATCH: usize = 256;
+
+/// The least time between two sends of settlements while consuming.
+const SETTLE_PACE: Duration = Duration::from_millis(1);
+
 /// A running subscription.
 pub(crate) struct Subscriber {
-    deliveries: mpsc::UnboundedReceiver<Delivery>,
-    settle: mpsc::UnboundedSender<Settle>,
+    deliveries: mpsc::UnboundedReceiver<Incoming>,
+    settle: Settler,
     control: Option<mpsc::UnboundedSender<Control>>,
     outstanding: InFlight,
     task: Option<JoinHandle<()>>,
@@ -171,9 +242,16 @@ type Deliveries = BoxStream<'static, Option<lapin::Result<Delivery>>>;
 
 /// One connection's channel and its consumers.
 struct Live {
+    /// This connection's number (from [`CONNECTIONS`]).
+    number: u64,
     connection: Connection,
     channel: Channel,
     deliveries: Deliveries,
+    /// Which of the channel's deliveries are settled.
+    settled: Settled,
+    /// Settlements not sent yet, and when they may go.
+    gathered: Vec<Settlement>,
+    pace: Pace,
 }
 
 impl Plan {
@@ -184,9 +262,13 @@ impl Plan {
         let connection = self.connector.connect(self.role).await?;
         match timeout(SUBSCRIBE_TIMEOUT, self.subscribe(&connection)).await {
             Ok(Ok((channel, deliveries))) => Ok(Live {
+                number: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
                 connection,
                 channel,
                 deliveries,
+                settled: Settled::default(),
+                gathered: Vec::new(),
+                pace: Pace::new(SETTLE_PACE),
             }),
             Ok(Err(failure)) => {
                 close_connection(&connection).await;
@@ -278,7 +360,7 @@ impl Subscriber {
         ));
         Ok(Self {
             deliveries,
-            settle,
+            settle: Settler(settle),
             control: Some(control),
             outstanding,
             task: Some(task),
@@ -293,7 +375,7 @@ impl Subscriber {
     }
 
     /// The next delivery; `None` once closed. Cancel-safe.
-    pub(crate) async fn recv(&mut self) -> Option<Delivery> {
+    pub(crate) async fn recv(&mut self) -> Option<Incoming> {
         self.control.as_ref()?;
         self.deliveries.recv().await
     }
@@ -303,14 +385,20 @@ impl Subscriber {
         self.outstanding.track()
     }
 
-    /// Acknowledge a delivery (sent in order, before the connection closes).
-    pub(crate) fn ack(&self, acker: Acker) {
-        let _ = self.settle.send(Settle::Ack(acker));
+    /// What settles this subscriber's deliveries from other tasks.
+    pub(crate) fn settler(&self) -> Settler {
+        self.settle.clone()
+    }
+
+    /// Acknowledge a delivery (sent before the connection closes).
+    pub(crate) fn ack(&self, incoming: Incoming) {
+        self.settle.settle(incoming.into_unsettled(), Kind::Ack);
     }
 
     /// Reject a delivery: dropped, or requeued.
-    pub(crate) fn reject(&self, acker: Acker, requeue: bool) {
-        let _ = self.settle.send(Settle::Reject { acker, requeue });
+    pub(crate) fn reject(&self, incoming: Incoming, requeue: bool) {
+        let requeue = Kind::Reject { requeue };
+        self.settle.settle(incoming.into_unsettled(), requeue);
     }
 
     /// Stop consuming: deliveries not handed out go back to the broker at once, pending
@@ -325,8 +413,8 @@ impl Subscriber {
             let _ = stopped_rx.await;
         }
         self.deliveries.close();
-        while let Ok(delivery) = self.deliveries.try_recv() {
-            self.reject(delivery.acker, true);
+        while let Ok(incoming) = self.deliveries.try_recv() {
+            self.reject(incoming, true);
         }
         let _ = control.send(Control::Finish);
         if let Some(task) = self.task.take() {
@@ -357,14 +445,15 @@ fn ended(command: Option<Control>) -> Ended {
 async fn run(
     plan: Plan,
     live: Live,
-    deliveries: mpsc::UnboundedSender<Delivery>,
-    mut settle: mpsc::UnboundedReceiver<Settle>,
+    deliveries: mpsc::UnboundedSender<Incoming>,
+    mut settle: mpsc::UnboundedReceiver<Settlement>,
     mut control: mpsc::UnboundedReceiver<Control>,
     outstanding: InFlight,
 ) {
     let mut live = Some(live);
     let stopped = consume(&plan, &mut live, deliveries, &mut settle, &mut control).await;
     if let Some(live) = live.as_mut() {
+        live.send_gathered().await;
         // A broker that does not answer the cancels must not hold up the shutdown.
         if timeout(CLOSE_WITHIN, give_back_buffered(&plan, live))
             .await
@@ -378,10 +467,9 @@ async fn run(
     }
     if let Some(stopped) = stopped {
         let _ = stopped.send(());
-        wait_for_finish(&mut settle, &mut control).await;
+        wait_for_finish(&mut settle, &mut control, live.as_mut()).await;
     }
-    let connection = live.as_ref().map(|live| &live.connection);
-    settle_outstanding(connection, &mut settle, &outstanding).await;
+    settle_outstanding(live.as_mut(), &mut settle, &outstanding).await;
     if let Some(live) = live {
         if timeout(CLOSE_WITHIN, delete_own_queues(&plan, &live.channel))
             .await
@@ -411,8 +499,8 @@ async fn delete_own_queues(plan: &Plan, channel: &Channel) {
 async fn consume(
     plan: &Plan,
     live: &mut Option<Live>,
-    deliveries: mpsc::UnboundedSender<Delivery>,
-    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    deliveries: mpsc::UnboundedSender<Incoming>,
+    settle: &mut mpsc::UnboundedReceiver<Settlement>,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Ended {
     let mut backoff = backoff(plan.connector.config());
@@ -431,14 +519,18 @@ async fn consume(
         };
         tokio::select! {
             biased;
+            () = current.pace.ready(), if !current.gathered.is_empty() => {
+                current.send_gathered().await;
+            }
             command = settle.recv() => match command {
-                Some(command) => apply(command).await,
+                Some(first) => current.gather(first, settle),
                 None => return None,
             },
             command = control.recv() => return ended(command),
             item = current.deliveries.next() => match item {
                 Some(Some(Ok(delivery))) => {
-                    if deliveries.send(delivery).is_err() {
+                    let incoming = Incoming { delivery, connection: current.number };
+                    if deliveries.send(incoming).is_err() {
                         return None;
                     }
                 }
@@ -452,7 +544,9 @@ async fn consume(
                         }
                     };
                     tracing::warn!(role = plan.role, %why, "lost the RabbitMQ subscription; reconnecting");
-                    if let Some(lost) = live.take() {
+                    if let Some(mut lost) = live.take() {
+                        // After a consumer cancel the connection still takes settlements.
+                        lost.send_gathered().await;
                         close_connection(&lost.connection).await;
                     }
                 }
@@ -466,7 +560,7 @@ async fn resubscribe(
     plan: &Plan,
     live: &mut Option<Live>,
     delay: Duration,
-    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    settle: &mut mpsc::UnboundedReceiver<Settlement>,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), Ended> {
     tokio::select! {
@@ -517,13 +611,14 @@ async fn give_back_buffered(plan: &Plan, live: &mut Live) {
 
 /// Wait for the user to give back what it had not handed out.
 async fn wait_for_finish(
-    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    settle: &mut mpsc::UnboundedReceiver<Settlement>,
     control: &mut mpsc::UnboundedReceiver<Control>,
+    mut live: Option<&mut Live>,
 ) {
     loop {
         tokio::select! {
             command = settle.recv() => match command {
-                Some(command) => apply(command).await,
+                Some(first) => settle_gathered(first, settle, live.as_deref_mut()).await,
                 None => break,
             },
             command = control.recv() => match command {
@@ -537,22 +632,78 @@ async fn wait_for_finish(
 /// Every settlement asked for goes out, and handlers still running may settle what they
 /// took, before the connection closes. A guard drops after its settlement is queued.
 async fn settle_outstanding(
-    connection: Option<&Connection>,
-    settle: &mut mpsc::UnboundedReceiver<Settle>,
+    mut live: Option<&mut Live>,
+    settle: &mut mpsc::UnboundedReceiver<Settlement>,
     outstanding: &InFlight,
 ) {
-    while connection.is_some_and(|c| c.status().connected()) {
+    while live
+        .as_ref()
+        .is_some_and(|live| live.connection.status().connected())
+    {
         tokio::select! {
             biased;
             command = settle.recv() => match command {
-                Some(command) => apply(command).await,
+                Some(first) => settle_gathered(first, settle, live.as_deref_mut()).await,
                 None => break,
             },
             () = outstanding.wait_idle() => break,
         }
     }
-    while let Ok(command) = settle.try_recv() {
-        apply(command).await;
+    while let Ok(first) = settle.try_recv() {
+        settle_gathered(first, settle, live.as_deref_mut()).await;
+    }
+}
+
+/// Send `first` and the settlements queued behind it, now (the consuming loop paces them
+/// instead). Without a connection they fail: the broker delivers those messages again.
+async fn settle_gathered(
+    first: Settlement,
+    queued: &mut mpsc::UnboundedReceiver<Settlement>,
+    live: Option<&mut Live>,
+) {
+    match live {
+        Some(live) => {
+            live.gather(first, queued);
+            live.send_gathered().await;
+        }
+        None => apply(Settle::new(first.delivery.acker, first.kind)).await,
+    }
+}
+
+impl Live {
+    /// Take `first` and the settlements queued behind it, to send with [`Self::send_gathered`].
+    fn gather(&mut self, first: Settlement, queued: &mut mpsc::UnboundedReceiver<Settlement>) {
+        self.gathered.push(first);
+        while self.gathered.len() < SETTLE_BATCH {
+            match queued.try_recv() {
+                Ok(settlement) => self.gathered.push(settlement),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Send what gathered: this connection's settlements as [`acks`] plans them, any of a lost
+    /// connection's alone (they fail: the broker delivers those messages again).
+    async fn send_gathered(&mut self) {
+        let number = self.number;
+        let (current, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gathered)
+            .into_iter()
+            .partition(|s| s.delivery.connection == number);
+        for settlement in stale {
+            apply(Settle::new(settlement.delivery.acker, settlement.kind)).await;
+        }
+        let current = current
+            .into_iter()
+            .map(|s| (s.delivery.tag, s.kind, s.delivery.acker));
+        let plan = self.settled.plan(current);
+        for send in plan {
+            apply(match send {
+                acks::Send::Multiple(acker) => Settle::AckThrough(acker),
+                acks::Send::One(acker, kind) => Settle::new(acker, kind),
+            })
+            .await;
+        }
+        self.pace.sent();
     }
 }
 

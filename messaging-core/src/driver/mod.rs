@@ -17,6 +17,7 @@
 mod address;
 mod capabilities;
 mod in_flight;
+mod pace;
 mod reply;
 pub mod retry;
 #[cfg(feature = "tls")]
@@ -35,6 +36,7 @@ use crate::wire::{NotificationFormat, NotificationMessage, Reply, RpcRequest};
 pub use address::{NotifyAddress, PerAddress, RpcAddress, ServerAddress};
 pub use capabilities::{Capabilities, Delivery, Feature};
 pub use in_flight::{InFlight, InFlightGuard};
+pub use pace::Pace;
 pub use reply::{PendingReply, ReplyRouter};
 
 /// How often a send is retried when the broker is unreachable.
