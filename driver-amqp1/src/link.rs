@@ -834,83 +834,91 @@ enum Step {
     Delivery(std::result::Result<Delivery<Body<LazyValue>>, RecvError>),
 }
 
-/// The link failed: it is attached again.
+/// How pumping ended: stopped (`Err(None)`), or the link failed (it is attached again).
+type Pumped<T = ()> = std::result::Result<T, Option<RecvError>>;
+
 fn failed(error: IllegalLinkStateError) -> Option<RecvError> {
     Some(error.into())
 }
 
-/// Move deliveries from `receiver` to `sink` and settlements back, until stopped (`Err(None)`)
-/// or the link fails.
-async fn pump(
-    receiver: &mut Receiver,
+/// An attached receiver link's work: deliveries go to `sink`, settlements come back.
+struct Pump<'a> {
+    receiver: &'a mut Receiver,
     credit: u32,
-    sink: &mpsc::Sender<Received>,
-    settlements: &mut Settlements,
-    stop: &mut watch::Receiver<bool>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> std::result::Result<(), Option<RecvError>> {
-    loop {
-        let step = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => Step::Stopped,
-            _ = shutdown.wait_for(|s| *s) => Step::Stopped,
-            _ = settlements.gather() => Step::Settle,
-            received = receiver.recv::<Body<LazyValue>>() => Step::Delivery(received),
-        };
-        let received = match step {
-            Step::Stopped => return Err(None),
-            Step::Settle => {
-                settlements.send(receiver).await.map_err(failed)?;
+    sink: &'a mpsc::Sender<Received>,
+    settlements: &'a mut Settlements,
+    stop: &'a mut watch::Receiver<bool>,
+    shutdown: &'a mut watch::Receiver<bool>,
+}
+
+impl Pump<'_> {
+    /// Until stopped or the link fails.
+    async fn run(&mut self) -> Pumped {
+        loop {
+            let (info, message) = self.next_transfer().await?;
+            // Every transfer used credit, decodable or not.
+            if self.receiver.credit() == 0 {
+                self.receiver
+                    .set_credit(self.credit)
+                    .await
+                    .map_err(failed)?;
+            }
+            let Some(message) = message else {
+                // Settled as malformed messages are (accepted: dropped). Left unsettled, the
+                // peer would hold it until the link goes, then deliver it again, forever.
+                let _ = self.receiver.accept(info).await;
                 continue;
-            }
-            Step::Delivery(received) => received,
-        };
-        let (info, message) = match received {
-            Ok(delivery) => {
-                let (info, message) = delivery.into_parts();
-                match message::received(message) {
-                    Ok(message) => (info, Some(message)),
-                    Err(error) => {
-                        tracing::warn!(%error, "dropping an AMQP message that cannot be an oslo message");
-                        (info, None)
-                    }
-                }
-            }
-            Err(RecvError::MessageDecode(error)) => {
-                tracing::warn!(%error, "dropping an undecodable AMQP message");
-                (error.info, None)
-            }
-            Err(error) => return Err(Some(error)),
-        };
-        // Every transfer used credit, decodable or not.
-        if receiver.credit() == 0 {
-            receiver.set_credit(credit).await.map_err(failed)?;
+            };
+            let settler = self.settlements.settler();
+            self.hand_over(Received {
+                info,
+                message,
+                settler,
+            })
+            .await?;
         }
-        let Some(message) = message else {
-            // Settled as malformed messages are (accepted: dropped). Left unsettled, the peer
-            // would hold it until the link goes, then deliver it again, forever.
-            let _ = receiver.accept(info).await;
-            continue;
-        };
-        let item = Received {
-            info,
-            message,
-            settler: settlements.settler(),
-        };
-        // Settlements go on while the sink is full: the handlers that free it settle.
+    }
+
+    /// The next transfer, and its message if it can be an oslo message; the settlements that
+    /// gather meanwhile are sent.
+    async fn next_transfer(&mut self) -> Pumped<(DeliveryInfo, Option<AmqpMessage>)> {
         loop {
             let step = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => None,
-                _ = shutdown.wait_for(|s| *s) => None,
-                _ = settlements.gather() => Some(None),
-                permit = sink.reserve() => Some(Some(permit)),
+                _ = self.stop.wait_for(|s| *s) => Step::Stopped,
+                _ = self.shutdown.wait_for(|s| *s) => Step::Stopped,
+                _ = self.settlements.gather() => Step::Settle,
+                received = self.receiver.recv::<Body<LazyValue>>() => Step::Delivery(received),
             };
             match step {
-                Some(None) => settlements.send(receiver).await.map_err(failed)?,
+                Step::Stopped => return Err(None),
+                Step::Settle => self.settlements.send(self.receiver).await.map_err(failed)?,
+                Step::Delivery(Ok(delivery)) => return Ok(opened(delivery)),
+                Step::Delivery(Err(RecvError::MessageDecode(error))) => {
+                    tracing::warn!(%error, "dropping an undecodable AMQP message");
+                    return Ok((error.info, None));
+                }
+                Step::Delivery(Err(error)) => return Err(Some(error)),
+            }
+        }
+    }
+
+    /// Give `item` to the sink, sending settlements while it is full (the handlers that free
+    /// it settle).
+    async fn hand_over(&mut self, item: Received) -> Pumped {
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|s| *s) => None,
+                _ = self.shutdown.wait_for(|s| *s) => None,
+                _ = self.settlements.gather() => Some(None),
+                permit = self.sink.reserve() => Some(Some(permit)),
+            };
+            match step {
+                Some(None) => self.settlements.send(self.receiver).await.map_err(failed)?,
                 Some(Some(Ok(permit))) => {
                     permit.send(item);
-                    break;
+                    return Ok(());
                 }
                 Some(Some(Err(_))) | None => {
                     // Nobody takes it: the peer gives it to another consumer.
@@ -918,6 +926,18 @@ async fn pump(
                     return Err(None);
                 }
             }
+        }
+    }
+}
+
+/// A delivery's parts, the message `None` when it cannot be an oslo message.
+fn opened(delivery: Delivery<Body<LazyValue>>) -> (DeliveryInfo, Option<AmqpMessage>) {
+    let (info, message) = delivery.into_parts();
+    match message::received(message) {
+        Ok(message) => (info, Some(message)),
+        Err(error) => {
+            tracing::warn!(%error, "dropping an AMQP message that cannot be an oslo message");
+            (info, None)
         }
     }
 }
@@ -959,14 +979,15 @@ async fn receiver_task(
                     let _ = ready.send(Ok(address.clone()));
                 }
                 let mut settlements = Settlements::new();
-                let pumped = pump(
-                    &mut receiver,
-                    spec.credit,
-                    &sink,
-                    &mut settlements,
-                    &mut stop,
-                    &mut shutdown,
-                )
+                let pumped = Pump {
+                    receiver: &mut receiver,
+                    credit: spec.credit,
+                    sink: &sink,
+                    settlements: &mut settlements,
+                    stop: &mut stop,
+                    shutdown: &mut shutdown,
+                }
+                .run()
                 .await;
                 match pumped {
                     Err(None) | Ok(()) => {

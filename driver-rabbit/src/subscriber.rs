@@ -124,6 +124,13 @@ enum Settle {
 pub(crate) const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 
 impl Settle {
+    fn new(acker: Acker, kind: Kind) -> Self {
+        match kind {
+            Kind::Ack => Settle::Ack(acker),
+            Kind::Reject { requeue } => Settle::Reject { acker, requeue },
+        }
+    }
+
     /// Send the settlement: `Ok(true)` once sent, `Ok(false)` when the delivery's connection
     /// is gone (the broker delivers it again) or the send did not finish within
     /// [`SETTLE_WITHIN`].
@@ -138,15 +145,6 @@ impl Settle {
             }
         })
         .await
-    }
-}
-
-impl Settle {
-    fn new(acker: Acker, kind: Kind) -> Self {
-        match kind {
-            Kind::Ack => Settle::Ack(acker),
-            Kind::Reject { requeue } => Settle::Reject { acker, requeue },
-        }
     }
 }
 
@@ -655,7 +653,8 @@ async fn settle_outstanding(
 }
 
 /// Send `first` and the settlements queued behind it, now (the consuming loop paces them
-/// instead). Without a connection they fail: the broker delivers those messages again.
+/// instead). Without a connection there is nothing to send them on: the broker delivers those
+/// messages again.
 async fn settle_gathered(
     first: Settlement,
     queued: &mut mpsc::UnboundedReceiver<Settlement>,
@@ -666,7 +665,7 @@ async fn settle_gathered(
             live.gather(first, queued);
             live.send_gathered().await;
         }
-        None => apply(Settle::new(first.delivery.acker, first.kind)).await,
+        None => tracing::debug!("a settlement after the connection was lost"),
     }
 }
 
@@ -682,18 +681,13 @@ impl Live {
         }
     }
 
-    /// Send what gathered: this connection's settlements as [`acks`] plans them, any of a lost
-    /// connection's alone (they fail: the broker delivers those messages again).
+    /// Send what gathered, as [`acks`] plans it. Settlements of a lost connection's deliveries
+    /// are dropped: there is nothing to send them on, and the broker delivers those again.
     async fn send_gathered(&mut self) {
         let number = self.number;
-        let (current, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gathered)
+        let current = std::mem::take(&mut self.gathered)
             .into_iter()
-            .partition(|s| s.delivery.connection == number);
-        for settlement in stale {
-            apply(Settle::new(settlement.delivery.acker, settlement.kind)).await;
-        }
-        let current = current
-            .into_iter()
+            .filter(|s| s.delivery.connection == number)
             .map(|s| (s.delivery.tag, s.kind, s.delivery.acker));
         let plan = self.settled.plan(current);
         for send in plan {
