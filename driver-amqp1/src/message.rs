@@ -321,7 +321,12 @@ struct Framed<'a> {
 
 impl<'a> Framed<'a> {
     fn read(bytes: &'a [u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        // Checked as UTF-8 once, in bulk (from bytes, serde_json would check each string).
+        let read = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        };
+        read.map_err(|e| {
             MessagingError::MalformedMessage(format!("body is not a JSON object: {e}"))
         })
     }

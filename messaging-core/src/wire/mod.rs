@@ -307,8 +307,10 @@ pub(crate) trait Entries: Default {
 /// write it straight into the entries; anything else (another layout, an un-enveloped `1.0`
 /// message, a malformed body, with its error) through [`decode_body`].
 pub(crate) fn decode_entries<E: Entries>(body: &[u8]) -> Result<E> {
+    // Checked as UTF-8 once, in bulk: parsed from bytes, serde_json would check each string.
     let collected = python_envelope_inner(body)
-        .and_then(|inner| serde_json::from_slice::<Collected<E>>(&inner).ok());
+        .and_then(|inner| String::from_utf8(inner).ok())
+        .and_then(|inner| serde_json::from_str::<Collected<E>>(&inner).ok());
     match collected {
         Some(Collected(entries)) => Ok(entries),
         None => decode_body(body).map(E::of),
