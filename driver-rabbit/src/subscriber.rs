@@ -225,6 +225,16 @@ const SETTLE_BATCH: usize = 256;
 /// The least time between two sends of settlements while consuming.
 const SETTLE_PACE: Duration = Duration::from_millis(1);
 
+/// How many gathered settlements are sent without waiting for the pace: with a prefetch
+/// window, half of it, so that the broker is never left waiting for acks being held back
+/// (with a window of 1, every ack goes at once).
+fn flush_at(prefetch: u16) -> usize {
+    match prefetch {
+        0 => SETTLE_BATCH,
+        window => usize::from(window).div_ceil(2).min(SETTLE_BATCH),
+    }
+}
+
 /// A running subscription.
 pub(crate) struct Subscriber {
     deliveries: mpsc::UnboundedReceiver<Incoming>,
@@ -250,6 +260,8 @@ struct Live {
     /// Settlements not sent yet, and when they may go.
     gathered: Vec<Settlement>,
     pace: Pace,
+    /// How many gathered settlements go at once, without waiting for the pace.
+    flush_at: usize,
 }
 
 impl Plan {
@@ -267,6 +279,7 @@ impl Plan {
                 settled: Settled::default(),
                 gathered: Vec::new(),
                 pace: Pace::new(SETTLE_PACE),
+                flush_at: flush_at(self.connector.config().rabbit_qos_prefetch_count),
             }),
             Ok(Err(failure)) => {
                 close_connection(&connection).await;
@@ -521,7 +534,12 @@ async fn consume(
                 current.send_gathered().await;
             }
             command = settle.recv() => match command {
-                Some(first) => current.gather(first, settle),
+                Some(first) => {
+                    current.gather(first, settle);
+                    if current.gathered.len() >= current.flush_at {
+                        current.send_gathered().await;
+                    }
+                }
                 None => return None,
             },
             command = control.recv() => return ended(command),
@@ -722,6 +740,16 @@ mod tests {
         let sent = bounded(Duration::from_millis(50), std::future::pending()).await;
         assert!(matches!(sent, Ok(false)), "{sent:?}");
         assert!(began.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn settlements_wait_for_the_pace_only_within_half_the_prefetch_window() {
+        assert_eq!(flush_at(0), SETTLE_BATCH);
+        assert_eq!(flush_at(1), 1);
+        assert_eq!(flush_at(2), 1);
+        assert_eq!(flush_at(5), 3);
+        assert_eq!(flush_at(100), 50);
+        assert_eq!(flush_at(u16::MAX), SETTLE_BATCH);
     }
 
     #[tokio::test]

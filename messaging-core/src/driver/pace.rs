@@ -30,26 +30,38 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub struct Pace {
     period: Duration,
-    next: Pin<Box<Sleep>>,
+    /// When the next send may go.
+    next: Instant,
+    /// Armed only while a send waits: a timer reset on every send would wake the task once
+    /// more a period later, for nothing.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Pace {
     /// At most one send per `period`.
     pub fn new(period: Duration) -> Self {
+        let now = Instant::now();
         Self {
             period,
-            next: Box::pin(tokio::time::sleep_until(Instant::now())),
+            next: now,
+            timer: Box::pin(tokio::time::sleep_until(now)),
         }
     }
 
     /// Wait until the next send may go. Cancel-safe.
     pub async fn ready(&mut self) {
-        self.next.as_mut().await;
+        if Instant::now() >= self.next {
+            return;
+        }
+        if self.timer.deadline() != self.next {
+            self.timer.as_mut().reset(self.next);
+        }
+        self.timer.as_mut().await;
     }
 
     /// A send went: the next waits for the period.
     pub fn sent(&mut self) {
-        self.next.as_mut().reset(Instant::now() + self.period);
+        self.next = Instant::now() + self.period;
     }
 }
 
