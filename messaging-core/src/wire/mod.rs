@@ -438,6 +438,14 @@ mod tests {
         let raw_newline =
             b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"{\\\"method\\\": \\\"m\\\",\n}\"}";
         assert!(RequestMessage::decode(raw_newline).is_err());
+        // A `"` not escaped ends the string early: another layout (here: one more key).
+        let more_keys =
+            br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"m\"}", "x": "y"}"#;
+        assert_eq!(python_envelope_inner(more_keys), None);
+        assert_eq!(
+            RequestMessage::decode(more_keys).unwrap().request.method,
+            "m"
+        );
         let python = envelope(br#"{"method": "m", "args": {"a": "q\"uote\\"}}"#).unwrap();
         assert_eq!(
             python_envelope_inner(&python).as_deref(),
