@@ -1,18 +1,19 @@
 //! Settling a receiver link's deliveries in batches.
 //!
-//! Handlers settle deliveries one at a time, from many tasks. Sent as they come, each would be a
-//! disposition frame of its own, which fe2o3 encodes and the peer parses: with 16 senders on
-//! RabbitMQ that was about a third of a raw fe2o3 listener's CPU. Instead each settlement is
-//! handed to the task that owns the link, which sends whatever has gathered when it gets to them
-//! as one disposition per run of consecutive delivery ids. Sends are paced: one at most every
-//! [`PACE`], so at light load a settlement goes out at once, and under load those of the last
-//! millisecond go out together.
+//! Handlers settle deliveries one at a time, from many tasks. Sent as they come, each would be
+//! a disposition frame of its own, which fe2o3 encodes and the peer parses: with 16 senders on
+//! RabbitMQ that was about 40 % of a raw fe2o3 listener's CPU (0.022 ms per notification
+//! settling each, 0.013 settling in runs). Instead each settlement is handed to the task that
+//! owns the link, which sends whatever has gathered when it gets to them as one disposition per
+//! run of consecutive delivery ids. Sends are paced: one at most every [`PACE`], so at light
+//! load a settlement goes out at once, and under load those of the last millisecond go out
+//! together.
+
+use std::time::Duration;
 
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::DispositionError;
 use fe2o3_amqp::Receiver;
-use std::time::Duration;
-
 use messaging_core::driver::Pace;
 use tokio::sync::mpsc;
 
@@ -61,6 +62,7 @@ pub(crate) struct Settlements<I = DeliveryInfo> {
 }
 
 impl<I> Settlements<I> {
+    /// An empty queue, handing out settlers.
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {

@@ -1,11 +1,12 @@
 //! Acknowledging a channel's deliveries with one `basic.ack multiple` per run.
 //!
 //! lapin sends each settlement through its internal RPC task and I/O loop and resolves it
-//! once written; one `basic.ack` per delivery, each awaited, was most of an RPC server's time
-//! between two requests (raw lapin: 7,700 calls/s with 16 in flight acking each request, 13,200
-//! acking every 16th with `multiple`). The RPC server and the reply queue settle their
-//! deliveries in the order they were handed out, so the settlements that have gathered form
-//! runs of consecutive delivery tags, and a run of acks is one `multiple` ack of its last tag.
+//! once written; one `basic.ack` per delivery, each awaited, cost about half of a raw lapin RPC
+//! server's CPU (0.085 ms per call acking each request, 0.042 acking every 16th with
+//! `multiple`; 7,700 against 13,200 calls/s with 16 in flight). The RPC server and the reply
+//! queue settle their deliveries in the order they were handed out, so the settlements that
+//! have gathered form runs of consecutive delivery tags, and a run of acks is one `multiple`
+//! ack of its last tag.
 //!
 //! `multiple` acks every unsettled delivery up to the tag, so it is used only when every
 //! earlier tag of the channel is known settled: a settlement beyond a gap (a delivery still
