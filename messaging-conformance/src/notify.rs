@@ -438,15 +438,9 @@ pub async fn notify_clean_shutdown_loses_nothing(b: Backend) {
 pub async fn notify_handled_are_not_delivered_again(b: Backend) {
     const TOTAL: usize = 300;
     let topic = unique("settled");
-    let handled = Recorder::<i64>::new();
-    let first = start_listener(
-        &b,
-        &[&topic],
-        None,
-        recording_payloads(handled.clone()),
-        |l| l.max_concurrency(8),
-    )
-    .await;
+    let handled = Recorder::new();
+    let endpoint = recording_endpoint(handled.clone());
+    let first = start_listener(&b, &[&topic], None, endpoint, |l| l.max_concurrency(8)).await;
     let notifier = Notifier::new(b.notifications().await, "p").topics([&topic]);
     for i in 0..TOTAL {
         notifier.info(&ctx(), "before", &i).await.expect("notify");
@@ -455,18 +449,17 @@ pub async fn notify_handled_are_not_delivered_again(b: Backend) {
         .wait_for(TOTAL, b.wait(), "the first listener")
         .await;
     first.shutdown().await;
-    let after = Recorder::<i64>::new();
+    let after = Recorder::new();
     let second = start_listener(
         &b,
         &[&topic],
         None,
-        recording_payloads(after.clone()),
+        recording_endpoint(after.clone()),
         |l| l,
     )
     .await;
-    let marker = TOTAL as i64;
     notifier
-        .info(&ctx(), "after", &marker)
+        .info(&ctx(), "after", &TOTAL)
         .await
         .expect("notify");
     after
@@ -475,20 +468,10 @@ pub async fn notify_handled_are_not_delivered_again(b: Backend) {
     // Anything delivered again would come before or shortly after it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     second.shutdown().await;
+    let payloads: Vec<_> = after.items().into_iter().map(|n| n.payload).collect();
     assert_eq!(
-        after.items(),
-        vec![marker],
+        payloads,
+        vec![json!(TOTAL)],
         "only the notification sent after"
     );
-}
-
-/// Records each notification's payload (an integer).
-fn recording_payloads(recorder: Arc<Recorder<i64>>) -> NotificationEndpoint {
-    NotificationEndpoint::new().on(Priority::Info, move |n: Notification| {
-        let recorder = recorder.clone();
-        async move {
-            recorder.push(n.payload.as_i64().unwrap_or(-1));
-            NotificationResult::Handled
-        }
-    })
 }
