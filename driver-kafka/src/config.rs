@@ -103,22 +103,21 @@ messaging_core::driver_options! {
         /// Most records per produce batch (`batch.num.messages`).
         producer_batch_size: u64 = 16384,
             "most records per produce batch (librdkafka batch.num.messages)";
-        /// How long a send made while other sends of the transport are in flight waits for more
-        /// records to share its produce request, in seconds (`linger.ms`). A send with nothing
-        /// else in flight never waits: it goes through a second producer without linger. 1 ms by
-        /// default (oslo: 0, without waiting for delivery reports): 16 senders each awaiting their
-        /// report share one request per round, which brokers that pay per request (nisshi) need;
-        /// longer only delays them. 0 sends everything at once through one producer.
+        /// Longest a send made while other sends of the transport are in flight waits for more
+        /// records to share its produce request, in seconds. The driver gathers such sends and
+        /// hands them to librdkafka together as soon as nothing more is expected (no request in
+        /// flight, and every sender released by the last delivery reports sent again), so 16
+        /// senders each awaiting their report share one request per round trip without waiting
+        /// for this; it bounds the wait when a released sender does not come back. A send with
+        /// nothing in flight and nobody about to send leaves at once. 1 ms by default (oslo: 0,
+        /// without waiting for delivery reports); 0 hands every send over at once.
         producer_batch_timeout: f64 = 0.001,
-            "how long a send made while others are in flight waits for more to share its request, in s (linger); a send alone never waits";
+            "longest a send made while others are in flight waits for more to share its request, in s; sends go together as soon as no more are expected";
         /// Most produce requests awaiting the broker's answer on one connection
-        /// (`max.in.flight.requests.per.connection`). 1 by default: while one request is in
-        /// flight, whatever is sent meanwhile waits and leaves in the next request, so batches
-        /// grow with the load without any linger (16 senders each awaiting their delivery report
-        /// share one request per round trip instead of sending 16 requests), and a retried
-        /// request cannot overtake the one after it. More helps when the broker is far away.
+        /// (`max.in.flight.requests.per.connection`). 1 by default: a retried request cannot
+        /// overtake the one after it. More helps when the broker is far away.
         producer_max_in_flight: u64 = 1,
-            "most produce requests awaiting the broker's answer per connection (librdkafka max.in.flight); 1: what queues meanwhile goes in the next request";
+            "most produce requests awaiting the broker's answer per connection (librdkafka max.in.flight)";
         /// Longest one produce attempt waits for its delivery report, in seconds
         /// (`message.timeout.ms`). A send's own timeout and retry policy bound the whole send.
         producer_delivery_timeout: f64 = 30.0,
@@ -201,6 +200,11 @@ fn millis(seconds: f64) -> String {
         .to_string()
 }
 
+/// Seconds as milliseconds to the microsecond, for librdkafka's settings of type float.
+fn fractional_millis(seconds: f64) -> String {
+    (secs(seconds).as_micros() as f64 / 1000.0).to_string()
+}
+
 /// Seconds as a duration (invalid values were refused by [`KafkaConfig::validate`]).
 fn secs(seconds: f64) -> Duration {
     Duration::try_from_secs_f64(seconds).unwrap_or_default()
@@ -275,6 +279,16 @@ impl KafkaConfig {
             .clamp(Duration::from_millis(10), cap)
     }
 
+    /// Longest a record sent alongside others waits for more to share its produce request.
+    pub(crate) fn linger(&self) -> Duration {
+        secs(self.producer_batch_timeout)
+    }
+
+    /// Most records handed to the producer together.
+    pub(crate) fn batch_size(&self) -> usize {
+        usize::try_from(self.producer_batch_size.clamp(1, 1_000_000)).unwrap_or(1_000_000)
+    }
+
     /// Longest one produce attempt waits for its delivery report.
     pub(crate) fn delivery_timeout(&self) -> Duration {
         Duration::try_from_secs_f64(self.producer_delivery_timeout)
@@ -334,7 +348,9 @@ impl KafkaConfig {
     pub(crate) fn producer_config(&self, url: &TransportUrl) -> Result<ClientConfig> {
         let mut config = self.client_config(url)?;
         config
-            .set("linger.ms", millis(self.producer_batch_timeout))
+            // The driver gathers records itself and has what it hands over sent at once (see
+            // the `batches` module); librdkafka's own linger only keeps a batch together.
+            .set("linger.ms", fractional_millis(self.producer_batch_timeout))
             .set(
                 "max.in.flight.requests.per.connection",
                 self.producer_max_in_flight.clamp(1, 1_000_000).to_string(),

@@ -33,8 +33,9 @@
 //! # Delivery: at least once
 //! * **Notifier**: every send awaits the broker's delivery report (`acks=all` by default: every
 //!   in-sync replica has the record); many sends are in flight at once. A send with no other
-//!   in flight leaves at once; sends made alongside others wait up to
-//!   `producer_batch_timeout` (1 ms) to share a produce request (see the `producer` module).
+//!   in flight leaves at once; sends made alongside others are gathered and leave together in
+//!   one produce request as soon as no more are expected, after `producer_batch_timeout`
+//!   (1 ms) at the latest (see the `batches` module).
 //!   A failed delivery is a [`MessagingError::DeliveryFailure`](messaging_core::MessagingError::DeliveryFailure), an unreachable broker a
 //!   [`MessagingError::ConnectionFailure`](messaging_core::MessagingError::ConnectionFailure). Each attempt is bounded by
 //!   `producer_delivery_timeout` (default 30 s); failed attempts are retried as the send's
@@ -77,6 +78,7 @@
 
 #![warn(missing_docs)]
 
+mod batches;
 mod config;
 mod consumer;
 mod logging;
