@@ -314,8 +314,11 @@ const EXPEDITE_MS: i32 = 1;
 /// over meanwhile unless a batch is complete (see the `batches` module).
 fn expedite(producer: &BaseProducer<TracingContext>, stop: &AtomicBool) {
     let client = producer.client().native_ptr();
-    while !stop.load(Ordering::Acquire) {
+    loop {
         std::thread::park();
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         // SAFETY: `client` belongs to `producer`, which this thread keeps alive. Flushing is
         // thread-safe in librdkafka and, with delivery reports as events (rdkafka's
         // `BaseProducer`), only waits: the serving thread goes on serving them.
