@@ -22,15 +22,15 @@
 //!
 //! librdkafka sends a batch handed over at once, in one request: see `producer::expedite`.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Where a gathered record waits, and what it needs to be produced later.
 pub(crate) struct Held<R> {
     /// The record's topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The record's value.
-    pub payload: Vec<u8>,
+    pub payload: Arc<Vec<u8>>,
     /// Hears the record's delivery report.
     pub report: R,
 }
@@ -186,7 +186,7 @@ mod tests {
     fn held(n: u32) -> Held<u32> {
         Held {
             topic: "t".into(),
-            payload: vec![],
+            payload: Arc::default(),
             report: n,
         }
     }

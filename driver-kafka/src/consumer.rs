@@ -492,7 +492,7 @@ impl Acknowledger for KafkaAcker {
             ..SendOptions::default()
         };
         self.publisher
-            .publish(&self.record.topic, &self.value, &options)
+            .publish(&self.record.topic, Arc::new(self.value), &options)
             .await?;
         self.shared.offsets().handled(&self.record);
         Ok(())

@@ -95,7 +95,9 @@ impl NotifyDriver for KafkaNotify {
         // oslo's kafka driver always sends the 2.0 envelope (even for the `messaging` notifier
         // driver), with the context nested under `_context` and no `_unique_id`.
         let value = message.encode(NotificationFormat::V2, ContextStyle::Nested, None)?;
-        self.publisher.publish(&topic, &value, options).await
+        self.publisher
+            .publish(&topic, Arc::new(value), options)
+            .await
     }
 
     async fn listen(

@@ -69,14 +69,19 @@ impl Publisher {
     /// Produce `payload` (no key, no headers) to `topic` and wait for the broker's delivery
     /// report. Failed attempts are retried as `options.retry` allows, the whole send bounded by
     /// `options.timeout`; each attempt is bounded by `producer_delivery_timeout`.
-    pub async fn publish(&self, topic: &str, payload: &[u8], options: &SendOptions) -> Result<()> {
+    pub async fn publish(
+        &self,
+        topic: &Arc<str>,
+        payload: Arc<Vec<u8>>,
+        options: &SendOptions,
+    ) -> Result<()> {
         messaging_core::telemetry::record_body_size(payload.len());
         let what = Describe::new(|f| write!(f, "delivery of a record to `{topic}`"));
         let backoff = self.backoff.clone();
-        with_retry(&what, options, backoff, || self.attempt(topic, payload)).await
+        with_retry(&what, options, backoff, || self.attempt(topic, &payload)).await
     }
 
-    async fn attempt(&self, topic: &str, payload: &[u8]) -> Result<(), Failure> {
+    async fn attempt(&self, topic: &Arc<str>, payload: &Arc<Vec<u8>>) -> Result<(), Failure> {
         loop {
             match self.produce(topic, payload).await? {
                 Ok(()) => return Ok(()),
@@ -90,11 +95,16 @@ impl Publisher {
     }
 
     /// Offer the record to the batches and wait for its delivery report.
-    async fn produce(&self, topic: &str, payload: &[u8]) -> Result<KafkaResult<()>, Failure> {
+    async fn produce(
+        &self,
+        topic: &Arc<str>,
+        payload: &Arc<Vec<u8>>,
+    ) -> Result<KafkaResult<()>, Failure> {
         let (report, delivered) = oneshot::channel();
         let held = Held {
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
+            // Shared, not copied: the batch may be handed over by another sender's task.
+            topic: topic.clone(),
+            payload: payload.clone(),
             report: Box::new(report),
         };
         let (place, now) = self.batches.offer(held);
@@ -105,12 +115,12 @@ impl Publisher {
         };
         // The delivery report is bounded by `message.timeout.ms`.
         let limit = self.delivery_timeout + Duration::from_secs(5);
-        match tokio::time::timeout(limit, sent.report(delivered)).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_dropped)) => Err(Failure::Fatal(MessagingError::ConnectionFailure(
+        match sent.report(delivered, limit).await {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(_dropped)) => Err(Failure::Fatal(MessagingError::ConnectionFailure(
                 "the kafka producer was closed".into(),
             ))),
-            Err(_) => Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
+            None => Err(Failure::Retry(MessagingError::ConnectionFailure(format!(
                 "no delivery report for a record to `{topic}` within {:?}",
                 self.delivery_timeout
             )))),
@@ -124,7 +134,8 @@ impl Publisher {
             return;
         }
         for held in records {
-            let record = Record::with_opaque_to(&held.topic, held.report).payload(&held.payload);
+            let record =
+                Record::with_opaque_to(&held.topic, held.report).payload(held.payload.as_slice());
             if let Err((error, record)) = self.producer.producer.send(record) {
                 let _ = record.delivery_opaque.send(Err(error));
             }
@@ -361,21 +372,31 @@ struct Sent<'a> {
 }
 
 impl Sent<'_> {
-    /// Wait for the record's delivery report, handing its batch over when the batch's time is
-    /// up if this record keeps it.
+    /// Wait for the record's delivery report, at most `limit` (`None` after that), handing its
+    /// batch over when the batch's time is up if this record keeps it. One timer serves both
+    /// deadlines: a timer per send is a good part of a send's cost.
     async fn report(
         &mut self,
         mut delivered: oneshot::Receiver<KafkaResult<()>>,
-    ) -> std::result::Result<KafkaResult<()>, oneshot::Canceled> {
-        if let Some(deadline) = self.place.deadline() {
-            let deadline = tokio::time::Instant::from_std(deadline);
-            match tokio::time::timeout_at(deadline, &mut delivered).await {
-                Ok(heard) => return self.heard(heard),
-                Err(_) => self.publisher.hand_over(self.place.expired()),
+        limit: Duration,
+    ) -> Option<std::result::Result<KafkaResult<()>, oneshot::Canceled>> {
+        let give_up = tokio::time::Instant::now() + limit;
+        let mut batch_due = self.place.deadline().map(tokio::time::Instant::from_std);
+        let timer = tokio::time::sleep_until(batch_due.map_or(give_up, |due| due.min(give_up)));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                heard = &mut delivered => return Some(self.heard(heard)),
+                () = &mut timer => match batch_due.take() {
+                    Some(_) => {
+                        self.publisher.hand_over(self.place.expired());
+                        timer.as_mut().reset(give_up);
+                    }
+                    None => return None,
+                },
             }
         }
-        let heard = delivered.await;
-        self.heard(heard)
     }
 
     fn heard<T>(&mut self, heard: T) -> T {

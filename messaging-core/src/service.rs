@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 /// A started RPC server or notification listener.
@@ -72,10 +72,15 @@ impl Gate {
     where
         Fut: Future<Output = Option<T>>,
     {
-        let slot = self
-            .until_stopped(self.slots.clone().acquire_owned())
-            .await?
-            .ok()?;
+        // A free slot is the common case: taken without a wait that watches for the stop.
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::NoPermits) => self
+                .until_stopped(self.slots.clone().acquire_owned())
+                .await?
+                .ok()?,
+            Err(TryAcquireError::Closed) => return None,
+        };
         let item = self.until_stopped(next()).await??;
         Some((item, slot))
     }

@@ -320,23 +320,61 @@ pub(crate) fn decode_entries<E: Entries>(body: &[u8]) -> Result<E> {
 /// The inner message of an envelope in exactly the layout [`to_envelope`] writes (and Python's
 /// `json.dumps`): the bytes between its head and `"}`, in which the inner JSON text has only
 /// `"` and `\` escaped. `None` for anything else, including any other escape.
+///
+/// Eight bytes at a time: each word is stored whole and the output advances past the bytes
+/// before its first special one (`"`, `\` or a control character). An inner message has an
+/// escaped quote every ten bytes or so: a copy call per run between escapes cost three times
+/// as much (4.2k instructions for a benchmark notification, against 1.3k).
 fn python_envelope_inner(body: &[u8]) -> Option<Vec<u8>> {
-    let mut rest = body.strip_prefix(ENVELOPE_HEAD)?.strip_suffix(b"\"}")?;
-    // A JSON string holds no control characters (looked for without branching: vectorized).
-    if rest.iter().fold(false, |control, &b| control | (b < b' ')) {
-        return None;
-    }
-    let mut inner = Vec::with_capacity(rest.len());
-    while let Some(at) = memchr::memchr2(b'\\', b'"', rest) {
-        inner.extend_from_slice(&rest[..at]);
-        match &rest[at..] {
-            [b'\\', escaped @ (b'"' | b'\\'), ..] => inner.push(*escaped),
-            _ => return None,
+    let text = body.strip_prefix(ENVELOPE_HEAD)?.strip_suffix(b"\"}")?;
+    // Room for a whole word stored at the last position.
+    let mut inner = vec![0; text.len() + 8];
+    let (mut from, mut to) = (0, 0);
+    while let Some(word) = text.get(from..from + 8) {
+        inner[to..to + 8].copy_from_slice(word);
+        let found = special_bytes(u64::from_le_bytes(word.try_into().ok()?));
+        if found == 0 {
+            from += 8;
+            to += 8;
+            continue;
         }
-        rest = &rest[at + 2..];
+        // The lowest flagged byte is always a true one (see `special_bytes`).
+        let clean = found.trailing_zeros() as usize / 8;
+        inner[to + clean] = escaped_at(text, from + clean)?;
+        from += clean + 2;
+        to += clean + 1;
     }
-    inner.extend_from_slice(rest);
+    while let Some(&byte) = text.get(from) {
+        if byte == b'"' || byte == b'\\' || byte < b' ' {
+            inner[to] = escaped_at(text, from)?;
+            from += 2;
+        } else {
+            inner[to] = byte;
+            from += 1;
+        }
+        to += 1;
+    }
+    inner.truncate(to);
     Some(inner)
+}
+
+/// The character escaped at `text[at..]`: `Some` only for `\"` and `\\`.
+fn escaped_at(text: &[u8], at: usize) -> Option<u8> {
+    match text.get(at..at + 2) {
+        Some([b'\\', escaped @ (b'"' | b'\\')]) => Some(*escaped),
+        // A `"` not escaped, a control character or another escape.
+        _ => None,
+    }
+}
+
+/// The high bit of each byte of `word` that is `"`, `\` or below a space (the zero-byte test
+/// of Mycroft, as serde_json's string scanner does it). A borrow can also flag a byte above a
+/// true one, never one below it: the lowest flag is exact.
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word;
+    let equal = |byte: u8| below(word ^ (ONES * u64::from(byte)), 1);
+    (below(word, b' ') | equal(b'"') | equal(b'\\')) & (ONES << 7)
 }
 
 /// A map key, borrowed from the input when it has no escapes.
@@ -424,6 +462,52 @@ mod tests {
             decode_body(&two_passes).unwrap(),
             *inner.as_object().unwrap()
         );
+    }
+
+    /// Un-escaping word by word gives what reading byte by byte gives, wherever the escapes
+    /// and the refused bytes sit in a word, next to bytes one away from each special one.
+    #[test]
+    fn envelope_inner_is_what_a_byte_by_byte_reading_gives() {
+        fn byte_by_byte(text: &[u8]) -> Option<Vec<u8>> {
+            let mut inner = Vec::new();
+            let mut bytes = text.iter();
+            while let Some(&byte) = bytes.next() {
+                match byte {
+                    b'\\' => match bytes.next() {
+                        Some(&escaped @ (b'"' | b'\\')) => inner.push(escaped),
+                        _ => return None,
+                    },
+                    b'"' | 0..=0x1f => return None,
+                    _ => inner.push(byte),
+                }
+            }
+            Some(inner)
+        }
+        let filler = [b'a', b' ', b'!', b'#', b'[', b']', b'~', 0x7f, 0x80, 0xff];
+        let specials: [&[u8]; 8] = [
+            b"\\\"",
+            b"\\\\",
+            b"\\\"\\\"",
+            b"\"",
+            b"\\n",
+            b"\\",
+            b"\x00",
+            b"\x1f",
+        ];
+        for special in specials {
+            for len in 0..24 {
+                for at in 0..=len {
+                    let mut text: Vec<u8> = (0..len).map(|i| filler[(i + at) % 10]).collect();
+                    text.splice(at..at, special.iter().copied());
+                    let body = [ENVELOPE_HEAD, &text, b"\"}"].concat();
+                    assert_eq!(
+                        python_envelope_inner(&body),
+                        byte_by_byte(&text),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// Envelopes in other layouts or with other escapes take the general path, with its
