@@ -160,10 +160,9 @@ pub fn notification(
     message: &NotificationMessage,
     format: NotificationFormat,
 ) -> Result<AmqpMessage> {
-    let dict = message.dict(None, None);
     let request = match format {
-        NotificationFormat::V2 => wire::to_envelope(&dict)?,
-        NotificationFormat::V1 => json::to_vec(&dict)?,
+        NotificationFormat::V2 => message.envelope(None, None),
+        NotificationFormat::V1 => json::to_vec(&message.dict(None, None))?,
     };
     // The request goes in as it was encoded (one pass), not as a string encoded again.
     let mut body = Vec::with_capacity(request.len() + 64);

@@ -126,7 +126,7 @@ impl NotificationSource for Amqp1NotificationSource {
                 continue;
             };
             return Some(IncomingNotification {
-                message: notification,
+                message: Box::new(notification),
                 unique_id: None,
                 acker: Box::new(Amqp1Acker {
                     received: Some(received),

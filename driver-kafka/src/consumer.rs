@@ -400,7 +400,7 @@ impl Poller {
         let delivered = Delivered {
             record,
             notification: IncomingNotification {
-                message: notification,
+                message: Box::new(notification),
                 unique_id,
                 acker: Box::new(acker),
             },

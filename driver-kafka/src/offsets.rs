@@ -16,13 +16,10 @@
 //! Topic names are shared (`Arc<str>`) and looked up by `&str`: tracking a record allocates
 //! nothing but its entry in the partition's outstanding map.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Maps looked up for every record: hashed with foldhash, several times cheaper than the
-/// default SipHash, whose resistance to chosen keys buys nothing for the listener's own
-/// topic names and partition numbers.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use messaging_core::driver::FastHashMap as FastMap;
 
 /// A topic and partition.
 pub(crate) type TopicPartition = (Arc<str>, i32);

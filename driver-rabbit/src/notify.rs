@@ -117,7 +117,7 @@ impl NotificationSource for RabbitNotificationSource {
                 continue;
             };
             return Some(IncomingNotification {
-                message,
+                message: Box::new(message),
                 unique_id,
                 acker: Box::new(RabbitAcker {
                     delivery: incoming.into_unsettled(),

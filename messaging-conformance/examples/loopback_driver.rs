@@ -304,7 +304,7 @@ impl NotificationSource for LoopbackSource {
                 _in_flight: self.in_flight.track(),
             };
             return Some(IncomingNotification {
-                message,
+                message: Box::new(message),
                 unique_id,
                 acker: Box::new(acker),
             });

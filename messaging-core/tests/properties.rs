@@ -91,6 +91,34 @@ proptest! {
         prop_assert_eq!(messaging_core::wire::to_envelope(&value).unwrap(), two_passes);
     }
 
+    /// A notification's envelope, written directly, has the bytes that serializing its dict
+    /// with serde_json and enveloping that gives (keys and strings of any text).
+    #[test]
+    fn notification_envelopes_equal_serialized_envelopes(
+        payload in json_value(),
+        context in prop::collection::vec((".*", json_value()), 0..4),
+        event_type in ".*",
+        publisher_id in ".*",
+        signature in proptest::option::of("[ -~]{0,80}"),
+        unique_id in proptest::option::of(".*"),
+        style in prop::sample::select(vec![None, Some(ContextStyle::Flattened), Some(ContextStyle::Nested)]),
+        priority in priority(),
+    ) {
+        let message = NotificationMessage {
+            message_id: messaging_core::wire::new_message_id(),
+            publisher_id,
+            event_type,
+            priority,
+            payload,
+            timestamp: messaging_core::wire::timestamp_now(),
+            context: context.into_iter().collect(),
+            signature,
+        };
+        let dict = messaging_core::wire::json::to_vec(&message.dict(style, unique_id.as_deref())).unwrap();
+        let expected = messaging_core::wire::envelope(&dict).unwrap();
+        prop_assert_eq!(message.envelope(style, unique_id.as_deref()), expected);
+    }
+
     #[test]
     fn requests_round_trip(
         method in "[a-z_]{1,12}",

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use messaging::{
     Context, Endpoint, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
-    OutboxConfig, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
+    OutboxConfig, Priority, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
 };
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -246,7 +246,9 @@ impl Receivers {
         let calls_served = Arc::new(AtomicU64::new(0));
         let mut services = Vec::new();
         if args.mode == Mode::Notify {
-            let endpoint = NotificationEndpoint::new().on_all(move |n| {
+            // Senders emit `info` only: like oslo_bench.py's endpoint, listen to that priority's
+            // topic alone (an endpoint for every priority subscribes to all seven).
+            let endpoint = NotificationEndpoint::new().on(Priority::Info, move |n| {
                 let tx = tx.clone();
                 async move {
                     if let Value::Object(args) = &n.payload {

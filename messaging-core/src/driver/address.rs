@@ -1,10 +1,10 @@
 //! Resolved destinations: a [`crate::Target`] with its exchange filled in.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::FastHashMap;
 use crate::error::MessagingError;
 use crate::priority::Priority;
 
@@ -117,13 +117,13 @@ impl NotifyAddress {
 /// ```
 #[derive(Debug)]
 pub struct PerAddress<A, V> {
-    known: Mutex<HashMap<A, V>>,
+    known: Mutex<FastHashMap<A, V>>,
 }
 
 impl<A, V> Default for PerAddress<A, V> {
     fn default() -> Self {
         Self {
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::default(),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Correlating replies with the calls waiting for them, for drivers with a reply channel.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::FastHashMap;
 use crate::wire::Reply;
 
-type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Reply>>>>;
+type Waiters = Arc<Mutex<FastHashMap<String, mpsc::UnboundedSender<Reply>>>>;
 
 /// Routes reply events to the calls waiting for them, by message id.
 ///

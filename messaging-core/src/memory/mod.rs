@@ -386,7 +386,7 @@ impl NotificationSource for MemoryNotificationSource {
             // A requeued notification goes back to the queue it came from.
             let requeue_to = self.senders[queue].clone();
             return Some(IncomingNotification {
-                message: message.clone(),
+                message: Box::new(message.clone()),
                 unique_id: Some(unique_id.clone()),
                 acker: Box::new(MemoryAcker {
                     requeue_to,

@@ -1,6 +1,5 @@
 //! The notification listener: endpoints per priority, pools, filters, requeue, batches.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use super::filter::NotificationFilter;
 use super::notification::{Notification, NotificationMetadata};
 use crate::context::{default_serializer, Context, SharedSerializer};
 use crate::driver::{
-    Acknowledger, Feature, IncomingNotification, NotificationSource, NotifyAddress,
+    Acknowledger, FastHashMap, Feature, IncomingNotification, NotificationSource, NotifyAddress,
 };
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
@@ -59,7 +58,7 @@ pub(crate) type EventHandler =
 /// ```
 #[derive(Clone, Default)]
 pub struct NotificationEndpoint {
-    handlers: HashMap<Priority, BatchHandler>,
+    handlers: FastHashMap<Priority, BatchHandler>,
     /// Handlers of one event type at one priority (typed events).
     events: Vec<(Priority, &'static str, EventHandler)>,
     filter: Option<NotificationFilter>,
@@ -152,33 +151,29 @@ impl NotificationEndpoint {
     async fn handle(
         &self,
         priority: Priority,
-        batch: Vec<Notification>,
+        mut batch: Vec<Notification>,
     ) -> Option<NotificationResult> {
-        let accepted = batch
-            .into_iter()
-            .filter(|n| self.filter.as_ref().is_none_or(|f| f.accepts(n)));
-        let mut rest = Vec::new();
-        let mut results = Vec::new();
-        for notification in accepted {
-            match self.event_handler(priority, &notification.event_type) {
-                Some(handler) => results.push(handler(notification).await),
-                None => rest.push(notification),
+        if let Some(filter) = &self.filter {
+            batch.retain(|n| filter.accepts(n));
+        }
+        let mut result = None;
+        if !self.events.is_empty() {
+            let mut rest = Vec::with_capacity(batch.len());
+            for notification in batch {
+                match self.event_handler(priority, &notification.event_type) {
+                    Some(handler) => result = merged(result, handler(notification).await),
+                    None => rest.push(notification),
+                }
             }
+            batch = rest;
         }
         match self.handlers.get(&priority) {
-            Some(handler) if !rest.is_empty() => results.push(handler(rest).await),
-            _ => rest.iter().for_each(
+            Some(handler) if !batch.is_empty() => result = merged(result, handler(batch).await),
+            _ => batch.iter().for_each(
                 |n| tracing::debug!(event_type = %n.event_type, "no handler for this event type"),
             ),
         }
-        if results.is_empty() {
-            return None;
-        }
-        Some(if results.contains(&NotificationResult::Requeue) {
-            NotificationResult::Requeue
-        } else {
-            NotificationResult::Handled
-        })
+        result
     }
 
     fn event_handler(&self, priority: Priority, event_type: &str) -> Option<&EventHandler> {
@@ -187,6 +182,18 @@ impl NotificationEndpoint {
             .find(|(p, e, _)| *p == priority && *e == event_type)
             .map(|(.., handler)| handler)
     }
+}
+
+/// The result of a batch whose handlers returned `earlier` and then `next`: requeued if any
+/// handler asked for it.
+fn merged(
+    earlier: Option<NotificationResult>,
+    next: NotificationResult,
+) -> Option<NotificationResult> {
+    Some(match earlier {
+        Some(NotificationResult::Requeue) => NotificationResult::Requeue,
+        _ => next,
+    })
 }
 
 /// Builds and starts a notification listener.
@@ -389,13 +396,15 @@ async fn consume(
                 }
             }
         }
-        let mut fresh = Vec::with_capacity(taken.len());
-        for taken in taken {
-            let incoming = &taken.incoming;
+        // Rejected and duplicate notifications are settled here and taken out (rare: a
+        // `remove` each); the rest go to the handlers.
+        let mut index = 0;
+        while let Some(next) = taken.get(index) {
+            let incoming = &next.incoming;
             if !dispatcher.admits(incoming) {
                 // Acknowledged so that it is not redelivered forever, and not remembered as
                 // seen: a forged message must not shadow a genuine one with the same id.
-                if let Err(error) = taken.incoming.acker.ack().await {
+                if let Err(error) = taken.remove(index).incoming.acker.ack().await {
                     tracing::warn!(%error, "could not acknowledge a rejected notification");
                 }
                 continue;
@@ -410,19 +419,20 @@ async fn consume(
                 tracing::debug!(unique_id = ?incoming.unique_id, "acknowledging a duplicate notification");
                 dispatcher.transport.count_duplicate();
                 taken
+                    .remove(index)
                     .split()
                     .1
                     .settle(NotificationResult::Handled, &duplicates)
                     .await;
-            } else {
-                fresh.push(taken);
+                continue;
             }
+            index += 1;
         }
         let dispatcher = dispatcher.clone();
         let duplicates = duplicates.clone();
         // Boxed, so that tokio moves a pointer, not the handler's state, into its task.
         running.spawn(Box::pin(async move {
-            dispatcher.handle(fresh, &duplicates).await;
+            dispatcher.handle(taken, &duplicates).await;
             drop(slot);
         }));
     }
@@ -447,7 +457,7 @@ impl Taken {
             meters: self.meters,
             _unacked: self.unacked,
         };
-        (self.incoming.message, settlement)
+        (*self.incoming.message, settlement)
     }
 }
 
@@ -588,19 +598,25 @@ impl Dispatcher {
 
     /// Handle a batch: per priority, every endpoint gets what it accepts; the group is
     /// requeued if any endpoint asked for it, else acknowledged.
-    async fn dispatch(&self, batch: Vec<Taken>, duplicates: &Mutex<DuplicateFilter>) {
+    async fn dispatch(&self, mut batch: Vec<Taken>, duplicates: &Mutex<DuplicateFilter>) {
+        // One notification (no batching): no groups to build.
+        if batch.len() == 1 {
+            let taken = batch.pop().expect("one notification");
+            if let Some((notification, settlement)) =
+                self.convert_or_settle(taken, duplicates).await
+            {
+                let result = self
+                    .run_endpoints(notification.priority, vec![notification])
+                    .await;
+                settlement.settle(result, duplicates).await;
+            }
+            return;
+        }
         let mut groups: Vec<(Priority, Vec<Settlement>, Vec<Notification>)> = Vec::new();
         for taken in batch {
-            let (message, settlement) = taken.split();
-            let notification = match self.convert(message) {
-                Ok(notification) => notification,
-                Err(error) => {
-                    tracing::warn!(%error, "dropping a notification the serializer rejected");
-                    settlement
-                        .settle(NotificationResult::Handled, duplicates)
-                        .await;
-                    continue;
-                }
+            let Some((notification, settlement)) = self.convert_or_settle(taken, duplicates).await
+            else {
+                continue;
             };
             let priority = notification.priority;
             match groups.iter_mut().find(|(p, ..)| *p == priority) {
@@ -611,34 +627,65 @@ impl Dispatcher {
                 None => groups.push((priority, vec![settlement], vec![notification])),
             }
         }
-        for (priority, settlements, mut notifications) in groups {
-            let mut result = NotificationResult::Handled;
-            for (index, endpoint) in self.endpoints.iter().enumerate() {
-                // The last endpoint takes the notifications, the others get copies.
-                let batch = if index + 1 == self.endpoints.len() {
-                    std::mem::take(&mut notifications)
-                } else {
-                    notifications.clone()
-                };
-                let handled = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                    endpoint.handle(priority, batch),
-                ))
-                .await;
-                match handled {
-                    Ok(Some(NotificationResult::Requeue)) => result = NotificationResult::Requeue,
-                    Ok(_) => {}
-                    Err(_) => {
-                        tracing::error!(%priority, "a notification endpoint panicked; acknowledging")
-                    }
-                }
-            }
-            if result == NotificationResult::Requeue && !self.allow_requeue {
-                tracing::warn!(%priority, "an endpoint asked for requeue, which this listener does not allow");
-                result = NotificationResult::Handled;
-            }
+        for (priority, settlements, notifications) in groups {
+            let result = self.run_endpoints(priority, notifications).await;
             for settlement in settlements {
                 settlement.settle(result, duplicates).await;
             }
         }
+    }
+
+    /// The notification of `taken` as endpoints see it, and what settles it; `None` once it is
+    /// settled because the serializer rejected it.
+    async fn convert_or_settle(
+        &self,
+        taken: Taken,
+        duplicates: &Mutex<DuplicateFilter>,
+    ) -> Option<(Notification, Settlement)> {
+        let (message, settlement) = taken.split();
+        match self.convert(message) {
+            Ok(notification) => Some((notification, settlement)),
+            Err(error) => {
+                tracing::warn!(%error, "dropping a notification the serializer rejected");
+                settlement
+                    .settle(NotificationResult::Handled, duplicates)
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Hand notifications of one priority to every endpoint: requeued if any asked for it
+    /// (and requeueing is allowed), else handled.
+    async fn run_endpoints(
+        &self,
+        priority: Priority,
+        mut notifications: Vec<Notification>,
+    ) -> NotificationResult {
+        let mut result = NotificationResult::Handled;
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            // The last endpoint takes the notifications, the others get copies.
+            let batch = if index + 1 == self.endpoints.len() {
+                std::mem::take(&mut notifications)
+            } else {
+                notifications.clone()
+            };
+            let handled = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                endpoint.handle(priority, batch),
+            ))
+            .await;
+            match handled {
+                Ok(Some(NotificationResult::Requeue)) => result = NotificationResult::Requeue,
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::error!(%priority, "a notification endpoint panicked; acknowledging")
+                }
+            }
+        }
+        if result == NotificationResult::Requeue && !self.allow_requeue {
+            tracing::warn!(%priority, "an endpoint asked for requeue, which this listener does not allow");
+            result = NotificationResult::Handled;
+        }
+        result
     }
 }

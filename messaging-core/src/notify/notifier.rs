@@ -73,6 +73,9 @@ pub struct Notifier {
     retry: Retry,
     timeout: Option<std::time::Duration>,
     exchange: Option<String>,
+    /// Per topic, per priority: where a notification goes, worked out when the topics or
+    /// the exchange are set, and shared by the deliveries queued in the outbox.
+    addresses: Arc<[[Arc<NotifyAddress>; Priority::ALL.len()]]>,
     serializer: SharedSerializer,
     /// Shared by clones and `prepare`d copies.
     pub(super) outbox: Option<Arc<Outbox>>,
@@ -90,9 +93,33 @@ impl Notifier {
             retry: Retry::Forever,
             timeout: None,
             exchange: None,
+            addresses: Arc::new([]),
             serializer: default_serializer(),
             outbox: None,
         }
+        .with_addresses()
+    }
+
+    /// Work out the addresses of the topics and exchange set.
+    fn with_addresses(mut self) -> Self {
+        let exchange = self
+            .exchange
+            .as_deref()
+            .unwrap_or_else(|| self.transport.control_exchange());
+        self.addresses = self
+            .topics
+            .iter()
+            .map(|topic| {
+                Priority::ALL.map(|priority| {
+                    Arc::new(NotifyAddress {
+                        exchange: exchange.to_owned(),
+                        topic: topic.clone(),
+                        priority,
+                    })
+                })
+            })
+            .collect();
+        self
     }
 
     /// Send through a local outbox: notify calls return once the notification is queued
@@ -180,7 +207,7 @@ impl Notifier {
     /// Publish to these topics (each gets a copy).
     pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Self {
         self.topics = topics.into_iter().map(Into::into).collect();
-        self
+        self.with_addresses()
     }
 
     /// Emit through this driver only.
@@ -210,7 +237,7 @@ impl Notifier {
     /// Publish to this exchange instead of the transport's control exchange.
     pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
         self.exchange = Some(exchange.into());
-        self
+        self.with_addresses()
     }
 
     /// Convert payloads and contexts with `serializer`.
@@ -275,7 +302,10 @@ impl Notifier {
 
     /// Send `message` through each driver to each topic (or queue it in the outbox).
     async fn deliver(&self, message: NotificationMessage) -> Result<()> {
-        let priority = message.priority;
+        let priority = Priority::ALL
+            .iter()
+            .position(|p| *p == message.priority)
+            .expect("every priority is in Priority::ALL");
         // Shared by the outbox's deliveries (one per driver and topic), not copied.
         let message = Arc::new(message);
         let options = SendOptions {
@@ -283,10 +313,6 @@ impl Notifier {
             timeout: self.timeout,
             ..SendOptions::default()
         };
-        let exchange = self
-            .exchange
-            .clone()
-            .unwrap_or_else(|| self.transport.control_exchange().to_owned());
         let mut queued = Vec::new();
         for driver in &self.drivers {
             let format = match driver {
@@ -298,27 +324,23 @@ impl Notifier {
                 }
                 NotifierDriver::Noop => continue,
             };
-            for topic in &self.topics {
-                let to = NotifyAddress {
-                    exchange: exchange.clone(),
-                    topic: topic.clone(),
-                    priority,
-                };
+            for addresses in self.addresses.iter() {
+                let to = &addresses[priority];
                 if self.outbox.is_some() {
-                    queued.push(Item {
-                        to,
+                    queued.push(Arc::new(Item {
+                        to: to.clone(),
                         message: message.clone(),
                         format,
-                    });
+                    }));
                     continue;
                 }
                 let started = Instant::now();
                 self.transport
                     .driver()
-                    .notify(&to, &message, format, &options)
+                    .notify(to, &message, format, &options)
                     .await?;
                 let meters = &self.transport.telemetry().meters;
-                let meters = meters.notify(topic, &message.event_type);
+                let meters = meters.notify(&to.topic, &message.event_type);
                 meters.sent.increment(1);
                 meters.confirm.record(telemetry::seconds(started.elapsed()));
             }

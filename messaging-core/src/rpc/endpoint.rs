@@ -1,6 +1,5 @@
 //! RPC endpoints and oslo's dispatch rules.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::context::Context;
+use crate::driver::FastHashMap;
 use crate::error::{MessagingError, RemoteError};
 use crate::target::Version;
 
@@ -78,7 +78,7 @@ pub struct Endpoint {
     version: Option<Version>,
     /// Why `version(…)` was refused, reported when a server starts with this endpoint.
     invalid_version: Option<String>,
-    methods: HashMap<String, Handler>,
+    methods: FastHashMap<String, Handler>,
 }
 
 impl Endpoint {

@@ -8,6 +8,7 @@ use std::io;
 
 use serde::Serialize;
 use serde_json::ser::{CharEscape, Formatter};
+use serde_json::{Map, Value};
 
 /// Serialize `value` as Python's `json.dumps` would.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
@@ -172,6 +173,125 @@ impl Formatter for InsideString {
     ) -> io::Result<()> {
         io::Write::write_all(&mut Escaped(w), fragment.as_bytes())
     }
+}
+
+/// Writes what serializing through [`InsideString`] writes, for the strings and `Value`s that
+/// messages are made of, in fewer instructions: a string of printable ASCII without `"`
+/// or `\` (nearly every one) is copied after one vectorized check, where serde_json escapes
+/// byte by byte and the formatter checks each fragment again. Every other string, and every
+/// number, goes the serde_json way, so the bytes are the same (tested against it).
+pub(crate) struct InsideStringWriter<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl<'a> InsideStringWriter<'a> {
+    /// A JSON string.
+    pub(crate) fn string(&mut self, text: &str) {
+        if plain(text) {
+            self.0.extend_from_slice(b"\\\"");
+            self.0.extend_from_slice(text.as_bytes());
+            self.0.extend_from_slice(b"\\\"");
+        } else {
+            self.serde(text);
+        }
+    }
+
+    /// A JSON string of `prefix` then `text`, without building it.
+    pub(crate) fn prefixed_string(&mut self, prefix: &str, text: &str) {
+        if plain(prefix) && plain(text) {
+            self.0.extend_from_slice(b"\\\"");
+            self.0.extend_from_slice(prefix.as_bytes());
+            self.0.extend_from_slice(text.as_bytes());
+            self.0.extend_from_slice(b"\\\"");
+        } else {
+            self.serde(&format!("{prefix}{text}"));
+        }
+    }
+
+    /// Any JSON value, its maps' keys in their order.
+    pub(crate) fn value(&mut self, value: &Value) {
+        match value {
+            Value::String(text) => self.string(text),
+            Value::Array(items) => {
+                self.0.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.0.extend_from_slice(b", ");
+                    }
+                    self.value(item);
+                }
+                self.0.push(b']');
+            }
+            Value::Object(map) => self.map(map),
+            Value::Null | Value::Bool(_) | Value::Number(_) => self.serde(value),
+        }
+    }
+
+    /// A JSON object, its keys in their order.
+    pub(crate) fn map(&mut self, map: &Map<String, Value>) {
+        let mut object = self.object();
+        for (key, value) in map {
+            object.key(key).value(value);
+        }
+        object.end();
+    }
+
+    /// Begin a JSON object; write its entries with [`ObjectWriter::key`], then end it.
+    pub(crate) fn object(&mut self) -> ObjectWriter<'_, 'a> {
+        self.0.push(b'{');
+        ObjectWriter {
+            writer: self,
+            first: true,
+        }
+    }
+
+    fn serde<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let mut ser = serde_json::Serializer::with_formatter(&mut *self.0, InsideString);
+        value
+            .serialize(&mut ser)
+            .expect("strings and JSON values serialize into a Vec");
+    }
+}
+
+/// An object being written by an [`InsideStringWriter`].
+pub(crate) struct ObjectWriter<'w, 'a> {
+    writer: &'w mut InsideStringWriter<'a>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'_, 'a> {
+    /// Write the next key: its value follows, through the writer returned.
+    pub(crate) fn key(&mut self, key: &str) -> &mut InsideStringWriter<'a> {
+        self.separator();
+        self.writer.string(key);
+        self.writer.0.extend_from_slice(b": ");
+        self.writer
+    }
+
+    /// Write the next key as `prefix` then `key`.
+    pub(crate) fn prefixed_key(&mut self, prefix: &str, key: &str) -> &mut InsideStringWriter<'a> {
+        self.separator();
+        self.writer.prefixed_string(prefix, key);
+        self.writer.0.extend_from_slice(b": ");
+        self.writer
+    }
+
+    fn separator(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.writer.0.extend_from_slice(b", ");
+        }
+    }
+
+    /// Close the object.
+    pub(crate) fn end(self) {
+        self.writer.0.push(b'}');
+    }
+}
+
+/// Whether `text` is written as is inside both levels of quotes: printable ASCII but `"` and
+/// `\`. No early exit, so that the check is vectorized.
+fn plain(text: &str) -> bool {
+    text.bytes().fold(true, |plain, b| {
+        plain & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
+    })
 }
 
 /// Writes text as the contents of a JSON string, for text that is printable ASCII, in which

@@ -47,15 +47,19 @@ pub const CONTEXT_PREFIX: &str = "_context_";
 
 /// The envelope's bytes up to the opening quote of the inner message string.
 const ENVELOPE_HEAD: &[u8] = b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"";
+/// The envelope's bytes after the inner message string.
+const ENVELOPE_TAIL: &[u8] = b"\"}";
+/// What an envelope is given room for at first: a small message's.
+const ENVELOPE_CAPACITY: usize = 512;
 
 /// Encode `inner` as Python's `json.dumps` would and wrap it in the `2.0` envelope, in one
 /// pass: the same bytes as `envelope(&json::to_vec(inner)?)`, without the intermediate copy.
 pub fn to_envelope<T: Serialize + ?Sized>(inner: &T) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(ENVELOPE_CAPACITY);
     out.extend_from_slice(ENVELOPE_HEAD);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, json::InsideString);
     inner.serialize(&mut ser)?;
-    out.extend_from_slice(b"\"}");
+    out.extend_from_slice(ENVELOPE_TAIL);
     Ok(out)
 }
 
@@ -326,7 +330,9 @@ pub(crate) fn decode_entries<E: Entries>(body: &[u8]) -> Result<E> {
 /// escaped quote every ten bytes or so: a copy call per run between escapes cost three times
 /// as much (4.2k instructions for a benchmark notification, against 1.3k).
 fn python_envelope_inner(body: &[u8]) -> Option<Vec<u8>> {
-    let text = body.strip_prefix(ENVELOPE_HEAD)?.strip_suffix(b"\"}")?;
+    let text = body
+        .strip_prefix(ENVELOPE_HEAD)?
+        .strip_suffix(ENVELOPE_TAIL)?;
     // Room for a whole word stored at the last position.
     let mut inner = vec![0; text.len() + 8];
     let (mut from, mut to) = (0, 0);

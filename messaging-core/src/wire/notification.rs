@@ -5,8 +5,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    decode_entries, json, serialize_flattened_context, string_entry, to_envelope, Entries,
-    CONTEXT_PREFIX, SIGNATURE_KEY,
+    decode_entries, json, serialize_flattened_context, string_entry, Entries, CONTEXT_PREFIX,
+    ENVELOPE_CAPACITY, ENVELOPE_HEAD, ENVELOPE_TAIL, SIGNATURE_KEY,
 };
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
@@ -110,11 +110,45 @@ impl NotificationMessage {
         style: ContextStyle,
         unique_id: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let dict = self.dict(Some(style), unique_id);
         Ok(match format {
-            NotificationFormat::V2 => to_envelope(&dict)?,
-            NotificationFormat::V1 => json::to_vec(&dict)?,
+            NotificationFormat::V2 => self.envelope(Some(style), unique_id),
+            NotificationFormat::V1 => json::to_vec(&self.dict(Some(style), unique_id))?,
         })
+    }
+
+    /// The `2.0` envelope of the message dict of [`dict`](Self::dict): the bytes of
+    /// [`to_envelope`](super::to_envelope)`(&self.dict(context, unique_id))`, written directly (the inner JSON of
+    /// a notification is mostly plain strings, which this copies without serde_json's escaping
+    /// byte by byte).
+    pub fn envelope(&self, context: Option<ContextStyle>, unique_id: Option<&str>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENVELOPE_CAPACITY);
+        out.extend_from_slice(ENVELOPE_HEAD);
+        let mut writer = json::InsideStringWriter(&mut out);
+        let mut dict = writer.object();
+        dict.key("message_id").string(&self.message_id);
+        dict.key("publisher_id").string(&self.publisher_id);
+        dict.key("event_type").string(&self.event_type);
+        dict.key("priority").string(self.priority.as_upper_str());
+        dict.key("payload").value(&self.payload);
+        dict.key("timestamp").string(&self.timestamp);
+        if let Some(unique_id) = unique_id {
+            dict.key("_unique_id").string(unique_id);
+        }
+        if let Some(signature) = &self.signature {
+            dict.key(SIGNATURE_KEY).string(signature);
+        }
+        match context {
+            Some(ContextStyle::Flattened) => {
+                for (key, value) in &self.context {
+                    dict.prefixed_key(CONTEXT_PREFIX, key).value(value);
+                }
+            }
+            Some(ContextStyle::Nested) => dict.key("_context").map(&self.context),
+            None => {}
+        }
+        dict.end();
+        out.extend_from_slice(ENVELOPE_TAIL);
+        out
     }
 
     /// Decode a body in either format and either context style; also returns the

@@ -168,7 +168,8 @@ pub struct OutboxStats {
 /// One delivery: a notification and where it goes.
 #[derive(Debug)]
 pub(crate) struct Item {
-    pub(crate) to: NotifyAddress,
+    /// Shared by the deliveries to the same address.
+    pub(crate) to: Arc<NotifyAddress>,
     /// Shared by the deliveries of one notify call.
     pub(crate) message: Arc<NotificationMessage>,
     pub(crate) format: NotificationFormat,
@@ -228,11 +229,11 @@ impl Item {
             }
         };
         Ok(Self {
-            to: NotifyAddress {
+            to: Arc::new(NotifyAddress {
                 exchange: s.exchange.into_owned(),
                 topic: s.topic.into_owned(),
                 priority: s.priority,
-            },
+            }),
             message: Arc::new(NotificationMessage {
                 message_id: s.message_id.into_owned(),
                 publisher_id: s.publisher_id.into_owned(),
@@ -462,25 +463,27 @@ impl Outbox {
     }
 
     /// Accept deliveries: queued (and on disk, with a spool) when this returns.
-    pub(crate) async fn enqueue(&self, items: Vec<Item>) -> Result<()> {
+    pub(crate) async fn enqueue(&self, items: Vec<Arc<Item>>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         let n = items.len();
         let Some(spool) = &self.spool else {
             self.shared.reserve(n)?;
-            self.shared
-                .push_items(items.into_iter().map(Arc::new).collect());
+            self.shared.push_items(items);
             return Ok(());
         };
-        let bodies = items.iter().map(Item::encode).collect::<Result<Vec<_>>>()?;
+        let bodies = items
+            .iter()
+            .map(|item| item.encode())
+            .collect::<Result<Vec<_>>>()?;
         let dropped = self.shared.reserve(n)?;
         if !dropped.is_empty() {
             let _ = spool.send(Request::Ack(dropped));
         }
         let (reply, done) = oneshot::channel();
         let request = Request::Append {
-            items: items.into_iter().map(Arc::new).collect(),
+            items,
             bodies,
             reply,
         };
