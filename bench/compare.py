@@ -34,9 +34,12 @@ RAW_AMQP1 = "127.0.0.1:5672"  # fe2o3-amqp's host for the same broker's AMQP 1.0
 
 # 64 KiB payloads, for every implementation.
 LARGE = {impl: {"args": ["--size", "65536"]} for impl in ("python", "rust", "raw-lapin", "raw-fe2o3")}
-# The notifier's outbox (omsg bench --outbox), in memory or spooled to a fresh directory.
-OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"]}}
-OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"]}}
+# The notifier's outbox (omsg bench --outbox), in memory or spooled to a fresh directory, of
+# the default capacity (10,000), a notify call waiting for room when it is full
+# (`Overflow::Wait`): what a service emitting faster than the broker takes would run.
+OUTBOX_CAPACITY = ["--outbox-capacity", "10000"]
+OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"] + OUTBOX_CAPACITY}}
+OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"] + OUTBOX_CAPACITY}}
 # name, mode, concurrent senders, count per implementation[, per implementation: "clients"
 # instead of the row's, extra "args"]. Python's notifier has no outbox: its outbox rows run
 # its single sender, the aim for ours.

@@ -385,6 +385,22 @@ async fn outbox_overflow_decides_what_a_full_outbox_does() {
             (_, other) => panic!("outbox_overflow = {overflow}: {other:?}"),
         }
     }
+    // `wait`: the third call waits for room (none comes: nobody takes the notifications).
+    let config = parse_ini(&file("wait")).unwrap();
+    let notifier = config
+        .notifier(config.notification_transport().await.unwrap(), "p")
+        .await
+        .unwrap();
+    for n in 0..2 {
+        notifier.info(&Context::new(), "e", &n).await.unwrap();
+    }
+    let third = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        notifier.info(&Context::new(), "e", &2),
+    )
+    .await;
+    assert!(third.is_err(), "outbox_overflow = wait: {third:?}");
+    assert_eq!(notifier.outbox_stats().unwrap().pending, 2);
 }
 
 #[tokio::test]

@@ -190,7 +190,8 @@ pub enum MessagingError {
     },
 
     /// The notifier's outbox holds as many notifications as it may
-    /// ([`Overflow::Error`](crate::Overflow::Error)).
+    /// ([`Overflow::Error`](crate::Overflow::Error)), or one notification has more deliveries
+    /// than the whole capacity.
     #[error("the notification outbox is full ({capacity} notifications waiting for the broker)")]
     OutboxFull {
         /// The outbox's capacity.

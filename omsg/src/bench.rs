@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use messaging::{
     Context, Endpoint, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
-    OutboxConfig, Priority, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
+    OutboxConfig, Overflow, Priority, RemoteError, RpcClient, RpcServer, ServiceHandle, Target,
 };
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// With `--outbox`: keep at most this many sends in flight [default: the transport's].
     #[arg(long, requires = "outbox")]
     outbox_window: Option<usize>,
+    /// With `--outbox`: hold at most this many notifications, a notify call waiting for room
+    /// (`Overflow::Wait`) [default: room for the whole run, so that no call waits].
+    #[arg(long, requires = "outbox", conflicts_with = "queue_only")]
+    outbox_capacity: Option<usize>,
 }
 
 /// Where `--outbox` keeps the notifications it has not sent yet.
@@ -428,6 +432,8 @@ async fn collect(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        // The bar moves once per batch: `inc` reads the clock, a cost per receipt otherwise.
+        let before = latencies.len();
         for (id, sample) in batch.drain(..).flatten() {
             let copies = ids.entry(id).or_insert(0);
             *copies += 1;
@@ -436,10 +442,13 @@ async fn collect(
                 continue;
             }
             latencies.push(sample);
-            bar.inc(1);
             if latencies.len() as u64 == expected {
-                break 'receiving;
+                break;
             }
+        }
+        bar.inc((latencies.len() - before) as u64);
+        if latencies.len() as u64 == expected {
+            break 'receiving;
         }
     }
     bar.finish_and_clear();
@@ -469,9 +478,13 @@ impl Sender {
                 .exchange(&endpoints.exchange);
             // A server process's warm-up sends directly (the client process owns the spool).
             if let (Some(outbox), false) = (&args.outbox, args.role == Role::Server) {
-                // Room for the whole run and the warm-ups: the outbox never refuses.
-                let capacity = usize::try_from(args.count.saturating_add(1000));
-                let mut config = OutboxConfig::new(capacity.unwrap_or(usize::MAX));
+                let mut config = match args.outbox_capacity {
+                    Some(capacity) => OutboxConfig::new(capacity).overflow(Overflow::Wait),
+                    // Room for the whole run and the warm-ups: the outbox never refuses.
+                    None => OutboxConfig::new(
+                        usize::try_from(args.count.saturating_add(1000)).unwrap_or(usize::MAX),
+                    ),
+                };
                 if let Some(window) = args.outbox_window {
                     config = config.max_in_flight(window);
                 }
@@ -536,7 +549,10 @@ impl Sender {
                     });
                 }
             }
-            bar.inc(1);
+            // A hidden bar still reads the clock on `inc`.
+            if !bar.is_hidden() {
+                bar.inc(1);
+            }
         }
         tally
     }
@@ -739,6 +755,7 @@ mod tests {
             outbox: None,
             queue_only: false,
             outbox_window: None,
+            outbox_capacity: None,
         }
     }
 

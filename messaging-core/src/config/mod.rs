@@ -104,7 +104,7 @@ pub struct NotificationsConfig {
     /// outbox unless `outbox_dir` is set, which then holds
     /// [`OutboxConfig::DEFAULT_CAPACITY`].
     pub outbox_capacity: usize,
-    /// `outbox_overflow`: `error` (the default) or `drop_oldest`.
+    /// `outbox_overflow`: `error` (the default), `drop_oldest` or `wait` (see [`Overflow`]).
     pub outbox_overflow: String,
 }
 
@@ -160,11 +160,12 @@ impl NotificationsConfig {
         let overflow = match self.outbox_overflow.as_str() {
             "error" => Overflow::Error,
             "drop_oldest" => Overflow::DropOldest,
+            "wait" => Overflow::Wait,
             other => {
                 return Err(MessagingError::InvalidOption {
                     option: "outbox_overflow".into(),
                     value: other.into(),
-                    reason: "expected error or drop_oldest".into(),
+                    reason: "expected error, drop_oldest or wait".into(),
                 })
             }
         };
@@ -282,8 +283,10 @@ impl MessagingConfig {
                     .map_err(|_| format!("`{value}` is not a count"))?
             }
             (NOTIFICATIONS, "outbox_overflow") => match value {
-                "error" | "drop_oldest" => self.notifications.outbox_overflow = value.to_owned(),
-                _ => return Err(format!("`{value}` is not one of: error, drop_oldest")),
+                "error" | "drop_oldest" | "wait" => {
+                    self.notifications.outbox_overflow = value.to_owned()
+                }
+                _ => return Err(format!("`{value}` is not one of: error, drop_oldest, wait")),
             },
             // Errors name the key ids, never the secrets (nor echo the value).
             (SIGNING, "keys") => {

@@ -131,6 +131,10 @@ impl Notifier {
     ///   (a sliding window: a new send starts as soon as one is confirmed), so one notifier
     ///   in a loop gets the broker's throughput rather than one confirm round trip per
     ///   notification.
+    /// * **Bounded**: the outbox holds [`OutboxConfig::capacity`] notifications; when it is
+    ///   full, [`OutboxConfig::overflow`] decides: refuse ([`Overflow::Error`](crate::Overflow::Error),
+    ///   the default), drop the oldest, or wait for room ([`Overflow::Wait`](crate::Overflow::Wait):
+    ///   backpressure, a sender faster than the broker slowed to its pace).
     /// * **At least once**: a notification leaves the outbox (and its spool) only once the
     ///   driver confirmed it; one whose confirm was received but not yet recorded when the
     ///   process died is sent again, with the same `message_id`. A send is retried while the
@@ -257,7 +261,8 @@ impl Notifier {
     }
 
     /// Send a notification of `priority`. With an outbox, returns once it is queued (a full
-    /// outbox is [`MessagingError::OutboxFull`] with [`Overflow::Error`](crate::Overflow::Error)).
+    /// outbox is [`MessagingError::OutboxFull`] with [`Overflow::Error`](crate::Overflow::Error);
+    /// [`Overflow::Wait`](crate::Overflow::Wait) waits for room instead).
     pub async fn notify(
         &self,
         ctx: &Context,

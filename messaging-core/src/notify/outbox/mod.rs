@@ -14,6 +14,7 @@ mod spool;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +44,13 @@ pub enum Overflow {
     /// Take it, dropping the oldest notification not being sent right now (logged and counted
     /// in [`OutboxStats::dropped`]).
     DropOldest,
+    /// Wait for room: the notify call returns once the notification fits, so a sender faster
+    /// than the broker is slowed to the broker's pace (backpressure) and the outbox's memory
+    /// stays bounded. A notification larger than the whole capacity (more deliveries than
+    /// places) is refused with [`MessagingError::OutboxFull`]; once the transport is closed,
+    /// waiting calls fail with [`MessagingError::Closed`]. Cancel the call (for example with
+    /// `tokio::time::timeout`) to stop waiting: nothing is queued then.
+    Wait,
 }
 
 /// Settings of a notifier's outbox (see [`Notifier::with_outbox`](crate::Notifier::with_outbox)).
@@ -286,6 +294,8 @@ struct Shared {
     pending: watch::Sender<usize>,
     /// Set when the notifier (every clone) is gone.
     closed: watch::Sender<bool>,
+    /// Set when the sender task stopped for good (the transport was closed).
+    stopped: AtomicBool,
     meters: OutboxMeters,
 }
 
@@ -294,13 +304,50 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Update the pending count's watch, if anyone waits on it (see [`Self::watch_pending`]):
+    /// an update wakes the watch's waiters, and takes its locks even when there are none.
     fn publish(&self, state: &State) {
-        self.pending.send_replace(state.pending());
+        if self.pending.receiver_count() > 0 {
+            self.pending.send_replace(state.pending());
+        }
         self.meters.pending.set(state.pending() as f64);
     }
 
-    /// Make room for `n` deliveries; returns the sequence numbers of entries dropped for them.
+    /// Watch the pending count. Publishers update the watch only while it has receivers, so
+    /// the count is brought up to date after subscribing; both happen under the state's lock,
+    /// so no update falls in between.
+    fn watch_pending(&self) -> watch::Receiver<usize> {
+        let receiver = self.pending.subscribe();
+        let state = self.lock();
+        self.pending.send_replace(state.pending());
+        receiver
+    }
+
+    /// Make room for `n` deliveries, waiting for it with [`Overflow::Wait`]; returns the
+    /// sequence numbers of entries dropped for them.
+    async fn admit(&self, n: usize) -> Result<Vec<u64>> {
+        loop {
+            match self.reserve(n) {
+                Err(MessagingError::OutboxFull { .. })
+                    if self.overflow == Overflow::Wait && n <= self.capacity => {}
+                reserved => return reserved,
+            }
+            // `wait_for` checks the current count first: a settle between the failed reserve
+            // and here is not missed.
+            let mut pending = self.watch_pending();
+            let room = |pending: &usize| {
+                *pending + n <= self.capacity || self.stopped.load(Ordering::Acquire)
+            };
+            let _ = pending.wait_for(room).await;
+        }
+    }
+
+    /// Make room for `n` deliveries now; returns the sequence numbers of entries dropped for
+    /// them.
     fn reserve(&self, n: usize) -> Result<Vec<u64>> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(MessagingError::Closed("the outbox's transport"));
+        }
         let mut state = self.lock();
         let full = MessagingError::OutboxFull {
             capacity: self.capacity,
@@ -308,7 +355,10 @@ impl Shared {
         let excess = (state.pending() + n).saturating_sub(self.capacity);
         let mut dropped = Vec::new();
         if excess > 0 {
-            if self.overflow == Overflow::Error || n > self.capacity || excess > state.queue.len() {
+            if self.overflow != Overflow::DropOldest
+                || n > self.capacity
+                || excess > state.queue.len()
+            {
                 return Err(full);
             }
             for entry in state.queue.drain(..excess) {
@@ -441,6 +491,7 @@ impl Outbox {
             wake: Notify::new(),
             pending: watch::channel(0).0,
             closed: watch::channel(false).0,
+            stopped: AtomicBool::new(false),
             meters: telemetry.meters.outbox(),
         });
         let spool = match &config.spool_dir {
@@ -469,7 +520,7 @@ impl Outbox {
         }
         let n = items.len();
         let Some(spool) = &self.spool else {
-            self.shared.reserve(n)?;
+            self.shared.admit(n).await?;
             self.shared.push_items(items);
             return Ok(());
         };
@@ -477,7 +528,7 @@ impl Outbox {
             .iter()
             .map(|item| item.encode())
             .collect::<Result<Vec<_>>>()?;
-        let dropped = self.shared.reserve(n)?;
+        let dropped = self.shared.admit(n).await?;
         if !dropped.is_empty() {
             let _ = spool.send(Request::Ack(dropped));
         }
@@ -503,7 +554,7 @@ impl Outbox {
     /// Wait until nothing is pending and (with a spool) the acks are on disk.
     pub(crate) async fn flush(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut pending = self.shared.pending.subscribe();
+        let mut pending = self.shared.watch_pending();
         let drained = tokio::time::timeout_at(deadline, pending.wait_for(|n| *n == 0)).await;
         if !matches!(drained, Ok(Ok(_))) {
             return Err(MessagingError::SendTimeout {
@@ -800,6 +851,11 @@ async fn send_loop(
                 }
             }
         }
+        if outcomes.stop {
+            // Before settling: the settle's update of the pending count wakes the notify
+            // calls waiting for room, and they must find sending stopped.
+            shared.stopped.store(true, Ordering::Release);
+        }
         let outcomes = outcomes.settle(&shared, spool.as_ref());
         if outcomes.stop {
             tracing::warn!(
@@ -916,12 +972,14 @@ mod tests {
 
     const PATIENCE: Duration = Duration::from_secs(30);
 
-    /// A broker that is up or down, and refuses event type `too.big` for good. It fails the
+    /// A broker that is up or down (or closed for good: `gone`), and refuses event type
+    /// `too.big` for good. It fails the
     /// numbers in `fail_once` once each, and holds event type `slow` until a `release`
     /// permit is added for it.
     #[derive(Default)]
     struct Broker {
         up: AtomicBool,
+        gone: AtomicBool,
         attempts: AtomicUsize,
         received: Mutex<Vec<String>>,
         fail_once: Mutex<std::collections::HashSet<String>>,
@@ -959,6 +1017,9 @@ mod tests {
             _options: &SendOptions,
         ) -> Result<()> {
             self.0.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.0.gone.load(Ordering::SeqCst) {
+                return Err(MessagingError::Closed("the fake transport"));
+            }
             if message.event_type == "too.big" {
                 return Err(MessagingError::PayloadTooLarge { size: 2, limit: 1 });
             }
@@ -1167,6 +1228,67 @@ mod tests {
         broker.up.store(true, Ordering::SeqCst);
         notifier.flush(PATIENCE).await.unwrap();
         assert_eq!(*broker.received.lock().unwrap(), numbers(0..3));
+    }
+
+    /// A notifier whose outbox of `capacity` waits for room, filled with `0..capacity`.
+    async fn full_waiting_outbox(broker: &Arc<Broker>, capacity: u32) -> Notifier {
+        let config = OutboxConfig::new(capacity as usize).overflow(Overflow::Wait);
+        let notifier = notifier(broker, config).await.unwrap();
+        send(&notifier, 0..capacity).await.unwrap();
+        notifier
+    }
+
+    /// Send `numbers` on a task of their own, to see the sends wait.
+    fn send_on_a_task(
+        notifier: &Notifier,
+        numbers: std::ops::Range<u32>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let notifier = notifier.clone();
+        tokio::spawn(async move { send(&notifier, numbers).await })
+    }
+
+    #[tokio::test]
+    async fn wait_holds_the_notify_call_until_there_is_room() {
+        let broker = Arc::new(Broker::default());
+        let notifier = full_waiting_outbox(&broker, 3).await;
+        let waiting = send_on_a_task(&notifier, 3..6);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the fourth notify waits for room");
+        assert_eq!(notifier.outbox_stats().unwrap().pending, 3);
+        broker.up.store(true, Ordering::SeqCst);
+        waiting.await.unwrap().unwrap();
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..6));
+        assert_eq!(notifier.outbox_stats().unwrap().dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_queues_nothing() {
+        let broker = Arc::new(Broker::default());
+        let notifier = full_waiting_outbox(&broker, 2).await;
+        let third = tokio::time::timeout(Duration::from_millis(30), send(&notifier, 2..3)).await;
+        assert!(third.is_err(), "still waiting: {third:?}");
+        broker.up.store(true, Ordering::SeqCst);
+        notifier.flush(PATIENCE).await.unwrap();
+        assert_eq!(*broker.received.lock().unwrap(), numbers(0..2));
+    }
+
+    #[tokio::test]
+    async fn waiting_notify_calls_fail_once_the_transport_is_closed() {
+        let broker = Arc::new(Broker::default());
+        let notifier = full_waiting_outbox(&broker, 2).await;
+        let waiting = send_on_a_task(&notifier, 2..3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        broker.gone.store(true, Ordering::SeqCst);
+        let err = tokio::time::timeout(PATIENCE, waiting)
+            .await
+            .expect("woken when sending stops")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, MessagingError::Closed(_)), "{err}");
+        let later = send(&notifier, 3..4).await.unwrap_err();
+        assert!(matches!(later, MessagingError::Closed(_)), "{later}");
     }
 
     #[tokio::test]
