@@ -332,8 +332,8 @@ impl Shared {
                     if self.overflow == Overflow::Wait && n <= self.capacity => {}
                 reserved => return reserved,
             }
-            // `wait_for` checks the current count first: a settle between the failed reserve
-            // and here is not missed.
+            // The watch starts from the current count and `wait_for` checks it first: a settle
+            // between the failed reserve and here is not missed.
             let mut pending = self.watch_pending();
             let room = |pending: &usize| {
                 *pending + n <= self.capacity || self.stopped.load(Ordering::Acquire)
