@@ -157,23 +157,30 @@ impl NotificationsConfig {
             0 => OutboxConfig::DEFAULT_CAPACITY,
             n => n,
         };
-        let overflow = match self.outbox_overflow.as_str() {
-            "error" => Overflow::Error,
-            "drop_oldest" => Overflow::DropOldest,
-            "wait" => Overflow::Wait,
-            other => {
-                return Err(MessagingError::InvalidOption {
-                    option: "outbox_overflow".into(),
-                    value: other.into(),
-                    reason: "expected error, drop_oldest or wait".into(),
-                })
-            }
-        };
+        let overflow =
+            overflow_named(&self.outbox_overflow).ok_or_else(|| MessagingError::InvalidOption {
+                option: "outbox_overflow".into(),
+                value: self.outbox_overflow.clone(),
+                reason: format!("expected one of: {OVERFLOW_NAMES}"),
+            })?;
         let mut config = OutboxConfig::new(capacity).overflow(overflow);
         if let Some(dir) = &self.outbox_dir {
             config = config.spool_dir(dir);
         }
         Ok(Some(config))
+    }
+}
+
+/// The `outbox_overflow` values, as error messages list them.
+const OVERFLOW_NAMES: &str = "error, drop_oldest, wait";
+
+/// The overflow policy an `outbox_overflow` value names.
+fn overflow_named(name: &str) -> Option<Overflow> {
+    match name {
+        "error" => Some(Overflow::Error),
+        "drop_oldest" => Some(Overflow::DropOldest),
+        "wait" => Some(Overflow::Wait),
+        _ => None,
     }
 }
 
@@ -282,11 +289,9 @@ impl MessagingConfig {
                     .parse()
                     .map_err(|_| format!("`{value}` is not a count"))?
             }
-            (NOTIFICATIONS, "outbox_overflow") => match value {
-                "error" | "drop_oldest" | "wait" => {
-                    self.notifications.outbox_overflow = value.to_owned()
-                }
-                _ => return Err(format!("`{value}` is not one of: error, drop_oldest, wait")),
+            (NOTIFICATIONS, "outbox_overflow") => match overflow_named(value) {
+                Some(_) => self.notifications.outbox_overflow = value.to_owned(),
+                None => return Err(format!("`{value}` is not one of: {OVERFLOW_NAMES}")),
             },
             // Errors name the key ids, never the secrets (nor echo the value).
             (SIGNING, "keys") => {
