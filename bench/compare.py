@@ -41,8 +41,10 @@ OUTBOX_CAPACITY = ["--outbox-capacity", "10000"]
 OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"] + OUTBOX_CAPACITY}}
 OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"] + OUTBOX_CAPACITY}}
 # name, mode, concurrent senders, count per implementation[, per implementation: "clients"
-# instead of the row's, extra "args"]. Python's notifier has no outbox: its outbox rows run
-# its single sender, the aim for ours.
+# instead of the row's, extra client "args", extra "server_args"]. An implementation named
+# "raw-X+oslo" is raw client X sending oslo's envelope (`--envelope oslo`): it takes raw-X's
+# count, and raw-X's settings where the row gives it none of its own. Python's notifier has
+# no outbox: its outbox rows run its single sender, the aim for ours.
 WORKLOADS = [
     ("sequential calls", "rpc-call", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
     ("casts (1 sender)", "rpc-cast", 1, {"python": 3000, "rust": 10000, "raw-lapin": 10000}),
@@ -58,15 +60,25 @@ WORKLOADS = [
      {"python": 3000, "rust": 40000, "raw-lapin": 40000}, dict(OUTBOX_SPOOL, **{"raw-lapin": {"clients": 16}})),
 ]
 # raw rdkafka: every sender waits for each delivery report, except in the outbox rows where
-# its one sender keeps everything in flight (librdkafka at full speed).
-RAW_KAFKA_PIPELINED = {"raw-rdkafka": {"args": ["--window", "100000"]}}
+# its one sender keeps everything in flight (librdkafka at full speed), with librdkafka's
+# defaults. raw rdkafka with the oslo envelope also has the driver's timing: its listener's
+# broker holds a fetch at most 20 ms (fetch_wait_max_ms, for low latency; librdkafka's 500 ms
+# costs nisshi less CPU but delivers up to ~250 ms late), and its producer lingers 1 ms
+# (producer_batch_timeout), or not at all with one sender awaiting each report, as the
+# driver sends such a record at once.
+def raw_kafka(window=1, linger_ms=1):
+    return {"raw-rdkafka": {"args": ["--window", str(window)]},
+            "raw-rdkafka+oslo": {"args": ["--window", str(window), "--set", "linger.ms=%s" % linger_ms],
+                                 "server_args": ["--set", "fetch.wait.max.ms=20"]}}
 KAFKA_WORKLOADS = [
-    ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 5000, "raw-rdkafka": 5000}),
-    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-rdkafka": 40000}),
+    ("notifications (1 sender)", "notify", 1, {"python": 3000, "rust": 5000, "raw-rdkafka": 5000},
+     raw_kafka(linger_ms=0)),
+    ("notifications (16 senders)", "notify", 16, {"python": 6000, "rust": 40000, "raw-rdkafka": 40000},
+     raw_kafka()),
     ("notifications (1 sender, outbox in memory; raw: all in flight)", "notify", 1,
-     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_MEMORY, **RAW_KAFKA_PIPELINED)),
+     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_MEMORY, **raw_kafka(window=100000))),
     ("notifications (1 sender, outbox spooled; raw: all in flight)", "notify", 1,
-     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_SPOOL, **RAW_KAFKA_PIPELINED)),
+     {"python": 3000, "rust": 40000, "raw-rdkafka": 40000}, dict(OUTBOX_SPOOL, **raw_kafka(window=100000))),
 ]
 # AMQP 1.0: calls against no raw baseline; casts and notifications against raw fe2o3-amqp.
 AMQP1_CALLS = [(name, mode, clients, {"rust": counts["rust"]}, *extra)
@@ -76,19 +88,22 @@ AMQP1_SENDS = [(name, mode, clients, {"rust": counts["rust"], "raw-fe2o3": count
 
 # title, transport URL, workloads, implementations compared
 SECTIONS = [
-    ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin"]),
-    ("Kafka (nisshi 0.8.1)", "kafka://{kafka}/", KAFKA_WORKLOADS, ["python", "rust", "raw-rdkafka"]),
+    ("RabbitMQ (AMQP 0-9-1)", RABBIT, WORKLOADS, ["python", "rust", "raw-lapin", "raw-lapin+oslo"]),
+    ("Kafka (nisshi 0.8.1)", "kafka://{kafka}/", KAFKA_WORKLOADS,
+     ["python", "rust", "raw-rdkafka", "raw-rdkafka+oslo"]),
     ("AMQP 1.0 calls (RabbitMQ's AMQP 1.0 endpoint; Python oslo.messaging has no AMQP 1.0 driver any more)",
      AMQP1, AMQP1_CALLS, ["rust"]),
     ("AMQP 1.0 casts and notifications (RabbitMQ's AMQP 1.0 endpoint)", AMQP1, AMQP1_SENDS, ["rust", "raw-fe2o3"]),
 ]
 NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin",
-         "raw-rdkafka": "raw rdkafka", "raw-fe2o3": "raw fe2o3-amqp"}
+         "raw-lapin+oslo": "raw lapin, oslo envelope", "raw-rdkafka": "raw rdkafka",
+         "raw-rdkafka+oslo": "raw rdkafka, oslo envelope", "raw-fe2o3": "raw fe2o3-amqp"}
 
 
 def command(impl, url, role, mode, topic, count, clients, extra=()):
-    """The server or client command line; `extra` arguments go to the client only."""
-    extra = list(extra) if role == "client" else []
+    """The server or client command line, with this role's `extra` arguments."""
+    impl, _, envelope = impl.partition("+")
+    extra = list(extra) + (["--envelope", envelope] if envelope else [])
     if impl == "rust":
         return [os.path.join(ROOT, "target/release/omsg"), "--url", url, "bench", mode, "--role", role,
                 "--topic", topic, "--count", str(count), "--clients", str(clients), "--json"] + extra
@@ -102,7 +117,6 @@ def command(impl, url, role, mode, topic, count, clients, extra=()):
         python = os.environ.get("OSLO_PYTHON", os.path.join(ROOT, "target/oslo-venv/bin/python"))
         return [python, os.path.join(ROOT, "bench/oslo_bench.py"), "--url", url, "--mode", mode,
                 "--role", role, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
-    mode = "rpc-cast" if mode == "notify" else mode  # raw lapin: a notification is a confirmed publish
     return [os.path.join(ROOT, "target/release/examples/raw_lapin_bench"), "--url", RAW_AMQP, "--role", role,
             "--mode", mode, "--topic", topic, "--count", str(count), "--clients", str(clients)] + extra
 
@@ -123,11 +137,13 @@ def json_line(stream, want, timeout):
     raise RuntimeError("timed out")
 
 
-def run_one(impl, url, mode, clients, count, extra=()):
-    topic = "bench_%s_%s" % (impl.replace("-", "_"), uuid.uuid4().hex[:8])
+def run_one(impl, url, mode, clients, count, extra=(), server_extra=()):
+    """One run; `extra` arguments go to the client, `server_extra` ones to the server."""
+    topic = "bench_%s_%s" % (impl.replace("-", "_").replace("+", "_"), uuid.uuid4().hex[:8])
     spool = tempfile.mkdtemp(prefix="bench_spool_")
     extra = [arg.replace("{spool}", spool) for arg in extra]
-    server = subprocess.Popen(command(impl, url, "server", mode, topic, count, clients), stdout=subprocess.PIPE,
+    server = subprocess.Popen(command(impl, url, "server", mode, topic, count, clients, server_extra),
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         json_line(server.stdout, lambda o: o.get("event") == "ready", 120)
@@ -241,11 +257,12 @@ def main():
         for name, mode, clients, counts, *extra in workloads:
             results[title][name] = {}
             for impl in impls:
-                count = max(counts[impl] // (10 if args.quick else 1), 100)
-                own = extra[0].get(impl, {}) if extra else {}
+                base = impl.partition("+")[0]
+                count = max(counts.get(impl, counts.get(base, 0)) // (10 if args.quick else 1), 100)
+                own = extra[0].get(impl, extra[0].get(base, {})) if extra else {}
                 print("… %s, %s: %s, %d messages" % (title, name, impl, count), file=sys.stderr, flush=True)
                 results[title][name][impl] = run_one(impl, url, mode, own.get("clients", clients), count,
-                                                     own.get("args", ()))
+                                                     own.get("args", ()), own.get("server_args", ()))
     print("Measured %s on %s (%s, %d CPUs), load average before %s, %.0f s of benchmarking.\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), platform.node() or "this machine",
         platform.platform(), os.cpu_count(), " ".join("%.2f" % l for l in load_before), time.time() - started))

@@ -14,20 +14,26 @@
 //! does). Everything else is librdkafka's defaults (linger 5 ms) unless `--set key=value`
 //! (repeatable) changes it, for the producer and the consumer. The server is one member of a
 //! fresh consumer group reading the fresh topic from its start, with librdkafka's automatic
-//! commits. Output: the JSON lines of `omsg bench --role … --json`.
+//! commits. `--envelope oslo` sends each body as the driver does, a notification inside
+//! oslo's 2.0 envelope (see `bench/raw_oslo.rs`); the default, `bare`, sends the body alone.
+//! Output: the JSON lines of `omsg bench --role … --json`.
 
+#[path = "../../bench/raw_oslo.rs"]
+#[allow(dead_code)] // the RPC messages are raw lapin's
+mod raw_oslo;
 #[path = "../../bench/raw_support.rs"]
 mod raw_support;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use raw_oslo::{request_body, sent_ns, Envelope, Request};
 use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 
 struct Args {
     bootstrap: String,
@@ -37,6 +43,7 @@ struct Args {
     clients: u64,
     window: usize,
     size: usize,
+    envelope: Envelope,
     /// librdkafka settings.
     settings: Vec<(String, String)>,
 }
@@ -65,6 +72,7 @@ fn parse_args() -> Args {
         clients: 1,
         window: 1,
         size: 100,
+        envelope: Envelope::Bare,
         settings: Vec::new(),
     };
     parse_flags(|flag, value| match flag {
@@ -75,6 +83,7 @@ fn parse_args() -> Args {
         "--clients" => args.clients = value.parse().expect("--clients N"),
         "--window" => args.window = value.parse().expect("--window N"),
         "--size" => args.size = value.parse().expect("--size BYTES"),
+        "--envelope" => args.envelope = Envelope::parse(&value),
         "--set" => {
             let (key, value) = value.split_once('=').expect("--set key=value");
             args.settings.push((key.into(), value.into()));
@@ -113,9 +122,8 @@ fn ensure_topic(consumer: &BaseConsumer, topic: &str) {
 }
 
 /// Send to receipt, from the `sent_ns` the record carries.
-fn latency(payload: Option<&[u8]>) -> Duration {
-    let body: Value = serde_json::from_slice(payload.unwrap_or_default()).expect("JSON");
-    let sent = body["sent_ns"].as_u64().unwrap_or(0);
+fn latency(envelope: Envelope, payload: Option<&[u8]>) -> Duration {
+    let sent = sent_ns(envelope, payload.unwrap_or_default());
     Duration::from_nanos(unix_ns().saturating_sub(sent))
 }
 
@@ -136,7 +144,7 @@ fn server(args: &Args) {
     // Ready once the group assigned the partitions (records polled meanwhile count too).
     while consumer.assignment().map_or(0, |a| a.count()) == 0 {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            latencies.push(latency(message.payload()));
+            latencies.push(latency(args.envelope, message.payload()));
         }
     }
     println!("{}", json!({"event": "ready", "topic": args.topic}));
@@ -146,7 +154,7 @@ fn server(args: &Args) {
     while (latencies.len() as u64) < args.count && last_receipt.elapsed() < Duration::from_secs(60)
     {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            latencies.push(latency(message.payload()));
+            latencies.push(latency(args.envelope, message.payload()));
             last_receipt = Instant::now();
         }
     }
@@ -181,11 +189,15 @@ async fn send_share(
     share: u64,
     window: usize,
     size: usize,
+    envelope: Envelope,
 ) {
     let mut in_flight = VecDeque::with_capacity(window);
     for _ in 0..share {
-        let body = serde_json::to_vec(&json!({"value": "x".repeat(size), "sent_ns": unix_ns()}))
-            .expect("JSON");
+        let body = request_body(
+            envelope,
+            Request::Notification { unique_id: false },
+            json!({"value": "x".repeat(size), "sent_ns": unix_ns()}),
+        );
         let report = producer
             .send_result(FutureRecord::<(), [u8]>::to(&topic).payload(&body))
             .map_err(|(error, _)| error)
@@ -217,6 +229,7 @@ async fn client(args: &Args) {
                 share,
                 args.window.max(1),
                 args.size,
+                args.envelope,
             ))
         })
         .collect();
@@ -229,7 +242,8 @@ async fn client(args: &Args) {
         "{}",
         json!({
             "mode": "notify", "role": "client", "clients": clients, "window": args.window,
-            "size": args.size, "count": args.count, "seconds": seconds,
+            "size": args.size, "envelope": format!("{:?}", args.envelope),
+            "count": args.count, "seconds": seconds,
             "msgs_per_s": args.count as f64 / seconds, "start_unix_ns": start_unix_ns,
             "cpu_ms_per_msg": (cpu - cpu_before) * 1e3 / args.count.max(1) as f64,
             "peak_rss_mib": rss,

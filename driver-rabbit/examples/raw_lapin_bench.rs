@@ -8,9 +8,14 @@
 //!
 //! Same semantics as the library's rabbit driver: every publish waits for its publisher
 //! confirm (many in flight with several clients), consumers acknowledge each message, calls
-//! are correlated through one reply queue per client process. Output: the JSON lines of
+//! are correlated through one reply queue per client process. `--mode notify` is a confirmed
+//! publish as `rpc-cast` is; with `--envelope oslo` each body goes as the driver sends it, a
+//! notification, cast, call or reply inside oslo's 2.0 envelope (see `bench/raw_oslo.rs`),
+//! and the default, `bare`, sends the body alone. Output: the JSON lines of
 //! `omsg bench --role …`.
 
+#[path = "../../bench/raw_oslo.rs"]
+mod raw_oslo;
 #[path = "../../bench/raw_support.rs"]
 mod raw_support;
 
@@ -26,8 +31,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use raw_oslo::{reply_body, request_body, sent_ns, unique_hex, Envelope, Request};
 use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::oneshot;
 
 struct Args {
@@ -38,6 +44,7 @@ struct Args {
     count: u64,
     clients: u64,
     size: usize,
+    envelope: Envelope,
 }
 
 fn parse_args() -> Args {
@@ -49,6 +56,7 @@ fn parse_args() -> Args {
         count: 10_000,
         clients: 1,
         size: 100,
+        envelope: Envelope::Bare,
     };
     parse_flags(|flag, value| match flag {
         "--url" => args.url = value,
@@ -58,6 +66,7 @@ fn parse_args() -> Args {
         "--count" => args.count = value.parse().expect("--count N"),
         "--clients" => args.clients = value.parse().expect("--clients N"),
         "--size" => args.size = value.parse().expect("--size BYTES"),
+        "--envelope" => args.envelope = Envelope::parse(&value),
         other => panic!("unknown flag {other}"),
     });
     args
@@ -157,8 +166,7 @@ async fn server(args: &Args) {
             ) else {
                 continue;
             };
-            let request: Value = serde_json::from_slice(&delivery.data).expect("JSON");
-            let body = serde_json::to_vec(&request["value"]).expect("JSON");
+            let body = reply_body(args.envelope, &delivery.data);
             let (channel, served) = (channel.clone(), served.clone());
             // Replies pipeline their confirms.
             tokio::spawn(async move {
@@ -173,8 +181,7 @@ async fn server(args: &Args) {
                 served.fetch_add(1, Ordering::Relaxed);
             });
         } else {
-            let body: Value = serde_json::from_slice(&delivery.data).expect("JSON");
-            let sent = body["sent_ns"].as_u64().unwrap_or(0);
+            let sent = sent_ns(args.envelope, &delivery.data);
             latencies.push(Duration::from_nanos(unix_ns().saturating_sub(sent)));
         }
     }
@@ -250,15 +257,19 @@ async fn client(args: &Args) {
             let (channel, waiting, reply_queue) =
                 (channel.clone(), waiting.clone(), reply_queue.clone());
             let (mode, topic, size) = (args.mode.clone(), args.topic.clone(), args.size);
+            let envelope = args.envelope;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for n in 0..share {
-                    let body = serde_json::to_vec(
-                        &json!({"value": "x".repeat(size), "sent_ns": unix_ns()}),
-                    )
-                    .expect("JSON");
+                    let body = json!({"value": "x".repeat(size), "sent_ns": unix_ns()});
                     if mode == "rpc-call" {
                         let id = format!("{i}-{n}");
+                        let msg_id = unique_hex();
+                        let call = Request::Call {
+                            msg_id: &msg_id,
+                            reply_q: &reply_queue,
+                        };
+                        let body = request_body(envelope, call, body);
                         let (tx, rx) = oneshot::channel();
                         waiting.lock().expect("lock").insert(id.clone(), tx);
                         let sent = Instant::now();
@@ -269,6 +280,12 @@ async fn client(args: &Args) {
                         rx.await.expect("reply");
                         latencies.push(sent.elapsed());
                     } else {
+                        let request = if mode == "notify" {
+                            Request::Notification { unique_id: true }
+                        } else {
+                            Request::Cast
+                        };
+                        let body = request_body(envelope, request, body);
                         publish(&channel, "", &topic, &body, properties()).await;
                     }
                 }
@@ -287,6 +304,7 @@ async fn client(args: &Args) {
         "{}",
         json!({
             "mode": args.mode, "role": "client", "clients": clients, "size": args.size,
+            "envelope": format!("{:?}", args.envelope),
             "count": args.count, "seconds": seconds, "msgs_per_s": args.count as f64 / seconds,
             "start_unix_ns": start_unix_ns,
             "p50_ms": percentile_ms(&latencies, 50.0), "p99_ms": percentile_ms(&latencies, 99.0),
