@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tracing::{Instrument, Span};
 
@@ -17,7 +16,7 @@ use crate::driver::{
 };
 use crate::error::{MessagingError, Result};
 use crate::priority::Priority;
-use crate::service::{self, Gate, ServiceHandle};
+use crate::service::{self, Gate, Running, ServiceHandle};
 use crate::target::Target;
 use crate::telemetry::{self, Busy, ListenerMeters};
 use crate::transport::NotificationTransport;
@@ -280,6 +279,11 @@ impl NotificationListener {
     }
 
     /// How many notifications (or batches) are handled at once.
+    ///
+    /// A handler runs on the service's own task until it first waits, then in a task of its
+    /// own, so one that finishes without waiting costs no task. Long computations belong in
+    /// `tokio::task::spawn_blocking`: one that held the service's task past half a millisecond
+    /// sends the next hundred handlers straight to tasks of their own.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
         self
@@ -373,9 +377,8 @@ async fn consume(
     batch: Option<(usize, Duration)>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
 ) {
-    let mut running = JoinSet::new();
+    let mut running = Running::new();
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
-        while running.try_join_next().is_some() {}
         let mut taken = vec![dispatcher.take(first)];
         if let Some((size, timeout)) = batch {
             taken[0].incoming.acker.batched().await;
@@ -430,14 +433,15 @@ async fn consume(
         }
         let dispatcher = dispatcher.clone();
         let duplicates = duplicates.clone();
-        // Boxed, so that tokio moves a pointer, not the handler's state, into its task.
-        running.spawn(Box::pin(async move {
-            dispatcher.handle(taken, &duplicates).await;
-            drop(slot);
-        }));
+        running
+            .start(async move {
+                dispatcher.handle(taken, &duplicates).await;
+                drop(slot);
+            })
+            .await;
     }
     // Handlers still running acknowledge through the source: let them finish first.
-    while running.join_next().await.is_some() {}
+    running.finish().await;
     source.close().await;
 }
 
