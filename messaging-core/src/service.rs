@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,37 +101,57 @@ impl Gate {
 
 /// The messages a service is handling.
 ///
-/// Each is run on the service's own task first: one that finishes without waiting (a
-/// notification handler that counts or logs, the common case) then costs no task of its own,
-/// no spawn and no other worker woken, about a microsecond per message. One that waits goes on
-/// in a task of its own while the service takes the next message. A handler that computes for
-/// long without waiting would hold up the next message, and keep handlers from running in
-/// parallel on other workers: after such a run, the next messages get their own task at once.
+/// With [`run_here_first`](Self::run_here_first), each is run on the service's own task first:
+/// one that finishes without waiting (a notification handler that counts or logs, the common
+/// case) then costs no task of its own, no spawn and no other worker woken, about a
+/// microsecond per message. One that waits goes on in a task of its own while the service
+/// takes the next message. A handler that computes for long without waiting would hold up the
+/// next message, and keep handlers from running in parallel on other workers: after such a
+/// run, the next messages get their own task at once.
 pub(crate) struct Running {
     tasks: JoinSet<()>,
     /// How many more messages go straight to a task of their own.
     spawn_next: u32,
+    run_here: bool,
 }
 
-/// An inline run longer than this sends the next [`SPAWN_AFTER_LONG_RUN`] messages straight to
-/// tasks of their own.
-const LONG_RUN: Duration = Duration::from_micros(500);
+/// An inline run longer than this (20 to 50 times a handler that only counts or logs) sends
+/// the next [`SPAWN_AFTER_LONG_RUN`] messages straight to tasks of their own. The process
+/// being descheduled also counts; it costs no more than spawning those messages.
+const LONG_RUN: Duration = Duration::from_micros(100);
 const SPAWN_AFTER_LONG_RUN: u32 = 100;
 
 impl Running {
-    pub(crate) fn new() -> Self {
+    /// Each message's handler runs here until it first waits.
+    pub(crate) fn run_here_first() -> Self {
         Running {
             tasks: JoinSet::new(),
             spawn_next: 0,
+            run_here: true,
+        }
+    }
+
+    /// Each message's handler runs in a task of its own from the start.
+    pub(crate) fn in_tasks() -> Self {
+        Running {
+            run_here: false,
+            ..Running::run_here_first()
         }
     }
 
     /// Start handling a message: run `handling` here until it waits, then in its own task.
-    pub(crate) async fn start(&mut self, handling: impl Future<Output = ()> + Send + 'static) {
+    ///
+    /// Boxed by the caller, so that neither this call nor tokio moves the handler's state
+    /// (kilobytes) again: only a pointer.
+    pub(crate) async fn start<F>(&mut self, mut handling: Pin<Box<F>>)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         while self.tasks.try_join_next().is_some() {}
-        // Boxed, so that tokio moves a pointer, not the handler's state (kilobytes), into its
-        // task.
-        let mut handling = Box::pin(handling);
+        if !self.run_here {
+            self.tasks.spawn(handling);
+            return;
+        }
         if self.spawn_next > 0 {
             self.spawn_next -= 1;
             self.tasks.spawn(handling);
@@ -164,13 +185,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_that_does_not_wait_runs_without_a_task() {
-        let mut running = Running::new();
+        let mut running = Running::run_here_first();
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = ran.clone();
         running
-            .start(async move {
+            .start(Box::pin(async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-            })
+            }))
             .await;
         assert_eq!(ran.load(Ordering::SeqCst), 1, "ran before start returned");
         assert!(running.tasks.is_empty());
@@ -178,15 +199,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_that_waits_goes_on_in_its_own_task() {
-        let mut running = Running::new();
+        let mut running = Running::run_here_first();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let done = Arc::new(AtomicUsize::new(0));
         let counter = done.clone();
         running
-            .start(async move {
+            .start(Box::pin(async move {
                 released.await.ok();
                 counter.fetch_add(1, Ordering::SeqCst);
-            })
+            }))
             .await;
         assert_eq!(running.tasks.len(), 1);
         assert_eq!(done.load(Ordering::SeqCst), 0);
@@ -197,27 +218,37 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_long_run_the_next_handlers_get_their_own_task_at_once() {
-        let mut running = Running::new();
+        let mut running = Running::run_here_first();
         running
-            .start(async { std::thread::sleep(LONG_RUN * 2) })
+            .start(Box::pin(async { std::thread::sleep(LONG_RUN * 2) }))
             .await;
         assert_eq!(running.spawn_next, SPAWN_AFTER_LONG_RUN);
-        running.start(async {}).await;
+        running.start(Box::pin(async {})).await;
         assert_eq!(running.tasks.len(), 1, "spawned, not run here");
         assert_eq!(running.spawn_next, SPAWN_AFTER_LONG_RUN - 1);
         running.finish().await;
     }
 
     #[tokio::test]
+    async fn in_tasks_every_handler_gets_its_own_task() {
+        let mut running = Running::in_tasks();
+        running.start(Box::pin(async {})).await;
+        assert_eq!(running.tasks.len(), 1);
+        running.finish().await;
+    }
+
+    #[tokio::test]
     async fn a_handler_that_panics_here_does_not_end_the_service() {
-        let mut running = Running::new();
-        running.start(async { panic!("handler bug") }).await;
+        let mut running = Running::run_here_first();
+        running
+            .start(Box::pin(async { panic!("handler bug") }))
+            .await;
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = ran.clone();
         running
-            .start(async move {
+            .start(Box::pin(async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-            })
+            }))
             .await;
         // Here or in a task (a panic's report can take long enough to count as a long run).
         running.finish().await;

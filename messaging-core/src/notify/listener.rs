@@ -280,10 +280,11 @@ impl NotificationListener {
 
     /// How many notifications (or batches) are handled at once.
     ///
-    /// A handler runs on the service's own task until it first waits, then in a task of its
+    /// A handler runs on the listener's own task until it first waits, then in a task of its
     /// own, so one that finishes without waiting costs no task. Long computations belong in
-    /// `tokio::task::spawn_blocking`: one that held the service's task past half a millisecond
-    /// sends the next hundred handlers straight to tasks of their own.
+    /// `tokio::task::spawn_blocking`: a handler that held the listener's task for more than
+    /// 0.1 ms sends the next hundred straight to tasks of their own, where they run in
+    /// parallel on the runtime's workers.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
         self
@@ -377,7 +378,7 @@ async fn consume(
     batch: Option<(usize, Duration)>,
     duplicates: Arc<Mutex<DuplicateFilter>>,
 ) {
-    let mut running = Running::new();
+    let mut running = Running::run_here_first();
     while let Some((first, slot)) = gate.admit(|| source.next()).await {
         let mut taken = vec![dispatcher.take(first)];
         if let Some((size, timeout)) = batch {
@@ -434,10 +435,10 @@ async fn consume(
         let dispatcher = dispatcher.clone();
         let duplicates = duplicates.clone();
         running
-            .start(async move {
+            .start(Box::pin(async move {
                 dispatcher.handle(taken, &duplicates).await;
                 drop(slot);
-            })
+            }))
             .await;
     }
     // Handlers still running acknowledge through the source: let them finish first.

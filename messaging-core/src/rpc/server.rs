@@ -83,10 +83,8 @@ impl RpcServer {
     /// How many requests run at once (oslo's executor pool size); further requests wait at
     /// the broker.
     ///
-    /// A handler runs on the service's own task until it first waits, then in a task of its
-    /// own, so one that finishes without waiting costs no task. Long computations belong in
-    /// `tokio::task::spawn_blocking`: one that held the service's task past half a millisecond
-    /// sends the next hundred handlers straight to tasks of their own.
+    /// Each request is handled in a task of its own, so endpoints run in parallel on the
+    /// runtime's workers.
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
         self
@@ -147,7 +145,9 @@ impl RpcServer {
 }
 
 async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, mut gate: Gate) {
-    let mut running = Running::new();
+    // A request's handler waits for its reply's publish: run here first, it would still need
+    // its own task, and an endpoint that computes would keep the next request waiting.
+    let mut running = Running::in_tasks();
     let mut duplicates = DuplicateFilter::default();
     // A request is taken only when a slot is free, so that the rest stay with the broker.
     while let Some((incoming, slot)) = gate.admit(|| listener.next()).await {
@@ -166,13 +166,13 @@ async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, 
             }
         }
         let dispatcher = dispatcher.clone();
-        // `start` boxes it: the handler's state is about 4 KiB, which tokio would otherwise
-        // move about six times on the way into its task and out (3k instructions per request).
+        // Boxed: the handler's state is about 4 KiB, which tokio would otherwise move about
+        // six times on the way into its task and out (3k instructions per request).
         running
-            .start(async move {
+            .start(Box::pin(async move {
                 dispatcher.handle(incoming, &meters).await;
                 drop(slot);
-            })
+            }))
             .await;
     }
     // Requests still running reply through the transport: let them finish first.
