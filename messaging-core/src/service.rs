@@ -183,16 +183,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A handler that counts its run in `ran` without waiting.
+    fn counting(ran: &Arc<AtomicUsize>) -> Pin<Box<impl Future<Output = ()> + Send + 'static>> {
+        let ran = ran.clone();
+        Box::pin(async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
     #[tokio::test]
     async fn a_handler_that_does_not_wait_runs_without_a_task() {
         let mut running = Running::run_here_first();
         let ran = Arc::new(AtomicUsize::new(0));
-        let counter = ran.clone();
-        running
-            .start(Box::pin(async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }))
-            .await;
+        running.start(counting(&ran)).await;
         assert_eq!(ran.load(Ordering::SeqCst), 1, "ran before start returned");
         assert!(running.tasks.is_empty());
     }
@@ -244,12 +247,7 @@ mod tests {
             .start(Box::pin(async { panic!("handler bug") }))
             .await;
         let ran = Arc::new(AtomicUsize::new(0));
-        let counter = ran.clone();
-        running
-            .start(Box::pin(async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }))
-            .await;
+        running.start(counting(&ran)).await;
         // Here or in a task (a panic's report can take long enough to count as a long run).
         running.finish().await;
         assert_eq!(ran.load(Ordering::SeqCst), 1);
