@@ -1,5 +1,6 @@
 //! What RPC servers and notification listeners share: a bounded number of messages in
-//! progress, each run on the service's task until it waits, and a graceful stop.
+//! progress (a listener's handlers run on its task until they wait, an RPC server's in tasks
+//! of their own), and a graceful stop.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -145,8 +145,9 @@ impl RpcServer {
 }
 
 async fn serve(mut listener: Box<dyn RpcListener>, dispatcher: Arc<Dispatcher>, mut gate: Gate) {
-    // A request's handler waits for its reply's publish: run here first, it would still need
-    // its own task, and an endpoint that computes would keep the next request waiting.
+    // Each request in its own task from the start: its handler waits for the reply's publish,
+    // so running it here first would save no task, and an endpoint that computes would hold up
+    // the next request.
     let mut running = Running::in_tasks();
     let mut duplicates = DuplicateFilter::default();
     // A request is taken only when a slot is free, so that the rest stay with the broker.
