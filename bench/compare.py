@@ -42,7 +42,8 @@ OUTBOX_MEMORY = {"rust": {"args": ["--outbox", "memory"] + OUTBOX_CAPACITY}}
 OUTBOX_SPOOL = {"rust": {"args": ["--outbox", "spool:{spool}"] + OUTBOX_CAPACITY}}
 # name, mode, concurrent senders, count per implementation[, per implementation: "clients"
 # instead of the row's, extra client "args", extra "server_args"]. An implementation named
-# "raw-X+oslo" is raw client X sending oslo's envelope (`--envelope oslo`): it takes raw-X's
+# "raw-X+oslo" is raw client X speaking oslo's wire (`--envelope oslo`: its envelope, and for
+# lapin its exchange, properties and reply correlation too): it takes raw-X's
 # count, and raw-X's settings where the row gives it none of its own. Python's notifier has
 # no outbox: its outbox rows run its single sender, the aim for ours.
 WORKLOADS = [

@@ -8,6 +8,7 @@
 //! `driver-kafka/examples/raw_rdkafka_bench.rs` (AMQP 1.0 has no envelope).
 //!
 //! The dicts follow `../shared/reference/oslo-wire.md` (§3, §5, §6) with an empty context.
+//! Raw lapin also routes and flags them as oslo does (§1): see its `--envelope`.
 //! serde_json writes them compactly, where oslo (and this library) put a space after `,` and
 //! `:`: the raw record is a few dozen bytes shorter than ours.
 
@@ -86,11 +87,28 @@ pub fn reply_body(envelope: Envelope, received: &[u8]) -> Vec<u8> {
     let request = decode(envelope, received);
     match envelope {
         Envelope::Bare => serde_json::to_vec(&request["value"]).expect("JSON"),
-        Envelope::Oslo => envelope_of(&json!({
-            "result": request["args"]["value"], "failure": null, "ending": true,
-            "_msg_id": request["_msg_id"], "_unique_id": unique_hex(),
-        })),
+        Envelope::Oslo => oslo_reply(&request),
     }
+}
+
+/// An oslo call's reply queue (`_reply_q`) and its reply, from one decoding of the request.
+pub fn oslo_call_reply(received: &[u8]) -> (String, Vec<u8>) {
+    let request = decode(Envelope::Oslo, received);
+    let reply_q = request["_reply_q"].as_str().expect("a call's `_reply_q`");
+    (reply_q.to_owned(), oslo_reply(&request))
+}
+
+/// The `_msg_id` of an oslo reply, read as oslo's client reads it: the whole reply decoded.
+pub fn oslo_reply_msg_id(received: &[u8]) -> Option<String> {
+    let reply = decode(Envelope::Oslo, received);
+    reply["_msg_id"].as_str().map(str::to_owned)
+}
+
+fn oslo_reply(request: &Value) -> Vec<u8> {
+    envelope_of(&json!({
+        "result": request["args"]["value"], "failure": null, "ending": true,
+        "_msg_id": request["_msg_id"], "_unique_id": unique_hex(),
+    }))
 }
 
 /// A received body, or the message dict inside its envelope.

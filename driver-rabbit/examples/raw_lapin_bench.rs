@@ -11,8 +11,12 @@
 //! are correlated through one reply queue per client process. `--mode notify` is a confirmed
 //! publish as `rpc-cast` is; with `--envelope oslo` each body goes as the driver sends it, a
 //! notification, cast, call or reply inside oslo's 2.0 envelope (see `bench/raw_oslo.rs`),
-//! and the default, `bare`, sends the body alone. Output: the JSON lines of
-//! `omsg bench --role …`.
+//! sent as Python oslo.messaging sends it (oslo-wire.md §1): requests and notifications
+//! through the `openstack` topic exchange, replies `mandatory` through the default exchange,
+//! oslo's properties (a call's `expiration` among them), calls and replies correlated by the
+//! `_reply_q` and `_msg_id` inside them. The default, `bare`, sends the body alone through
+//! the default exchange, correlated by `reply_to` and `correlation_id`. Output: the JSON lines
+//! of `omsg bench --role …`.
 
 #[path = "../../bench/raw_oslo.rs"]
 mod raw_oslo;
@@ -25,13 +29,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use raw_oslo::{reply_body, request_body, sent_ns, unique_hex, Envelope, Request};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use raw_oslo::{
+    oslo_call_reply, oslo_reply_msg_id, reply_body, request_body, sent_ns, unique_hex, Envelope,
+    Request,
+};
 use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -72,10 +80,65 @@ fn parse_args() -> Args {
     args
 }
 
-fn properties() -> BasicProperties {
-    BasicProperties::default()
+/// A message's properties: content type and persistence (bare), or oslo's whole set
+/// (oslo-wire.md §1.4), with `expiration` on call requests.
+fn properties(envelope: Envelope, expiration: Option<&str>) -> BasicProperties {
+    let properties = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_delivery_mode(2)
+        .with_delivery_mode(2);
+    match (envelope, expiration) {
+        (Envelope::Bare, _) => properties,
+        (Envelope::Oslo, expiration) => {
+            let properties = properties
+                .with_content_encoding("utf-8".into())
+                .with_priority(0)
+                .with_headers(FieldTable::default());
+            match expiration {
+                Some(expiration) => properties.with_expiration(expiration.into()),
+                None => properties,
+            }
+        }
+    }
+}
+
+/// The `expiration` of an oslo call request: its timeout, oslo's default 60 s (as the
+/// library's client sends it).
+const CALL_EXPIRATION: &str = "60000";
+
+/// oslo's control exchange: requests and notifications go through it (oslo-wire.md §1.1).
+const OSLO_EXCHANGE: &str = "openstack";
+
+/// The exchange a client publishes requests and notifications to: the topic exchange that
+/// any peer of oslo.messaging routes through, or the default exchange straight to the queue.
+fn request_exchange(envelope: Envelope) -> &'static str {
+    match envelope {
+        Envelope::Oslo => OSLO_EXCHANGE,
+        Envelope::Bare => "",
+    }
+}
+
+/// Bind `queue` to oslo's topic exchange with its own name as the key, as an oslo server
+/// binds `<topic>` (the exchange declared as oslo declares it: topic, not durable).
+async fn bind_to_oslo_exchange(channel: &Channel, queue: &str) {
+    channel
+        .exchange_declare(
+            OSLO_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the exchange");
+    channel
+        .queue_bind(
+            queue.into(),
+            OSLO_EXCHANGE.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
 }
 
 async fn channel(url: &str) -> (Connection, Channel) {
@@ -90,19 +153,23 @@ async fn channel(url: &str) -> (Connection, Channel) {
     (connection, channel)
 }
 
-/// Publish and wait for the broker's confirm.
+/// Publish and wait for the broker's confirm (oslo publishes replies `mandatory`).
 async fn publish(
     channel: &Channel,
     exchange: &str,
     key: &str,
     body: &[u8],
+    mandatory: bool,
     properties: BasicProperties,
 ) {
     channel
         .basic_publish(
             exchange.into(),
             key.into(),
-            BasicPublishOptions::default(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
             body,
             properties,
         )
@@ -132,6 +199,9 @@ async fn server(args: &Args) {
         )
         .await
         .expect("declare");
+    if args.envelope == Envelope::Oslo {
+        bind_to_oslo_exchange(&channel, &args.topic).await;
+    }
     let mut consumer = channel
         .basic_consume(
             args.topic.as_str().into(),
@@ -160,24 +230,14 @@ async fn server(args: &Args) {
         };
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
         if args.mode == "rpc-call" {
-            let (Some(reply_to), Some(id)) = (
-                delivery.properties.reply_to().clone(),
-                delivery.properties.correlation_id().clone(),
-            ) else {
+            let Some((reply_to, body, properties)) = call_reply(args.envelope, &delivery) else {
                 continue;
             };
-            let body = reply_body(args.envelope, &delivery.data);
             let (channel, served) = (channel.clone(), served.clone());
+            let mandatory = args.envelope == Envelope::Oslo;
             // Replies pipeline their confirms.
             tokio::spawn(async move {
-                publish(
-                    &channel,
-                    "",
-                    reply_to.as_str(),
-                    &body,
-                    properties().with_correlation_id(id),
-                )
-                .await;
+                publish(&channel, "", &reply_to, &body, mandatory, properties).await;
                 served.fetch_add(1, Ordering::Relaxed);
             });
         } else {
@@ -203,6 +263,26 @@ async fn server(args: &Args) {
             "cpu_ms_per_msg": (cpu - cpu_before) * 1e3 / count.max(1) as f64, "peak_rss_mib": rss,
         })
     );
+}
+
+/// Where the reply to a call goes, what it says and its properties: correlated through the
+/// request's properties (bare), or, as oslo does, through the `_reply_q` and `_msg_id` in it.
+fn call_reply(
+    envelope: Envelope,
+    delivery: &Delivery,
+) -> Option<(String, Vec<u8>, BasicProperties)> {
+    match envelope {
+        Envelope::Bare => {
+            let reply_to = delivery.properties.reply_to().as_ref()?.as_str().to_owned();
+            let id = delivery.properties.correlation_id().clone()?;
+            let properties = properties(envelope, None).with_correlation_id(id);
+            Some((reply_to, reply_body(envelope, &delivery.data), properties))
+        }
+        Envelope::Oslo => {
+            let (reply_to, body) = oslo_call_reply(&delivery.data);
+            Some((reply_to, body, properties(envelope, None)))
+        }
+    }
 }
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
@@ -233,15 +313,18 @@ async fn client(args: &Args) {
             )
             .await
             .expect("consume replies");
-        let waiting = waiting.clone();
+        let (waiting, envelope) = (waiting.clone(), args.envelope);
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
                 delivery.ack(BasicAckOptions::default()).await.ok();
-                let id = delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|s| s.as_str().to_owned());
+                let id = match envelope {
+                    Envelope::Bare => delivery
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .map(|s| s.as_str().to_owned()),
+                    Envelope::Oslo => oslo_reply_msg_id(&delivery.data),
+                };
                 if let Some(tx) = id.and_then(|id| waiting.lock().expect("lock").remove(&id)) {
                     tx.send(delivery.data).ok();
                 }
@@ -263,20 +346,27 @@ async fn client(args: &Args) {
                 for n in 0..share {
                     let body = json!({"value": "x".repeat(size), "sent_ns": unix_ns()});
                     if mode == "rpc-call" {
-                        let id = format!("{i}-{n}");
                         let msg_id = unique_hex();
                         let call = Request::Call {
                             msg_id: &msg_id,
                             reply_q: &reply_queue,
                         };
                         let body = request_body(envelope, call, body);
+                        let (id, props) = match envelope {
+                            Envelope::Bare => {
+                                let id = format!("{i}-{n}");
+                                let props = properties(envelope, None)
+                                    .with_reply_to(reply_queue.as_str().into())
+                                    .with_correlation_id(id.as_str().into());
+                                (id, props)
+                            }
+                            Envelope::Oslo => (msg_id, properties(envelope, Some(CALL_EXPIRATION))),
+                        };
                         let (tx, rx) = oneshot::channel();
-                        waiting.lock().expect("lock").insert(id.clone(), tx);
+                        waiting.lock().expect("lock").insert(id, tx);
                         let sent = Instant::now();
-                        let props = properties()
-                            .with_reply_to(reply_queue.as_str().into())
-                            .with_correlation_id(id.into());
-                        publish(&channel, "", &topic, &body, props).await;
+                        let exchange = request_exchange(envelope);
+                        publish(&channel, exchange, &topic, &body, false, props).await;
                         rx.await.expect("reply");
                         latencies.push(sent.elapsed());
                     } else {
@@ -286,7 +376,9 @@ async fn client(args: &Args) {
                             Request::Cast
                         };
                         let body = request_body(envelope, request, body);
-                        publish(&channel, "", &topic, &body, properties()).await;
+                        let (exchange, props) =
+                            (request_exchange(envelope), properties(envelope, None));
+                        publish(&channel, exchange, &topic, &body, false, props).await;
                     }
                 }
                 latencies

@@ -73,11 +73,11 @@ impl FromStr for Priority {
     type Err = MessagingError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.to_ascii_lowercase();
+        // Compared in place: every received notification is parsed here.
         Priority::ALL
             .into_iter()
-            .find(|p| p.as_str() == lower)
-            .or((lower == "warning").then_some(Priority::Warn))
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .or(s.eq_ignore_ascii_case("warning").then_some(Priority::Warn))
             .ok_or_else(|| {
                 MessagingError::MalformedMessage(format!("unknown notification priority `{s}`"))
             })
@@ -87,5 +87,30 @@ impl FromStr for Priority {
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_ignores_case_and_knows_warning() {
+        for priority in Priority::ALL {
+            assert_eq!(priority.as_str().parse::<Priority>().unwrap(), priority);
+            assert_eq!(
+                priority.as_upper_str().parse::<Priority>().unwrap(),
+                priority
+            );
+        }
+        assert_eq!("Warning".parse::<Priority>().unwrap(), Priority::Warn);
+        assert_eq!("WARNING".parse::<Priority>().unwrap(), Priority::Warn);
+        for unknown in ["", "inf", "infos", "notice", "ınfo"] {
+            let error = unknown.parse::<Priority>().unwrap_err();
+            assert!(
+                matches!(&error, MessagingError::MalformedMessage(why) if why.contains("priority")),
+                "{unknown}: {error}"
+            );
+        }
     }
 }
