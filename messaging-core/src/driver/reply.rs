@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 use super::FastHashMap;
 use crate::wire::Reply;
 
-type Waiters = Arc<Mutex<FastHashMap<String, mpsc::UnboundedSender<Reply>>>>;
+/// Replies travel boxed: a channel allocates its first block of 32 items up front, 7 KiB of
+/// 224-byte `Reply`s (room for a remote error) for every call, where most calls get one reply.
+type Waiters = Arc<Mutex<FastHashMap<String, mpsc::UnboundedSender<Box<Reply>>>>>;
 
 /// Routes reply events to the calls waiting for them, by message id.
 ///
@@ -42,7 +44,7 @@ impl ReplyRouter {
     pub fn deliver(&self, msg_id: &str, reply: Reply) -> bool {
         let waiters = self.waiters.lock().expect("reply router poisoned");
         match waiters.get(msg_id) {
-            Some(tx) => tx.send(reply).is_ok(),
+            Some(tx) => tx.send(Box::new(reply)).is_ok(),
             None => {
                 tracing::debug!(msg_id, "dropping a reply nobody waits for (timed out?)");
                 false
@@ -60,7 +62,7 @@ impl ReplyRouter {
 #[derive(Debug)]
 pub struct PendingReply {
     msg_id: String,
-    events: mpsc::UnboundedReceiver<Reply>,
+    events: mpsc::UnboundedReceiver<Box<Reply>>,
     waiters: Waiters,
 }
 
@@ -72,7 +74,7 @@ impl PendingReply {
 
     /// The next reply; `None` if the transport went away. Cancel-safe.
     pub async fn next(&mut self) -> Option<Reply> {
-        self.events.recv().await
+        self.events.recv().await.map(|reply| *reply)
     }
 }
 

@@ -358,33 +358,37 @@ impl RpcClient {
         meters: &CallMeters,
         started: Instant,
     ) -> Result<R> {
-        // Errors name the call as it was sent, with the exchange it used.
-        let called = RpcCall::new(
-            method,
-            Target {
-                exchange: Some(address.exchange.clone()),
-                ..self.target.clone()
-            },
-        );
+        // Errors name the call as it was sent, with the exchange it used (built only for one).
+        let called = || {
+            RpcCall::new(
+                method,
+                Target {
+                    exchange: Some(address.exchange.clone()),
+                    ..self.target.clone()
+                },
+            )
+        };
         let deadline = self.timeout.map(|t| started + t);
-        // Sending counts against the timeout too (the broker may be down and retried).
+        // One timer for the whole call: sending counts against the timeout too (the broker
+        // may be down and retried), then it bounds the wait, moved earlier by the call monitor.
+        let timer = sleep_until(deadline.unwrap_or_else(far_future));
+        tokio::pin!(timer);
         let options = self.send_options(true)?;
         let send = self.transport.driver().call(address, request, &options);
-        let sent = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, send)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(MessagingError::not_taken("(not sent)", started.elapsed()))
-                }),
-            None => send.await,
+        let sent = tokio::select! {
+            biased;
+            sent = send => sent,
+            () = &mut timer, if deadline.is_some() => {
+                Err(MessagingError::not_taken("(not sent)", started.elapsed()))
+            }
         };
-        let mut pending = sent.map_err(|e| e.for_call(&called))?;
+        let mut pending = sent.map_err(|e| e.for_call(&called()))?;
         meters.sent.increment(1);
         Span::current().record("messaging.message.id", pending.msg_id());
         let timed_out = |msg_id: &str| MessagingError::Timeout {
             msg_id: msg_id.to_owned(),
             after: started.elapsed(),
-            call: Some(Box::new(called.clone())),
+            call: Some(Box::new(called())),
             delivered: true,
         };
         let mut monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
@@ -394,9 +398,12 @@ impl RpcClient {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let Some(wake) = wake.filter(|&wake| wake != timer.deadline()) {
+                timer.as_mut().reset(wake);
+            }
             let event = tokio::select! {
                 event = pending.next() => event,
-                _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
+                () = &mut timer, if wake.is_some() => {
                     return Err(timed_out(pending.msg_id()));
                 }
             };
@@ -433,7 +440,7 @@ impl RpcClient {
                 }
                 ReplyEvent::Failure(failure) => {
                     let error = failure.into_error(method, self.target.version.as_deref());
-                    return Err(error.for_call(&called));
+                    return Err(error.for_call(&called()));
                 }
             }
         }
