@@ -97,7 +97,7 @@ SECTIONS = [
     ("AMQP 1.0 casts and notifications (RabbitMQ's AMQP 1.0 endpoint)", AMQP1, AMQP1_SENDS, ["rust", "raw-fe2o3"]),
 ]
 NAMES = {"python": "Python oslo.messaging", "rust": "Rust (this library)", "raw-lapin": "raw lapin",
-         "raw-lapin+oslo": "raw lapin, oslo envelope", "raw-rdkafka": "raw rdkafka",
+         "raw-lapin+oslo": "raw lapin, oslo's wire", "raw-rdkafka": "raw rdkafka",
          "raw-rdkafka+oslo": "raw rdkafka, oslo envelope", "raw-fe2o3": "raw fe2o3-amqp"}
 
 
