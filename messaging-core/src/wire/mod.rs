@@ -216,7 +216,10 @@ impl Serialize for ContextKey<'_> {
 pub struct DuplicateFilter {
     /// Remembered ids, oldest first, with when they were remembered.
     order: VecDeque<(Arc<str>, Instant)>,
-    seen: HashSet<Arc<str>>,
+    /// Hashed with rapidhash, seeded per process as the standard hasher is: every received
+    /// request and notification is looked up here, and SipHash cost more than the rest of the
+    /// filter.
+    seen: HashSet<Arc<str>, rapidhash::fast::RandomState>,
     count: usize,
     age: Duration,
 }
@@ -237,7 +240,7 @@ impl DuplicateFilter {
     pub fn new(count: usize, age: Duration) -> Self {
         Self {
             order: VecDeque::new(),
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             count: count.max(1),
             age,
         }
@@ -257,6 +260,25 @@ impl DuplicateFilter {
     /// back, as in oslo).
     pub fn remember(&mut self, id: &str) {
         let now = Instant::now();
+        self.forget_old(now);
+        if !self.contains(id) {
+            self.insert(id, now);
+        }
+    }
+
+    /// True if `id` was seen recently; otherwise remembers it and returns false.
+    pub fn is_duplicate(&mut self, id: &str) -> bool {
+        let now = Instant::now();
+        self.forget_old(now);
+        if self.contains(id) {
+            return true;
+        }
+        self.insert(id, now);
+        false
+    }
+
+    /// Forget the ids beyond the window: the oldest past `count`, and those older than `age`.
+    fn forget_old(&mut self, now: Instant) {
         while let Some((oldest, at)) = self.order.front() {
             if self.order.len() < self.count && now.duration_since(*at) < self.age {
                 break;
@@ -264,19 +286,12 @@ impl DuplicateFilter {
             self.seen.remove(oldest);
             self.order.pop_front();
         }
-        if self.contains(id) {
-            return;
-        }
+    }
+
+    fn insert(&mut self, id: &str, now: Instant) {
         let id: Arc<str> = id.into();
         self.seen.insert(id.clone());
         self.order.push_back((id, now));
-    }
-
-    /// True if `id` was seen recently; otherwise remembers it and returns false.
-    pub fn is_duplicate(&mut self, id: &str) -> bool {
-        let seen = self.contains(id);
-        self.remember(id);
-        seen
     }
 }
 
@@ -605,6 +620,17 @@ mod tests {
         assert!(!filter.is_duplicate("b"));
         assert!(!filter.is_duplicate("c"));
         assert!(!filter.is_duplicate("a"), "a fell out of the window");
+    }
+
+    /// An id seen longer ago than the window's age counts as new, and is remembered again.
+    #[test]
+    fn an_id_older_than_the_age_is_no_duplicate() {
+        let mut filter = DuplicateFilter::new(100, Duration::from_millis(50));
+        assert!(!filter.is_duplicate("a"));
+        assert!(filter.is_duplicate("a"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!filter.is_duplicate("a"), "a is older than the window");
+        assert!(filter.is_duplicate("a"), "and remembered again");
     }
 
     #[test]
