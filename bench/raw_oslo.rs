@@ -82,13 +82,10 @@ pub fn sent_ns(envelope: Envelope, received: &[u8]) -> u64 {
     body["sent_ns"].as_u64().unwrap_or(0)
 }
 
-/// The reply to a received call: its `value` bare, or as oslo's reply dict in the envelope.
-pub fn reply_body(envelope: Envelope, received: &[u8]) -> Vec<u8> {
-    let request = decode(envelope, received);
-    match envelope {
-        Envelope::Bare => serde_json::to_vec(&request["value"]).expect("JSON"),
-        Envelope::Oslo => oslo_reply(&request),
-    }
+/// The reply to a received bare call: its `value`.
+pub fn bare_reply(received: &[u8]) -> Vec<u8> {
+    let request = decode(Envelope::Bare, received);
+    serde_json::to_vec(&request["value"]).expect("JSON")
 }
 
 /// An oslo call's reply queue (`_reply_q`) and its reply, from one decoding of the request.

@@ -37,7 +37,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use raw_oslo::{
-    oslo_call_reply, oslo_reply_msg_id, reply_body, request_body, sent_ns, unique_hex, Envelope,
+    bare_reply, oslo_call_reply, oslo_reply_msg_id, request_body, sent_ns, unique_hex, Envelope,
     Request,
 };
 use raw_support::{parse_flags, percentile_ms, unix_ns, usage};
@@ -276,7 +276,7 @@ fn call_reply(
             let reply_to = delivery.properties.reply_to().as_ref()?.as_str().to_owned();
             let id = delivery.properties.correlation_id().clone()?;
             let properties = properties(envelope, None).with_correlation_id(id);
-            Some((reply_to, reply_body(envelope, &delivery.data), properties))
+            Some((reply_to, bare_reply(&delivery.data), properties))
         }
         Envelope::Oslo => {
             let (reply_to, body) = oslo_call_reply(&delivery.data);
